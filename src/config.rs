@@ -1,0 +1,299 @@
+//! Server configuration: a TOML file whose every key has a sane default, so that an empty file
+//! (or no file at all) serves `localhost` on 5222/5223 with SQLite under `./data/`.
+//!
+//! Every option is documented in `deploy/causette.example.toml` and in the README.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The XMPP domain served: users are `name@domain`.
+    pub domain: String,
+    /// Where the embedded database and the generated certificate live.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub listen: ListenConfig,
+    pub tls: TlsConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`. Empty means
+    /// `sqlite://<data_dir>/causette.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Client-to-server listeners that offer STARTTLS (RFC 6120 §5).
+    pub c2s: Vec<SocketAddr>,
+    /// Client-to-server listeners where TLS starts at once (XEP-0368).
+    pub c2s_direct_tls: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain. With `key` unset too, a self-signed certificate is generated
+    /// under `data_dir` on first start.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Lets clients connecting from a loopback address skip STARTTLS (and use PLAIN without
+    /// TLS). Meant for tests and benchmarks; never applies to other addresses.
+    pub allow_plaintext_on_loopback: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest stanza accepted, in bytes (RFC 6120 §13.12: at least 10,000).
+    pub max_stanza_size: usize,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Stanzas queued for one session before it counts as a slow reader and is closed.
+    pub session_queue: usize,
+    /// Seconds a client has to finish TLS, SASL and binding.
+    pub negotiation_timeout_secs: u64,
+    /// Seconds of silence from a bound client before the server pings it (XEP-0199).
+    pub ping_after_secs: u64,
+    /// Seconds the client then has to send anything before the stream is closed.
+    pub ping_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PBKDF2 iterations used when a password is set (SCRAM, RFC 5802/7677).
+    pub scram_iterations: u32,
+    /// Failed logins per account within `failure_window_secs` before further attempts on
+    /// that account are refused until the window ends.
+    pub max_failures_per_account: u32,
+    /// The same, per client IP address.
+    pub max_failures_per_ip: u32,
+    pub failure_window_secs: u64,
+    /// SASL steps run at once on the blocking pool (PLAIN hashes the password: CPU-heavy).
+    /// 0 means the number of CPU cores.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `causette=debug,sqlx=warn`. `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("data"),
+            database: DatabaseConfig::default(),
+            listen: ListenConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            c2s: vec![SocketAddr::from(([0, 0, 0, 0], 5222))],
+            c2s_direct_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            allow_plaintext_on_loopback: false,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_stanza_size: 256 * 1024,
+            max_connections: 50_000,
+            session_queue: 256,
+            negotiation_timeout_secs: 60,
+            ping_after_secs: 120,
+            ping_timeout_secs: 60,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            scram_iterations: 4096,
+            max_failures_per_account: 5,
+            max_failures_per_ip: 20,
+            failure_window_secs: 300,
+            workers: 0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file. A missing file is an error: callers decide whether to fall back to
+    /// the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if jid::BareJid::new(&self.domain).is_err() || self.domain.contains(['@', '/']) {
+            return Err(Error::Invalid(format!(
+                "domain {:?} is not a valid XMPP domain",
+                self.domain
+            )));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(Error::Invalid(
+                "tls.cert and tls.key must be set together".into(),
+            ));
+        }
+        if self.limits.max_stanza_size < 10_000 {
+            return Err(Error::Invalid(
+                "limits.max_stanza_size must be at least 10000 (RFC 6120 §13.12)".into(),
+            ));
+        }
+        if self.limits.session_queue == 0 || self.limits.max_connections == 0 {
+            return Err(Error::Invalid(
+                "limits.session_queue and limits.max_connections must be positive".into(),
+            ));
+        }
+        if self.auth.scram_iterations < 4096 {
+            return Err(Error::Invalid(
+                "auth.scram_iterations must be at least 4096 (RFC 7677)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL, with the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("causette.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn negotiation_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.negotiation_timeout_secs)
+    }
+
+    pub fn auth_workers(&self) -> usize {
+        if self.auth.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.auth.workers
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config: Config = toml::from_str("").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.listen.c2s[0].port(), 5222);
+        assert_eq!(config.listen.c2s_direct_tls[0].port(), 5223);
+        assert!(config.database_url().starts_with("sqlite://data/causette.db"));
+        assert!(!config.tls.allow_plaintext_on_loopback);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../deploy/causette.example.toml");
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("domian = 'x'").is_err());
+        let config: Config = toml::from_str("domain = 'a@b'").unwrap();
+        assert!(config.validate().is_err());
+        let config: Config = toml::from_str("[limits]\nmax_stanza_size = 10").unwrap();
+        assert!(config.validate().is_err());
+    }
+}

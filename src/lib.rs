@@ -1,0 +1,175 @@
+//! Causette, an XMPP chat server for French school portals (ENT).
+//!
+//! `Server::start` runs everything from a [`Config`]; it reads no environment variable and no
+//! signal, so tests start it on port 0 the same way `main` does.
+
+pub mod accounts;
+pub mod auth;
+pub mod config;
+pub mod storage;
+
+mod im;
+mod ns;
+mod router;
+mod services;
+mod session;
+mod stream;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::BareJid;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use storage::DynStore;
+use transport::ListenerKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Tls(#[from] transport::tls::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("{0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    config: Config,
+    /// The served domain, as a JID (normalised).
+    domain: BareJid,
+    store: DynStore,
+    router: router::Router,
+    auth: auth::Authenticator,
+    tls: TlsAcceptor,
+    connection_slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    c2s_addrs: Vec<SocketAddr>,
+    direct_tls_addrs: Vec<SocketAddr>,
+}
+
+/// How long shutdown waits for sessions to say goodbye before closing the store anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// Opens the store (migrating it), loads or generates the certificate, binds every
+    /// listener, and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let domain = BareJid::new(&config.domain)
+            .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
+        let tls = TlsAcceptor::from(transport::tls::server_config(&config)?);
+        let store = storage::open(&config.database_url(), config.database.max_connections).await?;
+        let c2s = transport::bind_all(&config.listen.c2s).await?;
+        let direct = transport::bind_all(&config.listen.c2s_direct_tls).await?;
+        let addrs = |ls: &[tokio::net::TcpListener]| -> std::io::Result<Vec<SocketAddr>> {
+            ls.iter().map(|l| l.local_addr()).collect()
+        };
+        let c2s_addrs = addrs(&c2s)?;
+        let direct_tls_addrs = addrs(&direct)?;
+        let throttle = auth::throttle::Throttle::new(
+            config.auth.max_failures_per_account,
+            config.auth.max_failures_per_ip,
+            Duration::from_secs(config.auth.failure_window_secs),
+        );
+        let auth = auth::Authenticator::new(store.clone(), throttle, config.auth_workers());
+        let shared = Arc::new(Shared {
+            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            domain,
+            store,
+            router: router::Router::new(),
+            auth,
+            tls,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        for (listeners, kind) in [(c2s, ListenerKind::StartTls), (direct, ListenerKind::DirectTls)] {
+            for listener in listeners {
+                shared.tasks.spawn(transport::serve(
+                    listener,
+                    kind,
+                    shared.clone(),
+                    shared.shutdown.clone(),
+                ));
+            }
+        }
+        shared.tasks.spawn(purge_throttle(shared.clone()));
+        tracing::info!(
+            domain = %shared.config.domain,
+            c2s = ?c2s_addrs,
+            c2s_direct_tls = ?direct_tls_addrs,
+            "serving"
+        );
+        Ok(Server {
+            shared,
+            c2s_addrs,
+            direct_tls_addrs,
+        })
+    }
+
+    /// Addresses of the STARTTLS listeners, as bound (port 0 resolved).
+    pub fn c2s_addrs(&self) -> &[SocketAddr] {
+        &self.c2s_addrs
+    }
+
+    /// Addresses of the direct-TLS listeners, as bound.
+    pub fn direct_tls_addrs(&self) -> &[SocketAddr] {
+        &self.direct_tls_addrs
+    }
+
+    pub fn store(&self) -> DynStore {
+        self.shared.store.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Sessions bound right now.
+    pub fn online_sessions(&self) -> usize {
+        self.shared.router.online_count()
+    }
+
+    /// Stops accepting, sends `<system-shutdown/>` to every session, waits for them (a few
+    /// seconds at most), then closes the store.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        self.shared.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn purge_throttle(shared: Arc<Shared>) {
+    let period = shared.auth.throttle().window().max(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => shared.auth.throttle().purge(),
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}

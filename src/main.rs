@@ -1,0 +1,169 @@
+//! The `causette` command: serve, migrate the store, manage accounts.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use causette::config::{Config, LogFormat};
+use causette::{Server, accounts, storage};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "Causette: XMPP chat server for school portals (ENT)")]
+struct Cli {
+    /// Configuration file. Without it, ./causette.toml is read if present, else the defaults
+    /// apply (domain localhost, SQLite under ./data, self-signed certificate).
+    #[arg(long, short, env = "CAUSETTE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Create or update the database schema, then exit.
+    Migrate,
+    /// Manage accounts. Passwords are read from standard input or a prompt, never from
+    /// the command line.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an account.
+    Add { username: String },
+    /// Change an account's password.
+    Passwd { username: String },
+    /// Delete an account.
+    Del { username: String },
+    /// List accounts.
+    List,
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => Config::from_file(&path)?,
+        None => {
+            let default = PathBuf::from("causette.toml");
+            if default.exists() {
+                Config::from_file(&default)?
+            } else {
+                Config::default()
+            }
+        }
+    };
+    // Environment overrides, for containers and CI.
+    if let Ok(url) = std::env::var("CAUSETTE_DATABASE_URL") {
+        config.database.url = url;
+    }
+    if let Ok(list) = std::env::var("CAUSETTE_LISTEN_C2S") {
+        config.listen.c2s = parse_addrs("CAUSETTE_LISTEN_C2S", &list)?;
+    }
+    if let Ok(list) = std::env::var("CAUSETTE_LISTEN_C2S_DIRECT_TLS") {
+        config.listen.c2s_direct_tls = parse_addrs("CAUSETTE_LISTEN_C2S_DIRECT_TLS", &list)?;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn parse_addrs(name: &str, list: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("{name}: {s:?} is not an address like 127.0.0.1:5222"))
+        })
+        .collect()
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn read_password(confirm: bool) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ")?;
+        if confirm && rpassword::prompt_password("Again: ")? != password {
+            bail!("the passwords differ");
+        }
+        Ok(password)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(cli.config)?;
+    init_logging(&config);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let server = Server::start(config).await?;
+            shutdown_signal().await;
+            server.shutdown().await;
+        }
+        Command::Migrate => {
+            let store = storage::open(&config.database_url(), 1).await?;
+            store.close().await;
+            println!("database schema is up to date");
+        }
+        Command::User { action } => {
+            let store = storage::open(&config.database_url(), 1).await?;
+            let iterations = config.auth.scram_iterations;
+            let result = match action {
+                UserAction::Add { username } => {
+                    let password = read_password(true)?;
+                    accounts::add(&store, &username, password, iterations)
+                        .await
+                        .map(|name| println!("created {name}@{}", config.domain))
+                }
+                UserAction::Passwd { username } => {
+                    let password = read_password(true)?;
+                    accounts::set_password(&store, &username, password, iterations)
+                        .await
+                        .map(|name| println!("password changed for {name}@{}", config.domain))
+                }
+                UserAction::Del { username } => accounts::delete(&store, &username)
+                    .await
+                    .map(|name| println!("deleted {name}@{}", config.domain)),
+                UserAction::List => accounts::list(&store).await.map(|names| {
+                    for name in names {
+                        println!("{name}@{}", config.domain);
+                    }
+                }),
+            };
+            store.close().await;
+            result?;
+        }
+    }
+    Ok(())
+}

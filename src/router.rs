@@ -1,0 +1,293 @@
+//! The router: bare JID → bound resources → each session's bounded outbound queue.
+//!
+//! The map is sharded (DashMap), so delivery takes one shard's read lock, never a global lock,
+//! and never awaits while holding it: queues are fed with `try_send`. A full queue means the
+//! session does not read what it is sent; it is closed rather than allowed to grow memory.
+//! Handlers only call `deliver_*`, `register` and `unregister`, so a router backed by a message
+//! bus can replace this one when Causette runs on several nodes.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
+
+use dashmap::DashMap;
+use jid::{BareJid, FullJid};
+use tokio::sync::{Notify, mpsc};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stream_error::DefinedCondition;
+
+/// What a session's queue carries. Boxed: the queue allocates its slots up front.
+pub type Outbound = Box<Stanza>;
+
+/// Why a session is being closed from outside, and the stream error it gets.
+#[derive(Debug, Clone)]
+pub struct CloseReason {
+    pub condition: DefinedCondition,
+    pub text: &'static str,
+}
+
+/// State a session shares with the router and with whoever may close it.
+#[derive(Debug, Default)]
+pub struct SessionControl {
+    close: Notify,
+    reason: Mutex<Option<CloseReason>>,
+    /// Has sent initial presence and not gone unavailable (RFC 6121 §4.2).
+    available: AtomicBool,
+    priority: AtomicI8,
+}
+
+impl SessionControl {
+    /// Asks the session to end with a stream error. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        if let Ok(mut slot) = self.reason.lock()
+            && slot.is_none()
+        {
+            *slot = Some(reason);
+        }
+        self.close.notify_one();
+    }
+
+    /// Resolves once `close` has been called (also if it was called before).
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(reason) = self.reason.lock().ok().and_then(|r| r.clone()) {
+                return reason;
+            }
+            self.close.notified().await;
+        }
+    }
+
+    pub fn set_presence(&self, available: bool, priority: i8) {
+        self.priority.store(priority, Ordering::Relaxed);
+        self.available.store(available, Ordering::Relaxed);
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn priority(&self) -> i8 {
+        self.priority.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub jid: FullJid,
+    pub queue: mpsc::Sender<Outbound>,
+    pub control: Arc<SessionControl>,
+}
+
+impl SessionHandle {
+    fn push(&self, stanza: Outbound) -> bool {
+        match self.queue.try_send(stanza) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(jid = %self.jid, "outbound queue full: closing slow session");
+                self.control.close(CloseReason {
+                    condition: DefinedCondition::PolicyViolation,
+                    text: "too many stanzas queued for this session: it does not read fast enough",
+                });
+                false
+            }
+            // The session is ending: it unregisters itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// How a stanza to a bare JID picks its resources (RFC 6121 §8.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareDelivery {
+    /// Message of type normal or chat: the available resources with the highest non-negative
+    /// priority (all of them on a tie).
+    HighestPriority,
+    /// Headline messages and presence: every available resource with non-negative priority.
+    AllNonNegative,
+    /// Every available resource, whatever its priority (presence broadcast).
+    AllAvailable,
+}
+
+/// `Stanza` is not `Clone`; its variants are.
+pub fn clone_stanza(stanza: &Stanza) -> Stanza {
+    match stanza {
+        Stanza::Iq(iq) => Stanza::Iq(iq.clone()),
+        Stanza::Message(m) => Stanza::Message(m.clone()),
+        Stanza::Presence(p) => Stanza::Presence(p.clone()),
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    sessions: DashMap<BareJid, Vec<SessionHandle>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a bound session. Returns the session it replaces (same full JID), which the caller
+    /// closes with `<conflict/>`.
+    pub fn register(&self, handle: SessionHandle) -> Option<SessionHandle> {
+        let mut resources = self.sessions.entry(handle.jid.to_bare()).or_default();
+        if let Some(slot) = resources.iter_mut().find(|h| h.jid == handle.jid) {
+            return Some(std::mem::replace(slot, handle));
+        }
+        resources.push(handle);
+        None
+    }
+
+    /// Removes a session, only if the entry is still this session (a replacement may hold
+    /// the same full JID by now).
+    pub fn unregister(&self, jid: &FullJid, control: &Arc<SessionControl>) {
+        let bare = jid.to_bare();
+        self.sessions.remove_if_mut(&bare, |_, resources| {
+            resources.retain(|h| !(h.jid == *jid && Arc::ptr_eq(&h.control, control)));
+            resources.is_empty()
+        });
+    }
+
+    #[cfg(test)]
+    fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
+        let resources = self.sessions.get(&jid.to_bare())?;
+        resources.iter().find(|h| h.jid == *jid).cloned()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.sessions.iter().map(|r| r.len()).sum()
+    }
+
+    /// Queues a stanza for one full JID. Gives the stanza back when no such session is bound.
+    pub fn deliver_to_full(&self, to: &FullJid, stanza: Outbound) -> Result<(), Outbound> {
+        let Some(resources) = self.sessions.get(&to.to_bare()) else {
+            return Err(stanza);
+        };
+        match resources.iter().find(|h| h.jid == *to) {
+            Some(handle) => {
+                handle.push(stanza);
+                Ok(())
+            }
+            None => Err(stanza),
+        }
+    }
+
+    /// Queues a stanza for the resources of a bare JID that `mode` selects. Gives the stanza
+    /// back when none qualifies.
+    pub fn deliver_to_bare(
+        &self,
+        to: &BareJid,
+        stanza: Outbound,
+        mode: BareDelivery,
+    ) -> Result<usize, Outbound> {
+        let Some(resources) = self.sessions.get(to) else {
+            return Err(stanza);
+        };
+        let selected = |h: &&SessionHandle| {
+            h.control.is_available() && (mode == BareDelivery::AllAvailable || h.control.priority() >= 0)
+        };
+        let top = if mode == BareDelivery::HighestPriority {
+            resources
+                .iter()
+                .filter(selected)
+                .map(|h| h.control.priority())
+                .max()
+        } else {
+            None
+        };
+        let targets: Vec<&SessionHandle> = resources
+            .iter()
+            .filter(selected)
+            .filter(|h| top.is_none_or(|p| h.control.priority() == p))
+            .collect();
+        let Some((last, others)) = targets.split_last() else {
+            return Err(stanza);
+        };
+        for handle in others {
+            handle.push(Box::new(clone_stanza(&stanza)));
+        }
+        last.push(stanza);
+        Ok(targets.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xmpp_parsers::message::Message;
+
+    fn session(jid: &str, priority: i8, available: bool) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(4);
+        let control = Arc::new(SessionControl::default());
+        control.set_presence(available, priority);
+        (
+            SessionHandle {
+                jid: FullJid::new(jid).unwrap(),
+                queue: tx,
+                control,
+            },
+            rx,
+        )
+    }
+
+    fn msg() -> Outbound {
+        Box::new(Stanza::Message(Message::chat(None)))
+    }
+
+    #[test]
+    fn highest_priority_wins_and_ties_share() {
+        let router = Router::new();
+        let (a, mut ra) = session("u@x/a", 5, true);
+        let (b, mut rb) = session("u@x/b", 5, true);
+        let (c, mut rc) = session("u@x/c", 1, true);
+        let (d, mut rd) = session("u@x/d", 9, false);
+        for h in [a, b, c, d] {
+            assert!(router.register(h).is_none());
+        }
+        let bare = BareJid::new("u@x").unwrap();
+        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority).unwrap(), 2);
+        assert!(ra.try_recv().is_ok() && rb.try_recv().is_ok());
+        assert!(rc.try_recv().is_err() && rd.try_recv().is_err());
+        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::AllNonNegative).unwrap(), 3);
+    }
+
+    #[test]
+    fn negative_priority_gets_no_bare_messages() {
+        let router = Router::new();
+        let (a, _ra) = session("u@x/a", -1, true);
+        router.register(a);
+        let bare = BareJid::new("u@x").unwrap();
+        assert!(router.deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority).is_err());
+        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::AllAvailable).unwrap(), 1);
+    }
+
+    #[test]
+    fn replacement_and_guarded_unregister() {
+        let router = Router::new();
+        let (old, _r1) = session("u@x/r", 0, true);
+        let (new, _r2) = session("u@x/r", 0, true);
+        let old_control = old.control.clone();
+        router.register(old);
+        let replaced = router.register(new.clone()).expect("old session replaced");
+        assert!(Arc::ptr_eq(&replaced.control, &old_control));
+        // The old session's exit must not remove its replacement.
+        router.unregister(&new.jid, &old_control);
+        assert!(router.session(&new.jid).is_some());
+        router.unregister(&new.jid, &new.control);
+        assert!(router.session(&new.jid).is_none());
+        assert_eq!(router.online_count(), 0);
+    }
+
+    #[test]
+    fn full_queue_closes_the_slow_session() {
+        let router = Router::new();
+        let (a, _ra) = session("u@x/a", 0, true);
+        let control = a.control.clone();
+        router.register(a.clone());
+        for _ in 0..5 {
+            let _ = router.deliver_to_full(&a.jid, msg());
+        }
+        let reason = control.reason.lock().unwrap().clone().expect("closed");
+        assert_eq!(reason.condition, DefinedCondition::PolicyViolation);
+    }
+}

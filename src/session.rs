@@ -1,0 +1,240 @@
+//! A bound resource: one task waits on the next stanza from the client, its outbound queue,
+//! an external close and server shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use jid::{FullJid, Jid};
+use tokio::sync::mpsc;
+use tokio_xmpp::xmlstream::{FallibleStreamElement, RawStanzaHeader, StreamElementError, XmppStreamElement};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::ping::Ping;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType, StanzaError};
+use xmpp_parsers::stream_error::DefinedCondition;
+
+use crate::Shared;
+use crate::im::{self, Sender};
+use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
+use crate::stream::{ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element, unexpected};
+
+/// Stanzas written to the socket before one flush.
+const WRITE_BATCH: usize = 64;
+/// A client that takes longer than this to accept a batch is gone or hostile.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A session's receiving end, created when its resource is bound.
+pub struct Bound {
+    pub jid: FullJid,
+    queue: mpsc::Receiver<Outbound>,
+    control: Arc<SessionControl>,
+}
+
+impl Bound {
+    pub fn unregister(&self, shared: &Shared) {
+        shared.router.unregister(&self.jid, &self.control);
+    }
+}
+
+/// Registers a bound resource with the router. A session already bound to the same full JID
+/// is closed with `<conflict/>` (RFC 6120 §7.7.2.2: the new one wins).
+pub fn register(jid: &FullJid, shared: &Shared) -> Bound {
+    let (queue_tx, queue) = mpsc::channel(shared.config.limits.session_queue);
+    let control = Arc::new(SessionControl::default());
+    let handle = SessionHandle {
+        jid: jid.clone(),
+        queue: queue_tx,
+        control: control.clone(),
+    };
+    if let Some(old) = shared.router.register(handle) {
+        old.control.close(CloseReason {
+            condition: DefinedCondition::Conflict,
+            text: "replaced by a new connection bound to the same resource",
+        });
+    }
+    Bound {
+        jid: jid.clone(),
+        queue,
+        control,
+    }
+}
+
+pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared>) {
+    let shutdown = shared.shutdown.clone();
+    let mut pings: u64 = 0;
+    let end: Option<Fatal> = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                break Some(Fatal::new(DefinedCondition::SystemShutdown, "the server is shutting down"));
+            }
+            reason = bound.control.closed() => {
+                break Some(Fatal::new(reason.condition, reason.text));
+            }
+            Some(first) = bound.queue.recv() => {
+                if !write_batch(&mut xml, first, &mut bound.queue).await {
+                    break None;
+                }
+            }
+            incoming = next_element(&mut xml) => match incoming {
+                Incoming::Element(element) => {
+                    if let Err(fatal) = handle(&shared, &bound, element).await {
+                        break Some(fatal);
+                    }
+                }
+                Incoming::Idle => {
+                    // XEP-0199: any answer, even an error, proves the client is there.
+                    pings += 1;
+                    let ping = Iq::Get {
+                        from: Some(Jid::from(shared.domain.clone())),
+                        to: Some(Jid::from(bound.jid.clone())),
+                        id: format!("c2s-ping-{pings}"),
+                        payload: Ping.into(),
+                    };
+                    if !write_one(&mut xml, &Stanza::Iq(ping)).await {
+                        break None;
+                    }
+                }
+                Incoming::Closed => break None,
+                Incoming::Fatal(fatal) => break Some(fatal),
+            }
+        }
+    };
+    bound.unregister(&shared);
+    im::session_ended(&shared, &bound.jid, &bound.control);
+    match end {
+        Some(fatal) => close_with_error(&mut xml, &fatal).await,
+        None => close(&mut xml).await,
+    }
+    tracing::info!(jid = %bound.jid, "session ended");
+}
+
+async fn write_one(xml: &mut ClientStream<'_>, stanza: &Stanza) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, xml.send(stanza)).await, Ok(Ok(())))
+}
+
+/// Writes what the queue holds, up to a batch, with a single flush.
+async fn write_batch(xml: &mut ClientStream<'_>, first: Outbound, queue: &mut mpsc::Receiver<Outbound>) -> bool {
+    let write = async {
+        xml.feed(&*first).await?;
+        for _ in 1..WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(next) => xml.feed(&*next).await?,
+                Err(_) => break,
+            }
+        }
+        SinkExt::<&Stanza>::flush(xml).await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
+async fn handle(shared: &Shared, bound: &Bound, element: ClientElement) -> Result<(), Fatal> {
+    let sender = Sender {
+        jid: &bound.jid,
+        control: &bound.control,
+    };
+    match element {
+        ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
+            let stanza = stamp_from(stanza, &bound.jid)?;
+            im::route(shared, &sender, stanza).await;
+            Ok(())
+        }
+        ClientElement::Known(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
+            ns,
+            name,
+            header,
+            error,
+        })) if ns.as_str() == xmpp_parsers::ns::JABBER_CLIENT => {
+            if let Some(reply) = invalid_stanza_reply(shared, &bound.jid, &name.to_string(), header, &error.to_string()) {
+                let _ = shared.router.deliver_to_full(&bound.jid, Box::new(reply));
+            }
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// RFC 6120 §8.1.2.1: the server stamps the sender's full JID. A client may put its own bare
+/// or full JID there, nothing else.
+fn stamp_from(mut stanza: Stanza, jid: &FullJid) -> Result<Stanza, Fatal> {
+    let from = match &mut stanza {
+        Stanza::Message(m) => &mut m.from,
+        Stanza::Presence(p) => &mut p.from,
+        Stanza::Iq(iq) => iq.from_mut(),
+    };
+    if let Some(claimed) = from.as_ref() {
+        let own = match claimed.try_as_full() {
+            Ok(full) => full == jid,
+            Err(bare) => *bare == jid.to_bare(),
+        };
+        if !own {
+            return Err(Fatal::new(
+                DefinedCondition::InvalidFrom,
+                "the from address does not match the bound JID",
+            ));
+        }
+    }
+    *from = Some(Jid::from(jid.clone()));
+    Ok(stanza)
+}
+
+/// The error for a stanza that could not be parsed (a malformed address, a bad attribute…),
+/// built from what could be read of its header. `None` for errors and for stanzas whose
+/// reply could not be addressed.
+fn invalid_stanza_reply(
+    shared: &Shared,
+    own: &FullJid,
+    kind: &str,
+    header: RawStanzaHeader,
+    reason: &str,
+) -> Option<Stanza> {
+    if header.type_.as_deref() == Some("error") {
+        return None;
+    }
+    let bad_address = header.to.as_deref().is_some_and(|to| Jid::new(to).is_err());
+    let (condition, text) = if bad_address {
+        (StanzaCondition::JidMalformed, format!("malformed address: {reason}"))
+    } else {
+        (StanzaCondition::BadRequest, format!("malformed stanza: {reason}"))
+    };
+    let error = StanzaError::new(ErrorType::Modify, condition, "en", text);
+    // Reply from the addressee when its address is valid, else from the server.
+    let from = header
+        .to
+        .as_deref()
+        .and_then(|to| Jid::new(to).ok())
+        .or_else(|| Some(Jid::from(shared.domain.clone())));
+    let to = Some(Jid::from(own.clone()));
+    Some(match kind {
+        "message" => {
+            let mut reply = Message::new_with_type(MessageType::Error, to);
+            reply.from = from;
+            reply.id = header.id.map(xmpp_parsers::message::Id);
+            reply.payloads.push(error.into());
+            Stanza::Message(reply)
+        }
+        "presence" => {
+            let mut reply = Presence::new(PresenceType::Error);
+            reply.from = from;
+            reply.to = to;
+            reply.id = header.id;
+            reply.payloads.push(error.into());
+            Stanza::Presence(reply)
+        }
+        _ => {
+            if matches!(header.type_.as_deref(), Some("result")) {
+                return None;
+            }
+            Stanza::Iq(Iq::Error {
+                from,
+                to,
+                id: header.id.unwrap_or_default(),
+                error,
+                payload: None,
+            })
+        }
+    })
+}

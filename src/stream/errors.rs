@@ -1,0 +1,115 @@
+//! Stream errors (RFC 6120 §4.9): which condition a failure maps to, and how it is sent.
+
+use std::io;
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+
+use crate::transport::StanzaTooLarge;
+
+/// A stream error to send before closing.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    pub condition: DefinedCondition,
+    pub text: String,
+}
+
+impl Fatal {
+    pub fn new(condition: DefinedCondition, text: impl Into<String>) -> Self {
+        Self {
+            condition,
+            text: text.into(),
+        }
+    }
+
+    pub fn to_stream_error(&self) -> StreamError {
+        let mut texts = std::collections::BTreeMap::new();
+        texts.insert("en".into(), self.text.clone());
+        StreamError {
+            condition: self.condition.clone(),
+            texts,
+            application_specific: Vec::new(),
+        }
+    }
+}
+
+/// Bounds every write of a closing sequence: a peer that reads nothing must not hold the task.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a read failure means for the stream: `None` when the peer is simply gone.
+pub fn classify_read_error(err: &io::Error) -> Option<Fatal> {
+    if let Some(inner) = err.get_ref() {
+        if let Some(too_large) = inner.downcast_ref::<StanzaTooLarge>() {
+            return Some(Fatal::new(
+                DefinedCondition::PolicyViolation,
+                format!("stanza too large: the limit is {} bytes", too_large.limit),
+            ));
+        }
+        if inner.downcast_ref::<rxml::Error>().is_some() {
+            return Some(Fatal::new(DefinedCondition::NotWellFormed, inner.to_string()));
+        }
+    }
+    match err.kind() {
+        io::ErrorKind::TimedOut => Some(Fatal::new(
+            DefinedCondition::ConnectionTimeout,
+            "no data received for too long",
+        )),
+        io::ErrorKind::InvalidData => Some(Fatal::new(
+            DefinedCondition::NotWellFormed,
+            err.to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// What a failure to read the stream header means. tokio-xmpp reports header problems as
+/// plain `io::Error`s whose message is the only detail, so the mapping reads the message.
+pub fn classify_header_error(err: &io::Error) -> Option<Fatal> {
+    let message = err.to_string();
+    if message.contains("version") {
+        return Some(Fatal::new(
+            DefinedCondition::UnsupportedVersion,
+            "this server speaks XMPP version 1.0 (RFC 6120) only",
+        ));
+    }
+    if message.contains("unknown stream header") {
+        return Some(Fatal::new(
+            DefinedCondition::InvalidNamespace,
+            "the stream element must be {http://etherx.jabber.org/streams}stream",
+        ));
+    }
+    if message.contains("unexpected stream header attribute") {
+        return Some(Fatal::new(DefinedCondition::BadFormat, message));
+    }
+    if message.contains("unexpected content before stream header") {
+        return Some(Fatal::new(
+            DefinedCondition::NotWellFormed,
+            "data before the stream header",
+        ));
+    }
+    classify_read_error(err)
+}
+
+/// Sends a complete stream, opening header included, that carries only an error: for failures
+/// found before the server could send its own header (RFC 6120 §4.9.1.3).
+pub async fn send_raw_error<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    domain: &str,
+    stream_id: &str,
+    fatal: &Fatal,
+) {
+    let error = Element::from(fatal.to_stream_error());
+    let text = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' id='{stream_id}' \
+         version='1.0'>{}</stream:stream>",
+        String::from(&error)
+    );
+    let write = async {
+        io.write_all(text.as_bytes()).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, write).await;
+}

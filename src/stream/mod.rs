@@ -1,0 +1,611 @@
+//! Stream negotiation (RFC 6120 §4–§7): header checks, features, STARTTLS, SASL and resource
+//! binding, then hands the bound stream to the session.
+
+mod errors;
+mod features;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use jid::{DomainPart, FullJid, NodePart, ResourcePart};
+use minidom::Element;
+use rand::Rng;
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_xmpp::xmlstream::{
+    AcceptedStream, FallibleStreamElement, ReadError, StreamElementError, StreamHeader, Timeouts,
+    XmlStream, XmppStreamElement, accept_stream,
+};
+use tracing::Instrument;
+use xmpp_parsers::bind::{BindQuery, BindResponse};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::sasl;
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType, StanzaError};
+use xmpp_parsers::starttls;
+use xmpp_parsers::stream_error::DefinedCondition;
+use xso::FromXml;
+
+use crate::Shared;
+use crate::auth::{Authenticator, Exchange, Failure as AuthFailure, Step, Transport};
+use crate::session::Bound;
+use crate::transport::{Conn, ListenerKind, Socket};
+pub use errors::Fatal;
+use errors::{CLOSE_TIMEOUT, classify_header_error, classify_read_error, send_raw_error};
+
+/// What the client may send at the top level of its stream. Unknown elements are kept so that
+/// they get the precise stream error (RFC 6120 §4.9.3).
+#[derive(FromXml, Debug)]
+#[xml()]
+pub enum ClientElement {
+    #[xml(transparent)]
+    Known(FallibleStreamElement),
+    #[xml(transparent)]
+    Unknown(Element),
+}
+
+pub type ClientStream<'a> = XmlStream<&'a mut BufReader<Conn>, ClientElement>;
+
+/// Read buffer per connection: small, since most stanzas are small and memory per idle
+/// connection matters more than syscalls for large ones.
+const READ_BUFFER: usize = 4096;
+/// SASL attempts per stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
+const MAX_SASL_FAILURES: u32 = 3;
+
+/// One connection, from its first byte to its close.
+pub(crate) async fn run_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+) {
+    let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
+    async move {
+        let deadline = Instant::now() + shared.config.negotiation_timeout();
+        let limit = shared.config.limits.max_stanza_size;
+        let socket = match kind {
+            ListenerKind::StartTls => Socket::Plain(tcp),
+            ListenerKind::DirectTls => {
+                match tokio::time::timeout_at(deadline, shared.tls.accept(tcp)).await {
+                    Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut io = BufReader::with_capacity(READ_BUFFER, Conn::new(socket, limit));
+        let mut state = Negotiation { peer, deadline };
+        loop {
+            match serve_stream(&mut io, &mut state, &shared).await {
+                After::Closed => return,
+                After::StartTls => match upgrade(io, &shared, deadline).await {
+                    Some(upgraded) => io = upgraded,
+                    None => return,
+                },
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+
+struct Negotiation {
+    peer: SocketAddr,
+    /// Everything up to a bound resource must be done by then.
+    deadline: Instant,
+}
+
+enum After {
+    StartTls,
+    Closed,
+}
+
+/// What the stream knows of its connection, read before the XML stream borrows it.
+struct ConnInfo {
+    mute: Arc<AtomicBool>,
+    tls: bool,
+    /// TLS is required and not yet negotiated: only STARTTLS is allowed.
+    tls_pending: bool,
+    transport: Transport,
+}
+
+impl ConnInfo {
+    fn of(conn: &Conn, state: &Negotiation, shared: &Shared) -> Self {
+        let allow_plaintext =
+            shared.config.tls.allow_plaintext_on_loopback && state.peer.ip().is_loopback();
+        let tls = conn.is_tls();
+        Self {
+            mute: conn.mute_switch(),
+            tls,
+            tls_pending: !tls && !allow_plaintext,
+            transport: Transport {
+                peer_ip: state.peer.ip(),
+                tls_exporter: conn.tls_exporter(),
+                secure: tls || allow_plaintext,
+            },
+        }
+    }
+
+    fn features(&self) -> Element {
+        if self.tls_pending {
+            return features::wrap([features::starttls(true)]);
+        }
+        let mut children = Vec::new();
+        if !self.tls {
+            children.push(features::starttls(false));
+        }
+        children.extend(features::mechanisms(
+            &Authenticator::mechanisms(&self.transport),
+            self.transport.tls_exporter.is_some(),
+        ));
+        features::wrap(children)
+    }
+}
+
+async fn upgrade(io: BufReader<Conn>, shared: &Shared, deadline: Instant) -> Option<BufReader<Conn>> {
+    // The client must wait for <proceed/> before starting TLS, so nothing is left buffered.
+    let Socket::Plain(tcp) = io.into_inner().into_socket() else {
+        return None;
+    };
+    match tokio::time::timeout_at(deadline, shared.tls.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(BufReader::with_capacity(
+            READ_BUFFER,
+            Conn::new(Socket::Tls(Box::new(tls)), shared.config.limits.max_stanza_size),
+        )),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "STARTTLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+fn new_stream_id() -> String {
+    let bytes: [u8; 12] = rand::thread_rng().r#gen();
+    hex::encode(bytes)
+}
+
+fn timeouts(shared: &Shared) -> Timeouts {
+    Timeouts {
+        read_timeout: Duration::from_secs(shared.config.limits.ping_after_secs),
+        response_timeout: Duration::from_secs(shared.config.limits.ping_timeout_secs),
+    }
+}
+
+/// Serves one stream of a connection: until STARTTLS asks for a new one, or the session ends.
+///
+/// Everything that borrows `io` stays inside this function, so that on a bad header the
+/// connection is still at hand to send the stream error on.
+async fn serve_stream(io: &mut BufReader<Conn>, state: &mut Negotiation, shared: &Arc<Shared>) -> After {
+    let domain = shared.config.domain.as_str();
+    let info = ConnInfo::of(io.get_ref(), state, shared);
+    let stream_id = new_stream_id();
+    let header = tokio::time::timeout_at(
+        state.deadline,
+        accept_stream(&mut *io, xmpp_parsers::ns::JABBER_CLIENT, timeouts(shared)),
+    )
+    .await;
+    let accepted = match header {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(err)) => {
+            if let Some(fatal) = classify_header_error(&err) {
+                tracing::debug!(error = %err, "bad stream header");
+                send_raw_error(io, domain, &stream_id, &fatal).await;
+            }
+            return After::Closed;
+        }
+        Err(_) => {
+            let fatal = Fatal::new(DefinedCondition::ConnectionTimeout, "no stream header");
+            send_raw_error(io, domain, &stream_id, &fatal).await;
+            return After::Closed;
+        }
+    };
+    let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &info.features()).await
+    else {
+        return After::Closed;
+    };
+    let (success, username) = match authenticate(&mut xml, &info, state, shared).await {
+        Authenticated::StartTls => {
+            let proceed = starttls::Nonza::Proceed(starttls::Proceed);
+            return match xml.send(&proceed).await {
+                Ok(()) => After::StartTls,
+                Err(_) => After::Closed,
+            };
+        }
+        Authenticated::Closed => return After::Closed,
+        Authenticated::Yes(success, username) => (success, username),
+    };
+
+    // RFC 6120 §6.4.6: <success/>, then the client opens a new stream on the same connection.
+    let stream_id = new_stream_id();
+    let restart = tokio::time::timeout_at(
+        state.deadline,
+        xml.accept_reset(&sasl::Nonza::Success(success)),
+    )
+    .await;
+    let accepted = match restart {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(err)) => {
+            if let Some(fatal) = classify_header_error(&err) {
+                send_raw_error(io, domain, &stream_id, &fatal).await;
+            }
+            return After::Closed;
+        }
+        Err(_) => return After::Closed,
+    };
+    let bind_features = features::wrap(features::bind());
+    let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &bind_features).await else {
+        return After::Closed;
+    };
+    let Some(bound) = bind(&mut xml, &username, state, shared).await else {
+        return After::Closed;
+    };
+    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+    crate::session::run(xml, bound, shared.clone()).await;
+    After::Closed
+}
+
+/// Answers an accepted stream header: our header, then `features`.
+async fn answer<'a>(
+    accepted: AcceptedStream<&'a mut BufReader<Conn>>,
+    shared: &Shared,
+    stream_id: String,
+    mute: &AtomicBool,
+    features_element: &Element,
+) -> Option<ClientStream<'a>> {
+    let domain = shared.config.domain.as_str();
+    // RFC 6120 §4.7.2: `to` names the server; a client may leave it out.
+    let wrong_host = accepted
+        .header()
+        .to
+        .is_some_and(|to| !to.trim_end_matches('.').eq_ignore_ascii_case(domain));
+    let pending = accepted
+        .send_header(StreamHeader {
+            from: Some(Cow::Borrowed(domain)),
+            to: None,
+            id: Some(Cow::Owned(stream_id)),
+        })
+        .await
+        .ok()?;
+    if wrong_host {
+        let fatal = Fatal::new(
+            DefinedCondition::HostUnknown,
+            format!("this server serves {domain} only"),
+        );
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, pending.send_error(&fatal.to_stream_error()))
+            .await;
+        return None;
+    }
+    let xml = features::send(pending, mute, features_element).await.ok()?;
+    conn(&xml).stanza_done();
+    Some(xml)
+}
+
+/// The connection under a stream.
+pub fn conn<'s>(xml: &'s ClientStream<'_>) -> &'s Conn {
+    xml.get_stream().get_ref()
+}
+
+/// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
+pub async fn close_with_error(xml: &mut ClientStream<'_>, fatal: &Fatal) {
+    tracing::debug!(condition = ?fatal.condition, text = %fatal.text, "closing stream with error");
+    let close = async {
+        xml.send(&fatal.to_stream_error()).await?;
+        xml.shutdown().await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+}
+
+/// Closes the stream cleanly, answering the client's `</stream:stream>` or ending ours.
+pub async fn close(xml: &mut ClientStream<'_>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, xml.shutdown()).await;
+}
+
+/// The next element, or the reason to stop.
+pub enum Incoming {
+    Element(ClientElement),
+    /// The client closed its stream, or the connection is gone.
+    Closed,
+    Fatal(Fatal),
+    /// No data for the read timeout: the caller may ping.
+    Idle,
+}
+
+pub async fn next_element(xml: &mut ClientStream<'_>) -> Incoming {
+    match xml.next().await {
+        Some(Ok(element)) => {
+            conn(xml).stanza_done();
+            Incoming::Element(element)
+        }
+        Some(Err(ReadError::SoftTimeout)) => Incoming::Idle,
+        Some(Err(ReadError::StreamFooterReceived)) | None => Incoming::Closed,
+        Some(Err(ReadError::HardError(err))) => match classify_read_error(&err) {
+            Some(fatal) => Incoming::Fatal(fatal),
+            None => Incoming::Closed,
+        },
+        Some(Err(ReadError::ParseError(err))) => {
+            Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
+        }
+    }
+}
+
+enum Negotiating {
+    Element(XmppStreamElement),
+    /// An `<auth/>` naming a mechanism this server does not know.
+    UnknownMechanism,
+}
+
+/// Negotiation's next element, within the negotiation deadline.
+async fn next_negotiation_element(xml: &mut ClientStream<'_>, deadline: Instant) -> Result<Negotiating, ()> {
+    loop {
+        let incoming = tokio::time::timeout_at(deadline, next_element(xml))
+            .await
+            .unwrap_or_else(|_| {
+                Incoming::Fatal(Fatal::new(
+                    DefinedCondition::ConnectionTimeout,
+                    "stream negotiation took too long",
+                ))
+            });
+        let fatal = match incoming {
+            Incoming::Element(ClientElement::Known(FallibleStreamElement::Ok(element))) => {
+                return Ok(Negotiating::Element(element));
+            }
+            Incoming::Element(ClientElement::Known(FallibleStreamElement::Err(
+                StreamElementError::InvalidNonza { qname, .. },
+            ))) if qname.0.as_str() == xmpp_parsers::ns::SASL && qname.1.as_str() == "auth" => {
+                return Ok(Negotiating::UnknownMechanism);
+            }
+            Incoming::Element(other) => unexpected(&other),
+            Incoming::Idle => continue,
+            Incoming::Closed => {
+                close(xml).await;
+                return Err(());
+            }
+            Incoming::Fatal(fatal) => fatal,
+        };
+        close_with_error(xml, &fatal).await;
+        return Err(());
+    }
+}
+
+/// Stream error for an element the stream does not accept where it stands.
+pub fn unexpected(element: &ClientElement) -> Fatal {
+    let wrong_namespace = || {
+        Fatal::new(
+            DefinedCondition::InvalidNamespace,
+            "stanzas must be in the jabber:client namespace",
+        )
+    };
+    match element {
+        ClientElement::Unknown(el) if matches!(el.name(), "message" | "presence" | "iq") => {
+            wrong_namespace()
+        }
+        ClientElement::Known(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
+            ns,
+            ..
+        })) if ns.as_str() != xmpp_parsers::ns::JABBER_CLIENT => wrong_namespace(),
+        ClientElement::Unknown(el) => Fatal::new(
+            DefinedCondition::UnsupportedStanzaType,
+            format!("unsupported element {{{}}}{}", el.ns(), el.name()),
+        ),
+        _ => Fatal::new(
+            DefinedCondition::UnsupportedStanzaType,
+            "this element is not allowed at this point of the stream",
+        ),
+    }
+}
+
+enum Authenticated {
+    StartTls,
+    Yes(sasl::Success, String),
+    Closed,
+}
+
+fn sasl_failure(condition: sasl::DefinedCondition, text: &str) -> sasl::Nonza {
+    let mut texts = std::collections::BTreeMap::new();
+    texts.insert("en".into(), text.to_owned());
+    sasl::Nonza::Failure(sasl::Failure {
+        defined_condition: condition,
+        texts,
+    })
+}
+
+/// STARTTLS and SASL (RFC 6120 §5, §6), up to `<success/>`.
+async fn authenticate(
+    xml: &mut ClientStream<'_>,
+    info: &ConnInfo,
+    state: &Negotiation,
+    shared: &Shared,
+) -> Authenticated {
+    let mut exchange: Option<Exchange> = None;
+    let mut failures = 0;
+    loop {
+        let element = match next_negotiation_element(xml, state.deadline).await {
+            Ok(Negotiating::Element(element)) => element,
+            Ok(Negotiating::UnknownMechanism) => {
+                let failure = sasl_failure(
+                    sasl::DefinedCondition::InvalidMechanism,
+                    "unknown mechanism: use one of those offered in the stream features",
+                );
+                if xml.send(&failure).await.is_err() {
+                    return Authenticated::Closed;
+                }
+                continue;
+            }
+            Err(()) => return Authenticated::Closed,
+        };
+        let step = match element {
+            XmppStreamElement::Starttls(starttls::Nonza::Request(_)) if !info.tls => {
+                return Authenticated::StartTls;
+            }
+            XmppStreamElement::Sasl(_) if info.tls_pending => Step::Failure(AuthFailure {
+                condition: sasl::DefinedCondition::EncryptionRequired,
+                text: "negotiate TLS first (STARTTLS)",
+            }),
+            XmppStreamElement::Sasl(sasl::Nonza::Auth(auth)) => {
+                match shared.auth.start(mechanism_name(&auth.mechanism), &info.transport) {
+                    Err(failure) => Step::Failure(failure),
+                    Ok(mut started) if auth.data.is_empty() => {
+                        // RFC 6120 §6.4.2: no initial response; ask for it.
+                        started.awaiting_initial_response = true;
+                        exchange = Some(started);
+                        Step::Challenge(Vec::new())
+                    }
+                    Ok(mut started) => {
+                        let step = shared.auth.step(&mut started, auth.data).await;
+                        exchange = Some(started);
+                        step
+                    }
+                }
+            }
+            XmppStreamElement::Sasl(sasl::Nonza::Response(response)) => match exchange.as_mut() {
+                Some(started) => {
+                    started.awaiting_initial_response = false;
+                    shared.auth.step(started, response.data).await
+                }
+                None => Step::Failure(AuthFailure {
+                    condition: sasl::DefinedCondition::MalformedRequest,
+                    text: "no authentication exchange is in progress",
+                }),
+            },
+            XmppStreamElement::Sasl(sasl::Nonza::Abort(_)) => Step::Failure(AuthFailure {
+                condition: sasl::DefinedCondition::Aborted,
+                text: "authentication aborted",
+            }),
+            XmppStreamElement::Stanza(_) => {
+                let fatal = Fatal::new(
+                    DefinedCondition::NotAuthorized,
+                    "authenticate before sending stanzas",
+                );
+                close_with_error(xml, &fatal).await;
+                return Authenticated::Closed;
+            }
+            other => {
+                let fatal = unexpected(&ClientElement::Known(FallibleStreamElement::Ok(other)));
+                close_with_error(xml, &fatal).await;
+                return Authenticated::Closed;
+            }
+        };
+        let reply = match step {
+            Step::Challenge(data) => sasl::Nonza::Challenge(sasl::Challenge { data }),
+            Step::Success {
+                username,
+                additional_data,
+            } => {
+                tracing::info!(user = %username, "authenticated");
+                return Authenticated::Yes(
+                    sasl::Success {
+                        data: additional_data,
+                    },
+                    username,
+                );
+            }
+            Step::Failure(failure) => {
+                exchange = None;
+                failures += 1;
+                tracing::info!(reason = failure.text, "authentication failed");
+                sasl_failure(failure.condition, failure.text)
+            }
+        };
+        if xml.send(&reply).await.is_err() {
+            return Authenticated::Closed;
+        }
+        if failures >= MAX_SASL_FAILURES {
+            let fatal = Fatal::new(
+                DefinedCondition::PolicyViolation,
+                "too many failed authentication attempts",
+            );
+            close_with_error(xml, &fatal).await;
+            return Authenticated::Closed;
+        }
+    }
+}
+
+/// Resource binding (RFC 6120 §7): the session, registered with the router.
+async fn bind(
+    xml: &mut ClientStream<'_>,
+    username: &str,
+    state: &Negotiation,
+    shared: &Shared,
+) -> Option<Bound> {
+    loop {
+        let element = next_negotiation_element(xml, state.deadline).await.ok()?;
+        let Negotiating::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Set { id, payload, .. }))) = element else {
+            let fatal = Fatal::new(
+                DefinedCondition::NotAuthorized,
+                "bind a resource before sending anything else (RFC 6120 §7)",
+            );
+            close_with_error(xml, &fatal).await;
+            return None;
+        };
+        let requested = BindQuery::try_from(payload).ok();
+        let Some(query) = requested else {
+            let fatal = Fatal::new(
+                DefinedCondition::NotAuthorized,
+                "bind a resource before sending anything else (RFC 6120 §7)",
+            );
+            close_with_error(xml, &fatal).await;
+            return None;
+        };
+        let resource = match query.resource.filter(|r| !r.is_empty()) {
+            Some(resource) => resource,
+            None => new_resource(),
+        };
+        let jid = match make_jid(username, &shared.config.domain, &resource) {
+            Ok(jid) => jid,
+            Err(text) => {
+                let error = StanzaError::new(ErrorType::Modify, StanzaCondition::BadRequest, "en", text);
+                if xml.send(&Iq::Error { from: None, to: None, id, error, payload: None }).await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+        };
+        let bound = crate::session::register(&jid, shared);
+        let result = Iq::Result {
+            from: None,
+            to: None,
+            id,
+            payload: Some(BindResponse { jid }.into()),
+        };
+        if xml.send(&result).await.is_err() {
+            bound.unregister(shared);
+            return None;
+        }
+        tracing::info!(jid = %bound.jid, "resource bound");
+        return Some(bound);
+    }
+}
+
+fn mechanism_name(mechanism: &sasl::Mechanism) -> &'static str {
+    match mechanism {
+        sasl::Mechanism::Plain => "PLAIN",
+        sasl::Mechanism::ScramSha1 => "SCRAM-SHA-1",
+        sasl::Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
+        sasl::Mechanism::ScramSha256 => "SCRAM-SHA-256",
+        sasl::Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+        sasl::Mechanism::Anonymous => "ANONYMOUS",
+    }
+}
+
+fn new_resource() -> String {
+    let bytes: [u8; 6] = rand::thread_rng().r#gen();
+    format!("causette-{}", hex::encode(bytes))
+}
+
+fn make_jid(username: &str, domain: &str, resource: &str) -> Result<FullJid, &'static str> {
+    let node = NodePart::new(username).map_err(|_| "invalid username")?;
+    let domain = DomainPart::new(domain).map_err(|_| "invalid domain")?;
+    let resource = ResourcePart::new(resource)
+        .map_err(|_| "invalid resource: it must be valid UTF-8 of at most 1023 bytes (RFC 7622)")?;
+    Ok(FullJid::from_parts(Some(&node), &domain, &resource))
+}

@@ -1,0 +1,197 @@
+//! Sockets: TCP listeners, the TLS layer, and the byte counter that enforces the stanza size
+//! limit below the XML parser (rxml has no limit of its own on an element's size).
+
+pub mod tls;
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+
+/// How a listener starts its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain TCP; the stream offers STARTTLS.
+    StartTls,
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
+pub enum Socket {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The error a read returns once a stanza has grown past the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("stanza larger than {limit} bytes")]
+pub struct StanzaTooLarge {
+    pub limit: usize,
+}
+
+/// A client socket that counts the bytes read since the last complete stanza.
+pub struct Conn {
+    socket: Socket,
+    // A Cell: the session resets it through the shared reference the XML stream hands out.
+    read_since_stanza: Cell<usize>,
+    limit: usize,
+    /// While set, writes are swallowed: see `stream::features::send`.
+    muted: Arc<AtomicBool>,
+}
+
+impl Conn {
+    pub fn new(socket: Socket, limit: usize) -> Self {
+        Self {
+            socket,
+            read_since_stanza: Cell::new(0),
+            limit,
+            muted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A switch that makes this connection swallow what is written to it.
+    pub fn mute_switch(&self) -> Arc<AtomicBool> {
+        self.muted.clone()
+    }
+
+    /// Called when a stanza (or the stream header) has been read in full.
+    pub fn stanza_done(&self) {
+        self.read_since_stanza.set(0);
+    }
+
+    pub fn into_socket(self) -> Socket {
+        self.socket
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.socket, Socket::Tls(_))
+    }
+
+    /// RFC 9266 `tls-exporter` channel-binding data; TLS 1.3 only, where it is well defined.
+    pub fn tls_exporter(&self) -> Option<Box<[u8]>> {
+        let Socket::Tls(tls) = &self.socket else {
+            return None;
+        };
+        let (_, connection) = tls.get_ref();
+        if connection.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return None;
+        }
+        connection
+            .export_keying_material([0u8; 32], crate::auth::TLS_EXPORTER_LABEL, None)
+            .ok()
+            .map(|k| Box::from(&k[..]))
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_since_stanza.get() > this.limit {
+            return Poll::Ready(Err(io::Error::other(StanzaTooLarge { limit: this.limit })));
+        }
+        let before = buf.filled().len();
+        let result = match &mut this.socket {
+            Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        let read = buf.filled().len() - before;
+        this.read_since_stanza
+            .set(this.read_since_stanza.get().saturating_add(read));
+        result
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.muted.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(data.len()));
+        }
+        match &mut self.get_mut().socket {
+            Socket::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().socket {
+            Socket::Plain(s) => Pin::new(s).poll_flush(cx),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().socket {
+            Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Accepts connections until shutdown, each in its own task, at most `max_connections` at once.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = shared.connection_slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let tracker = shared.tasks.clone();
+        tracker.spawn(async move {
+            crate::stream::run_connection(tcp, peer, kind, shared).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Binds every address, so that a busy port fails the start instead of a later accept.
+pub(crate) async fn bind_all(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

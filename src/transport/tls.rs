@@ -1,0 +1,120 @@
+//! TLS server configuration: the configured certificate, or a self-signed one generated on
+//! first start and kept under `data_dir/tls/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// ALPN protocol of direct TLS (XEP-0368).
+pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+
+pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, Error> {
+    let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => ensure_self_signed(config)?,
+    };
+    let certs = read_certs(&cert_path)?;
+    let key = read_key(&key_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    server.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+    Ok(Arc::new(server))
+}
+
+/// Paths of the generated certificate for `config`, created if missing.
+fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
+    let dir = config.data_dir.join("tls");
+    let cert_path = dir.join(format!("{}.crt", config.domain));
+    let key_path = dir.join(format!("{}.key", config.domain));
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let names = vec![config.domain.clone(), format!("*.{}", config.domain)];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    write_file(&cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+    write_file(&key_path, certified.key_pair.serialize_pem().as_bytes(), 0o600)?;
+    tracing::warn!(
+        cert = %cert_path.display(),
+        "generated a self-signed certificate; configure tls.cert and tls.key for production"
+    );
+    Ok((cert_path, key_path))
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let wrap = |source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(wrap)?;
+    file.write_all(contents).map_err(wrap)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let data = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut data.as_slice())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(Error::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    let data = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::NoKey {
+            path: path.to_owned(),
+        })
+}
