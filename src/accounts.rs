@@ -41,10 +41,13 @@ pub async fn add(
 ) -> Result<String, Error> {
     let name = username(raw_username)?;
     let creds = credentials(password, iterations).await?;
-    store.create_user(&name, &creds).await.map_err(|e| match e {
-        storage::Error::Conflict => Error::Exists(name.clone()),
-        other => Error::Storage(other),
-    })?;
+    store
+        .create_user(&name, &creds)
+        .await
+        .map_err(|e| match e {
+            storage::Error::Conflict => Error::Exists(name.clone()),
+            other => Error::Storage(other),
+        })?;
     Ok(name)
 }
 
@@ -56,10 +59,13 @@ pub async fn set_password(
 ) -> Result<String, Error> {
     let name = username(raw_username)?;
     let creds = credentials(password, iterations).await?;
-    store.set_credentials(&name, &creds).await.map_err(|e| match e {
-        storage::Error::NotFound => Error::NotFound(name.clone()),
-        other => Error::Storage(other),
-    })?;
+    store
+        .set_credentials(&name, &creds)
+        .await
+        .map_err(|e| match e {
+            storage::Error::NotFound => Error::NotFound(name.clone()),
+            other => Error::Storage(other),
+        })?;
     Ok(name)
 }
 

@@ -277,7 +277,11 @@ mod tests {
         assert_eq!(config.domain, "localhost");
         assert_eq!(config.listen.c2s[0].port(), 5222);
         assert_eq!(config.listen.c2s_direct_tls[0].port(), 5223);
-        assert!(config.database_url().starts_with("sqlite://data/causette.db"));
+        assert!(
+            config
+                .database_url()
+                .starts_with("sqlite://data/causette.db")
+        );
         assert!(!config.tls.allow_plaintext_on_loopback);
     }
 

@@ -99,7 +99,10 @@ impl Server {
             shutdown: CancellationToken::new(),
             config,
         });
-        for (listeners, kind) in [(c2s, ListenerKind::StartTls), (direct, ListenerKind::DirectTls)] {
+        for (listeners, kind) in [
+            (c2s, ListenerKind::StartTls),
+            (direct, ListenerKind::DirectTls),
+        ] {
             for listener in listeners {
                 shared.tasks.spawn(transport::serve(
                     listener,

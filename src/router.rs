@@ -184,7 +184,8 @@ impl Router {
             return Err(stanza);
         };
         let selected = |h: &&SessionHandle| {
-            h.control.is_available() && (mode == BareDelivery::AllAvailable || h.control.priority() >= 0)
+            h.control.is_available()
+                && (mode == BareDelivery::AllAvailable || h.control.priority() >= 0)
         };
         let top = if mode == BareDelivery::HighestPriority {
             resources
@@ -216,7 +217,11 @@ mod tests {
     use super::*;
     use xmpp_parsers::message::Message;
 
-    fn session(jid: &str, priority: i8, available: bool) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+    fn session(
+        jid: &str,
+        priority: i8,
+        available: bool,
+    ) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(4);
         let control = Arc::new(SessionControl::default());
         control.set_presence(available, priority);
@@ -245,10 +250,20 @@ mod tests {
             assert!(router.register(h).is_none());
         }
         let bare = BareJid::new("u@x").unwrap();
-        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority).unwrap(), 2);
+        assert_eq!(
+            router
+                .deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority)
+                .unwrap(),
+            2
+        );
         assert!(ra.try_recv().is_ok() && rb.try_recv().is_ok());
         assert!(rc.try_recv().is_err() && rd.try_recv().is_err());
-        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::AllNonNegative).unwrap(), 3);
+        assert_eq!(
+            router
+                .deliver_to_bare(&bare, msg(), BareDelivery::AllNonNegative)
+                .unwrap(),
+            3
+        );
     }
 
     #[test]
@@ -257,8 +272,17 @@ mod tests {
         let (a, _ra) = session("u@x/a", -1, true);
         router.register(a);
         let bare = BareJid::new("u@x").unwrap();
-        assert!(router.deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority).is_err());
-        assert_eq!(router.deliver_to_bare(&bare, msg(), BareDelivery::AllAvailable).unwrap(), 1);
+        assert!(
+            router
+                .deliver_to_bare(&bare, msg(), BareDelivery::HighestPriority)
+                .is_err()
+        );
+        assert_eq!(
+            router
+                .deliver_to_bare(&bare, msg(), BareDelivery::AllAvailable)
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

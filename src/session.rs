@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::SinkExt;
 use jid::{FullJid, Jid};
 use tokio::sync::mpsc;
-use tokio_xmpp::xmlstream::{FallibleStreamElement, RawStanzaHeader, StreamElementError, XmppStreamElement};
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, RawStanzaHeader, StreamElementError, XmppStreamElement,
+};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::ping::Ping;
@@ -19,7 +21,9 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use crate::Shared;
 use crate::im::{self, Sender};
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
-use crate::stream::{ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element, unexpected};
+use crate::stream::{
+    ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element, unexpected,
+};
 
 /// Stanzas written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
@@ -113,11 +117,18 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
 }
 
 async fn write_one(xml: &mut ClientStream<'_>, stanza: &Stanza) -> bool {
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, xml.send(stanza)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, xml.send(stanza)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes what the queue holds, up to a batch, with a single flush.
-async fn write_batch(xml: &mut ClientStream<'_>, first: Outbound, queue: &mut mpsc::Receiver<Outbound>) -> bool {
+async fn write_batch(
+    xml: &mut ClientStream<'_>,
+    first: Outbound,
+    queue: &mut mpsc::Receiver<Outbound>,
+) -> bool {
     let write = async {
         xml.feed(&*first).await?;
         for _ in 1..WRITE_BATCH {
@@ -148,7 +159,13 @@ async fn handle(shared: &Shared, bound: &Bound, element: ClientElement) -> Resul
             header,
             error,
         })) if ns.as_str() == xmpp_parsers::ns::JABBER_CLIENT => {
-            if let Some(reply) = invalid_stanza_reply(shared, &bound.jid, &name.to_string(), header, &error.to_string()) {
+            if let Some(reply) = invalid_stanza_reply(
+                shared,
+                &bound.jid,
+                &name.to_string(),
+                header,
+                &error.to_string(),
+            ) {
                 let _ = shared.router.deliver_to_full(&bound.jid, Box::new(reply));
             }
             Ok(())
@@ -196,9 +213,15 @@ fn invalid_stanza_reply(
     }
     let bad_address = header.to.as_deref().is_some_and(|to| Jid::new(to).is_err());
     let (condition, text) = if bad_address {
-        (StanzaCondition::JidMalformed, format!("malformed address: {reason}"))
+        (
+            StanzaCondition::JidMalformed,
+            format!("malformed address: {reason}"),
+        )
     } else {
-        (StanzaCondition::BadRequest, format!("malformed stanza: {reason}"))
+        (
+            StanzaCondition::BadRequest,
+            format!("malformed stanza: {reason}"),
+        )
     };
     let error = StanzaError::new(ErrorType::Modify, condition, "en", text);
     // Reply from the addressee when its address is valid, else from the server.

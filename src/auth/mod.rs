@@ -143,7 +143,9 @@ impl SessionCallback for LoginCallback {
         if !request.is::<ScramStoredPassword>() {
             return Ok(());
         }
-        let Some(username) = context.get_ref::<AuthId>().and_then(|a| self.note_attempt(a))
+        let Some(username) = context
+            .get_ref::<AuthId>()
+            .and_then(|a| self.note_attempt(a))
         else {
             // Unknown or malformed user: rsasl goes on with made-up parameters, so the client
             // cannot tell whether the account exists.

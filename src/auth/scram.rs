@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn empty_and_prohibited_passwords_are_refused() {
-        assert!(matches!(credentials_for("", 4096), Err(PasswordError::Empty)));
+        assert!(matches!(
+            credentials_for("", 4096),
+            Err(PasswordError::Empty)
+        ));
         assert!(matches!(
             credentials_for("a\u{0007}b", 4096),
             Err(PasswordError::Prohibited)

@@ -31,9 +31,9 @@ impl<K: Eq + Hash> Counter<K> {
     }
 
     fn is_blocked(&self, key: &K, now: Instant, window: Duration) -> bool {
-        self.entries.get(key).is_some_and(|w| {
-            now.duration_since(w.started) < window && w.failures >= self.limit
-        })
+        self.entries
+            .get(key)
+            .is_some_and(|w| now.duration_since(w.started) < window && w.failures >= self.limit)
     }
 
     fn record(&self, key: K, now: Instant, window: Duration) {

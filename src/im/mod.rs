@@ -32,7 +32,14 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     if to.domain() != shared.domain.domain() {
         // No server-to-server federation: an ENT's users are all local.
         let text = "this server does not federate with other domains";
-        return bounce(shared, sender, &stanza, ErrorType::Cancel, DefinedCondition::RemoteServerNotFound, text);
+        return bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Cancel,
+            DefinedCondition::RemoteServerNotFound,
+            text,
+        );
     }
     match (to.node().is_some(), to.try_as_full()) {
         (false, _) => to_server(shared, sender, stanza),
@@ -60,8 +67,14 @@ fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
             reply_iq(shared, sender, &iq, answer);
         }
         Stanza::Message(ref m) if matches!(m.type_, MessageType::Chat | MessageType::Normal) => {
-            bounce(shared, sender, &stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable,
-                "the server does not take messages");
+            bounce(
+                shared,
+                sender,
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "the server does not take messages",
+            );
         }
         // Presence to the server and other messages are dropped (RFC 6120 §10.3).
         _ => {}
@@ -104,7 +117,11 @@ fn own_presence(shared: &Shared, sender: &Sender<'_>, presence: Presence) {
         sender.control.set_presence(true, priority);
     }
     let own = sender.jid.to_bare();
-    let _ = shared.router.deliver_to_bare(&own, Box::new(Stanza::Presence(presence)), BareDelivery::AllAvailable);
+    let _ = shared.router.deliver_to_bare(
+        &own,
+        Box::new(Stanza::Presence(presence)),
+        BareDelivery::AllAvailable,
+    );
     if !available {
         sender.control.set_presence(false, 0);
     }
@@ -119,7 +136,11 @@ pub fn session_ended(shared: &Shared, jid: &FullJid, control: &SessionControl) {
     let mut presence = Presence::new(PresenceType::Unavailable);
     presence.from = Some(Jid::from(jid.clone()));
     let own = jid.to_bare();
-    let _ = shared.router.deliver_to_bare(&own, Box::new(Stanza::Presence(presence)), BareDelivery::AllAvailable);
+    let _ = shared.router.deliver_to_bare(
+        &own,
+        Box::new(Stanza::Presence(presence)),
+        BareDelivery::AllAvailable,
+    );
 }
 
 /// RFC 6121 §8.5.3: a full JID.
@@ -131,16 +152,28 @@ async fn to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, stanza: Sta
     match &stanza {
         // §8.5.3.2.1: treated as addressed to the bare JID, but for groupchat and errors.
         Stanza::Message(m) => match m.type_ {
-            MessageType::Groupchat => bounce(shared, sender, &stanza, ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable, "the recipient is not online"),
+            MessageType::Groupchat => bounce(
+                shared,
+                sender,
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "the recipient is not online",
+            ),
             MessageType::Error => {}
             _ => to_bare(shared, sender, &to.to_bare(), stanza).await,
         },
         // §8.5.3.2.3: presence to an unavailable resource is dropped (subscription
         // requests are handled by the roster, which treats them as addressed to the bare JID).
         Stanza::Presence(_) => {}
-        Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => bounce(shared, sender, &stanza,
-            ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "the recipient is not online"),
+        Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "the recipient is not online",
+        ),
         Stanza::Iq(_) => {}
     }
 }
@@ -153,8 +186,14 @@ async fn to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, stanza: Sta
                 MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
                 MessageType::Headline => BareDelivery::AllNonNegative,
                 MessageType::Groupchat => {
-                    return bounce(shared, sender, &stanza, ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable, "groupchat messages go to rooms");
+                    return bounce(
+                        shared,
+                        sender,
+                        &stanza,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                        "groupchat messages go to rooms",
+                    );
                 }
                 MessageType::Error => return,
             };
@@ -163,8 +202,14 @@ async fn to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, stanza: Sta
                 // §8.5.2.2.1: no available resource. Offline storage comes with the roster;
                 // until then the sender learns at once that nothing was delivered.
                 if !headline {
-                    bounce(shared, sender, &back, ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable, "the recipient is not online");
+                    bounce(
+                        shared,
+                        sender,
+                        &back,
+                        ErrorType::Cancel,
+                        DefinedCondition::ServiceUnavailable,
+                        "the recipient is not online",
+                    );
                 }
             }
         }
@@ -172,7 +217,11 @@ async fn to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, stanza: Sta
             // Directed presence and subscription stanzas reach the available resources.
             // Probes are answered by the roster, which knows who may see whom.
             if presence.type_ != PresenceType::Probe {
-                let _ = shared.router.deliver_to_bare(to, Box::new(Stanza::Presence(presence)), BareDelivery::AllAvailable);
+                let _ = shared.router.deliver_to_bare(
+                    to,
+                    Box::new(Stanza::Presence(presence)),
+                    BareDelivery::AllAvailable,
+                );
             }
         }
         Stanza::Iq(iq) => {
@@ -182,12 +231,21 @@ async fn to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, stanza: Sta
                 Iq::Result { .. } | Iq::Error { .. } => return,
             };
             let exists = match to.node() {
-                Some(node) if *to == sender.jid.to_bare() => { let _ = node; true }
-                Some(node) => shared.store.user_exists(node.as_str()).await.unwrap_or(false),
+                Some(node) if *to == sender.jid.to_bare() => {
+                    let _ = node;
+                    true
+                }
+                Some(node) => shared
+                    .store
+                    .user_exists(node.as_str())
+                    .await
+                    .unwrap_or(false),
                 None => false,
             };
             let answer = match &iq {
-                Iq::Get { payload, .. } | Iq::Set { payload, .. } if exists => services::account_iq(is_get, payload),
+                Iq::Get { payload, .. } | Iq::Set { payload, .. } if exists => {
+                    services::account_iq(is_get, payload)
+                }
                 _ => Err((DefinedCondition::ServiceUnavailable, "no such user")),
             };
             reply_iq(shared, sender, &iq, answer);
@@ -211,12 +269,16 @@ fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: services::Ans
             payload: None,
         },
     };
-    let _ = shared.router.deliver_to_full(sender.jid, Box::new(Stanza::Iq(reply)));
+    let _ = shared
+        .router
+        .deliver_to_full(sender.jid, Box::new(Stanza::Iq(reply)));
 }
 
 fn error_type_of(condition: &DefinedCondition) -> ErrorType {
     match condition {
-        DefinedCondition::BadRequest | DefinedCondition::JidMalformed | DefinedCondition::NotAcceptable => ErrorType::Modify,
+        DefinedCondition::BadRequest
+        | DefinedCondition::JidMalformed
+        | DefinedCondition::NotAcceptable => ErrorType::Modify,
         DefinedCondition::Forbidden | DefinedCondition::NotAuthorized => ErrorType::Auth,
         DefinedCondition::ResourceConstraint => ErrorType::Wait,
         _ => ErrorType::Cancel,
@@ -224,7 +286,14 @@ fn error_type_of(condition: &DefinedCondition) -> ErrorType {
 }
 
 /// Sends the sender an error for its stanza, unless it was itself an error.
-fn bounce(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, type_: ErrorType, condition: DefinedCondition, text: &str) {
+fn bounce(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    stanza: &Stanza,
+    type_: ErrorType,
+    condition: DefinedCondition,
+    text: &str,
+) {
     let error = StanzaError::new(type_, condition, "en", text);
     if let Some(reply) = error_reply(stanza, error) {
         let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));

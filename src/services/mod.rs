@@ -31,10 +31,8 @@ const UNSUPPORTED: (DefinedCondition, &str) = (
     DefinedCondition::ServiceUnavailable,
     "this request is not supported here",
 );
-const NO_SUCH_NODE: (DefinedCondition, &str) = (
-    DefinedCondition::ItemNotFound,
-    "no such disco node",
-);
+const NO_SUCH_NODE: (DefinedCondition, &str) =
+    (DefinedCondition::ItemNotFound, "no such disco node");
 
 /// A get or set addressed to the server's JID (RFC 6120 §8.4: unknown payloads get
 /// `service-unavailable`).

@@ -65,8 +65,11 @@ impl std::fmt::Debug for ScramCredential {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates an account with its credentials, atomically. `Conflict` if it exists.
-    async fn create_user(&self, username: &str, credentials: &[ScramCredential])
-    -> Result<(), Error>;
+    async fn create_user(
+        &self,
+        username: &str,
+        credentials: &[ScramCredential],
+    ) -> Result<(), Error>;
     /// Replaces every credential of an account, atomically. `NotFound` if it does not exist.
     async fn set_credentials(
         &self,

@@ -67,7 +67,10 @@ fn create_sqlite_parent_dir(url: &str) {
     if path.is_empty() || path == ":memory:" {
         return;
     }
-    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         // An error here resurfaces, better worded, when SQLite opens the file.
         let _ = std::fs::create_dir_all(parent);
     }

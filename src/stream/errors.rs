@@ -48,7 +48,10 @@ pub fn classify_read_error(err: &io::Error) -> Option<Fatal> {
             ));
         }
         if inner.downcast_ref::<rxml::Error>().is_some() {
-            return Some(Fatal::new(DefinedCondition::NotWellFormed, inner.to_string()));
+            return Some(Fatal::new(
+                DefinedCondition::NotWellFormed,
+                inner.to_string(),
+            ));
         }
     }
     match err.kind() {
@@ -56,10 +59,9 @@ pub fn classify_read_error(err: &io::Error) -> Option<Fatal> {
             DefinedCondition::ConnectionTimeout,
             "no data received for too long",
         )),
-        io::ErrorKind::InvalidData => Some(Fatal::new(
-            DefinedCondition::NotWellFormed,
-            err.to_string(),
-        )),
+        io::ErrorKind::InvalidData => {
+            Some(Fatal::new(DefinedCondition::NotWellFormed, err.to_string()))
+        }
         _ => None,
     }
 }

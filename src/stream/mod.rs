@@ -97,7 +97,6 @@ pub(crate) async fn run_connection(
     .await
 }
 
-
 struct Negotiation {
     peer: SocketAddr,
     /// Everything up to a bound resource must be done by then.
@@ -151,7 +150,11 @@ impl ConnInfo {
     }
 }
 
-async fn upgrade(io: BufReader<Conn>, shared: &Shared, deadline: Instant) -> Option<BufReader<Conn>> {
+async fn upgrade(
+    io: BufReader<Conn>,
+    shared: &Shared,
+    deadline: Instant,
+) -> Option<BufReader<Conn>> {
     // The client must wait for <proceed/> before starting TLS, so nothing is left buffered.
     let Socket::Plain(tcp) = io.into_inner().into_socket() else {
         return None;
@@ -159,7 +162,10 @@ async fn upgrade(io: BufReader<Conn>, shared: &Shared, deadline: Instant) -> Opt
     match tokio::time::timeout_at(deadline, shared.tls.accept(tcp)).await {
         Ok(Ok(tls)) => Some(BufReader::with_capacity(
             READ_BUFFER,
-            Conn::new(Socket::Tls(Box::new(tls)), shared.config.limits.max_stanza_size),
+            Conn::new(
+                Socket::Tls(Box::new(tls)),
+                shared.config.limits.max_stanza_size,
+            ),
         )),
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "STARTTLS handshake failed");
@@ -185,7 +191,11 @@ fn timeouts(shared: &Shared) -> Timeouts {
 ///
 /// Everything that borrows `io` stays inside this function, so that on a bad header the
 /// connection is still at hand to send the stream error on.
-async fn serve_stream(io: &mut BufReader<Conn>, state: &mut Negotiation, shared: &Arc<Shared>) -> After {
+async fn serve_stream(
+    io: &mut BufReader<Conn>,
+    state: &mut Negotiation,
+    shared: &Arc<Shared>,
+) -> After {
     let domain = shared.config.domain.as_str();
     let info = ConnInfo::of(io.get_ref(), state, shared);
     let stream_id = new_stream_id();
@@ -243,7 +253,8 @@ async fn serve_stream(io: &mut BufReader<Conn>, state: &mut Negotiation, shared:
         Err(_) => return After::Closed,
     };
     let bind_features = features::wrap(features::bind());
-    let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &bind_features).await else {
+    let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &bind_features).await
+    else {
         return After::Closed;
     };
     let Some(bound) = bind(&mut xml, &username, state, shared).await else {
@@ -281,8 +292,8 @@ async fn answer<'a>(
             DefinedCondition::HostUnknown,
             format!("this server serves {domain} only"),
         );
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, pending.send_error(&fatal.to_stream_error()))
-            .await;
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, pending.send_error(&fatal.to_stream_error())).await;
         return None;
     }
     let xml = features::send(pending, mute, features_element).await.ok()?;
@@ -345,7 +356,10 @@ enum Negotiating {
 }
 
 /// Negotiation's next element, within the negotiation deadline.
-async fn next_negotiation_element(xml: &mut ClientStream<'_>, deadline: Instant) -> Result<Negotiating, ()> {
+async fn next_negotiation_element(
+    xml: &mut ClientStream<'_>,
+    deadline: Instant,
+) -> Result<Negotiating, ()> {
     loop {
         let incoming = tokio::time::timeout_at(deadline, next_element(xml))
             .await
@@ -452,7 +466,10 @@ async fn authenticate(
                 text: "negotiate TLS first (STARTTLS)",
             }),
             XmppStreamElement::Sasl(sasl::Nonza::Auth(auth)) => {
-                match shared.auth.start(mechanism_name(&auth.mechanism), &info.transport) {
+                match shared
+                    .auth
+                    .start(mechanism_name(&auth.mechanism), &info.transport)
+                {
                     Err(failure) => Step::Failure(failure),
                     Ok(mut started) if auth.data.is_empty() => {
                         // RFC 6120 §6.4.2: no initial response; ask for it.
@@ -539,7 +556,12 @@ async fn bind(
 ) -> Option<Bound> {
     loop {
         let element = next_negotiation_element(xml, state.deadline).await.ok()?;
-        let Negotiating::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Set { id, payload, .. }))) = element else {
+        let Negotiating::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Set {
+            id,
+            payload,
+            ..
+        }))) = element
+        else {
             let fatal = Fatal::new(
                 DefinedCondition::NotAuthorized,
                 "bind a resource before sending anything else (RFC 6120 §7)",
@@ -563,8 +585,19 @@ async fn bind(
         let jid = match make_jid(username, &shared.config.domain, &resource) {
             Ok(jid) => jid,
             Err(text) => {
-                let error = StanzaError::new(ErrorType::Modify, StanzaCondition::BadRequest, "en", text);
-                if xml.send(&Iq::Error { from: None, to: None, id, error, payload: None }).await.is_err() {
+                let error =
+                    StanzaError::new(ErrorType::Modify, StanzaCondition::BadRequest, "en", text);
+                if xml
+                    .send(&Iq::Error {
+                        from: None,
+                        to: None,
+                        id,
+                        error,
+                        payload: None,
+                    })
+                    .await
+                    .is_err()
+                {
                     return None;
                 }
                 continue;

@@ -65,7 +65,11 @@ fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
     let names = vec![config.domain.clone(), format!("*.{}", config.domain)];
     let certified = rcgen::generate_simple_self_signed(names)?;
     write_file(&cert_path, certified.cert.pem().as_bytes(), 0o644)?;
-    write_file(&key_path, certified.key_pair.serialize_pem().as_bytes(), 0o600)?;
+    write_file(
+        &key_path,
+        certified.key_pair.serialize_pem().as_bytes(),
+        0o600,
+    )?;
     tracing::warn!(
         cert = %cert_path.display(),
         "generated a self-signed certificate; configure tls.cert and tls.key for production"

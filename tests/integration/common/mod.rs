@@ -1,0 +1,346 @@
+//! Test helpers: the real server on ephemeral ports, a raw XML client for edge cases, and a
+//! tokio-xmpp client that trusts the server's generated certificate.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causette::{Config, Server};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+use tokio_xmpp::connect::ServerConnector;
+use tokio_xmpp::parsers::jid::Jid;
+use tokio_xmpp::xmlstream::{
+    PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStreamElement, initiate_stream,
+};
+
+/// Bounds every wait, so that a broken server fails a test instead of hanging it.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    server: Option<Server>,
+    pub dir: tempfile::TempDir,
+    pub c2s: SocketAddr,
+    pub direct_tls: SocketAddr,
+}
+
+impl TestServer {
+    /// Defaults of the shipped configuration, on loopback port 0 with a temporary SQLite store.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.listen.c2s = vec!["127.0.0.1:0".parse().unwrap()];
+        config.listen.c2s_direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        adjust(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let c2s = server.c2s_addrs()[0];
+        let direct_tls = server.direct_tls_addrs()[0];
+        Self {
+            server: Some(server),
+            dir,
+            c2s,
+            direct_tls,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    pub async fn add_user(&self, name: &str, password: &str) {
+        let iterations = self.server().config().auth.scram_iterations;
+        causette::accounts::add(&self.server().store(), name, password.into(), iterations)
+            .await
+            .expect("user created");
+    }
+
+    /// A TLS client configuration trusting the certificate the server generated.
+    pub fn tls_client_config(&self) -> Arc<ClientConfig> {
+        let pem = std::fs::read(self.dir.path().join("tls/localhost.crt")).expect("certificate");
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A client that writes XML text and reads the server's bytes as text.
+pub struct Raw {
+    io: Pin<Box<dyn Io>>,
+    buffer: String,
+}
+
+pub const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+     xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self {
+            io: Box::pin(tcp),
+            buffer: String::new(),
+        }
+    }
+
+    /// Connects to a direct-TLS port.
+    pub async fn connect_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self {
+            io: Box::pin(tls),
+            buffer: String::new(),
+        }
+    }
+
+    /// Keeps what the server sent, with attribute quotes normalised to `'` so that tests
+    /// need not care which quote a serialiser picked.
+    fn push(&mut self, bytes: &[u8]) {
+        self.buffer
+            .push_str(&String::from_utf8_lossy(bytes).replace('"', "'"));
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        self.io.write_all(xml.as_bytes()).await.expect("write");
+    }
+
+    /// Reads until `needle` has arrived; returns everything read up to and including it.
+    pub async fn expect(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(at) = self.buffer.find(needle) {
+                let end = at + needle.len();
+                let head: String = self.buffer.drain(..end).collect();
+                return head;
+            }
+            let mut chunk = [0u8; 8192];
+            let read = tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await;
+            match read {
+                Ok(Ok(0)) => panic!(
+                    "connection closed while waiting for {needle:?}; got {:?}",
+                    self.buffer
+                ),
+                Ok(Ok(n)) => self.push(&chunk[..n]),
+                Ok(Err(e)) => panic!(
+                    "read error {e} while waiting for {needle:?}; got {:?}",
+                    self.buffer
+                ),
+                Err(_) => panic!("timed out waiting for {needle:?}; got {:?}", self.buffer),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; returns all that was read.
+    pub async fn until_closed(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return std::mem::take(&mut self.buffer),
+                Ok(Ok(n)) => self.push(&chunk[..n]),
+                Err(_) => panic!("server did not close; got {:?}", self.buffer),
+            }
+        }
+    }
+
+    /// STARTTLS on a fresh connection: header, features, `<starttls/>`, `<proceed/>`, handshake.
+    pub async fn starttls(addr: SocketAddr, config: Arc<ClientConfig>) -> Self {
+        let mut raw = Self::connect(addr).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        // Our server writes explicit end tags: the whole element has then been read.
+        raw.expect("</proceed>").await;
+        let tcp = raw.io;
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self {
+            io: Box::pin(tls),
+            buffer: String::new(),
+        }
+    }
+
+    /// Authenticates with PLAIN and binds `resource` on an already secured (or allowed) stream.
+    pub async fn login(mut self, user: &str, password: &str, resource: &str) -> Self {
+        use base64::Engine;
+        self.send(HEADER).await;
+        self.expect("</stream:features>").await;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+        self.expect("<success").await;
+        self.send(HEADER).await;
+        self.expect("</stream:features>").await;
+        self.send(&format!(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{resource}</resource></bind></iq>"
+        ))
+        .await;
+        self.expect("</iq>").await;
+        self
+    }
+}
+
+/// tokio-xmpp's client, connected over STARTTLS to the test server and trusting its
+/// certificate; with `channel_binding`, SCRAM runs as -PLUS with tls-exporter.
+#[derive(Clone)]
+pub struct TestConnector {
+    pub addr: SocketAddr,
+    pub tls: Arc<ClientConfig>,
+    pub channel_binding: bool,
+}
+
+impl std::fmt::Debug for TestConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestConnector")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+fn header(jid: &Jid) -> StreamHeader<'static> {
+    StreamHeader {
+        to: Some(jid.domain().as_str().to_owned().into()),
+        from: None,
+        id: None,
+    }
+}
+
+impl ServerConnector for TestConnector {
+    type Stream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<
+        (
+            PendingFeaturesRecv<Self::Stream>,
+            sasl::common::ChannelBinding,
+        ),
+        tokio_xmpp::Error,
+    > {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let stream = initiate_stream(BufStream::new(tcp), ns, header(jid), timeouts).await?;
+        let (features, mut stream) = stream
+            .recv_features::<tokio_xmpp::xmlstream::FallibleStreamElement>()
+            .await?;
+        assert!(features.can_starttls(), "server offers STARTTLS");
+        let request = XmppStreamElement::Starttls(tokio_xmpp::parsers::starttls::Nonza::Request(
+            tokio_xmpp::parsers::starttls::Request,
+        ));
+        stream.send(&request).await?;
+        loop {
+            match stream.next().await {
+                Some(Ok(element)) => {
+                    if let Ok(XmppStreamElement::Starttls(
+                        tokio_xmpp::parsers::starttls::Nonza::Proceed(_),
+                    )) = element.into_read_error()
+                    {
+                        break;
+                    }
+                }
+                Some(Err(ReadError::SoftTimeout)) => continue,
+                _ => return Err(tokio_xmpp::Error::Disconnected),
+            }
+        }
+        let tcp = stream.into_inner().into_inner();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let binding = if self.channel_binding {
+            let (_, connection) = tls.get_ref();
+            let data = connection
+                .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .expect("TLS 1.3 exporter");
+            sasl::common::ChannelBinding::TlsExporter(data)
+        } else {
+            sasl::common::ChannelBinding::None
+        };
+        let stream = initiate_stream(BufStream::new(tls), ns, header(jid), timeouts).await?;
+        Ok((stream, binding))
+    }
+}
+
+/// A logged-in tokio-xmpp client and its bound JID.
+pub async fn xmpp_client(
+    server: &TestServer,
+    jid: &str,
+    password: &str,
+    channel_binding: bool,
+) -> (tokio_xmpp::Client, Jid) {
+    let connector = TestConnector {
+        addr: server.c2s,
+        tls: server.tls_client_config(),
+        channel_binding,
+    };
+    let jid = Jid::new(jid).unwrap();
+    let mut client =
+        tokio_xmpp::Client::new_with_connector(jid, password, connector, Timeouts::tight());
+    loop {
+        let event = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("client goes online in time")
+            .expect("client event");
+        match event {
+            tokio_xmpp::Event::Online { bound_jid, .. } => return (client, bound_jid),
+            tokio_xmpp::Event::Disconnected(e) => panic!("client disconnected: {e:?}"),
+            tokio_xmpp::Event::Stanza(_) => {}
+        }
+    }
+}
+
+/// The next stanza a tokio-xmpp client receives.
+pub async fn next_stanza(client: &mut tokio_xmpp::Client) -> tokio_xmpp::Stanza {
+    loop {
+        let event = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("stanza in time")
+            .expect("client event");
+        match event {
+            tokio_xmpp::Event::Stanza(stanza) => return stanza,
+            tokio_xmpp::Event::Disconnected(e) => panic!("client disconnected: {e:?}"),
+            tokio_xmpp::Event::Online { .. } => {}
+        }
+    }
+}

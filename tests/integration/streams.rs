@@ -1,0 +1,495 @@
+//! Raw-XML tests for stream edge cases (RFC 6120): each sends exactly the bytes a broken or
+//! hostile client would, and checks the standard error comes back.
+
+use crate::common::{HEADER, Raw, TestServer};
+
+const STREAMS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+
+fn plaintext(c: &mut causette::Config) {
+    c.tls.allow_plaintext_on_loopback = true;
+}
+
+async fn logged_in(server: &TestServer, user: &str, resource: &str) -> Raw {
+    Raw::connect(server.c2s)
+        .await
+        .login(user, "pw", resource)
+        .await
+}
+
+fn assert_stream_error(text: &str, condition: &str) {
+    assert!(
+        text.contains(&format!("<{condition} xmlns='{STREAMS_NS}'")),
+        "expected stream error {condition}, got {text:?}"
+    );
+    assert!(text.contains("</stream:stream>"), "stream closed: {text:?}");
+}
+
+#[tokio::test]
+async fn tls_is_required_by_default_and_plain_is_refused_before_it() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    let features = raw.expect("</stream:features>").await;
+    assert!(
+        features.contains("<required"),
+        "STARTTLS is required: {features}"
+    );
+    assert!(
+        !features.contains("<mechanism>"),
+        "no SASL before TLS: {features}"
+    );
+    raw.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    )
+    .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<encryption-required"), "{failure}");
+
+    // After STARTTLS, the mechanisms appear, SCRAM-SHA-256-PLUS first.
+    let mut tls = Raw::starttls(server.c2s, server.tls_client_config()).await;
+    tls.send(HEADER).await;
+    let features = tls.expect("</stream:features>").await;
+    let plus = features
+        .find("SCRAM-SHA-256-PLUS")
+        .expect("-PLUS offered over TLS 1.3");
+    let plain = features
+        .find("<mechanism>PLAIN")
+        .expect("PLAIN offered over TLS");
+    assert!(plus < plain, "preference order: {features}");
+    assert!(
+        features.contains("tls-exporter"),
+        "XEP-0440 channel binding type: {features}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_login_over_direct_tls() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect_tls(server.direct_tls, server.tls_client_config())
+        .await
+        .login("alice", "pw", "phone")
+        .await;
+    raw.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let reply = raw.expect("</iq>").await;
+    assert!(reply.contains("type='result'"), "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_version() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send("<?xml version='1.0'?><stream:stream to='localhost' version='2.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
+    let text = raw.until_closed().await;
+    assert!(
+        text.contains("<stream:stream"),
+        "server header first: {text}"
+    );
+    assert_stream_error(&text, "unsupported-version");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_stream_namespace() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send("<stream:stream to='localhost' version='1.0' xmlns='jabber:client' xmlns:stream='urn:not-streams'>").await;
+    assert_stream_error(&raw.until_closed().await, "invalid-namespace");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_content_namespace() {
+    let server = TestServer::start_with(plaintext).await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send("<stream:stream to='localhost' version='1.0' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>").await;
+    raw.expect("</stream:features>").await;
+    raw.send("<message to='a@localhost'><body>x</body></message>")
+        .await;
+    assert_stream_error(&raw.until_closed().await, "invalid-namespace");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_host() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send("<stream:stream to='example.org' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>").await;
+    let text = raw.until_closed().await;
+    assert!(text.contains("from='localhost'"), "{text}");
+    assert_stream_error(&text, "host-unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn not_well_formed_xml() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<message to='bob@localhost'><body>x</message>")
+        .await;
+    assert_stream_error(&raw.until_closed().await, "not-well-formed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_before_the_header() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(server.c2s).await;
+    // rxml reports stray text once the next markup starts.
+    raw.send("HELLO\r\n<stream:stream>").await;
+    assert_stream_error(&raw.until_closed().await, "not-well-formed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_stanza_closes_the_stream() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_stanza_size = 10_000;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    // Just under the limit passes.
+    let small = "a".repeat(5_000);
+    raw.send(&format!("<message to='localhost' type='headline'><body>{small}</body></message><iq type='get' id='ok' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+    raw.expect("id='ok'").await;
+    let big = "a".repeat(40_000);
+    raw.send(&format!(
+        "<message to='bob@localhost'><body>{big}</body></message>"
+    ))
+    .await;
+    let text = raw.until_closed().await;
+    assert_stream_error(&text, "policy-violation");
+    assert!(text.contains("10000"), "the text gives the limit: {text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_password_then_too_many_failures() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    // "\0alice\0nope"
+    for _ in 0..2 {
+        raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAG5vcGU=</auth>").await;
+        let failure = raw.expect("</failure>").await;
+        assert!(failure.contains("<not-authorized"), "{failure}");
+        assert!(failure.contains("wrong username or password"), "{failure}");
+    }
+    raw.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAG5vcGU=</auth>",
+    )
+    .await;
+    let text = raw.until_closed().await;
+    assert!(text.contains("<not-authorized"), "{text}");
+    assert_stream_error(&text, "policy-violation");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_account() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.auth.max_failures_per_account = 2;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    for _ in 0..2 {
+        let mut raw = Raw::connect(server.c2s).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAG5vcGU=</auth>").await;
+        raw.expect("</failure>").await;
+    }
+    // Even the right password is refused while the account is throttled.
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    )
+    .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<temporary-auth-failure"), "{failure}");
+    assert!(failure.contains("try again later"), "{failure}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_mechanism_gets_invalid_mechanism() {
+    let server = TestServer::start_with(plaintext).await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>")
+        .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<invalid-mechanism"), "{failure}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stanzas_before_authentication_are_refused() {
+    let server = TestServer::start_with(plaintext).await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send("<message to='bob@localhost'><body>hi</body></message>")
+        .await;
+    assert_stream_error(&raw.until_closed().await, "not-authorized");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resource_conflict_replaces_the_old_session() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut first = logged_in(&server, "alice", "laptop").await;
+    let mut second = logged_in(&server, "alice", "laptop").await;
+    assert_stream_error(&first.until_closed().await, "conflict");
+    second
+        .send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    second.expect("id='still'").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn generated_resource_when_none_is_asked() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    )
+    .await;
+    raw.expect("<success").await;
+    raw.send(HEADER).await;
+    let features = raw.expect("</stream:features>").await;
+    assert!(
+        features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
+        "{features}"
+    );
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    let bound = raw.expect("</iq>").await;
+    assert!(bound.contains("<jid>alice@localhost/causette-"), "{bound}");
+    // The legacy session IQ is answered (RFC 6121 Appendix E).
+    raw.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await;
+    let session = raw.expect("</iq>").await;
+    assert!(
+        session.contains("type='result'") && session.contains("id='s'"),
+        "{session}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_iqs_and_unknown_iq() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<iq type='get' id='info' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let info = raw.expect("</iq>").await;
+    for feature in [
+        "urn:xmpp:ping",
+        "jabber:iq:version",
+        "urn:xmpp:time",
+        "http://jabber.org/protocol/disco#items",
+    ] {
+        assert!(info.contains(feature), "{feature} in {info}");
+    }
+    assert!(info.contains("category='server'"), "{info}");
+    raw.send("<iq type='get' id='ver' to='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    let version = raw.expect("</iq>").await;
+    assert!(version.contains("<name>Causette</name>"), "{version}");
+    raw.send("<iq type='get' id='time' to='localhost'><time xmlns='urn:xmpp:time'/></iq>")
+        .await;
+    let time = raw.expect("</iq>").await;
+    assert!(
+        time.contains("<tzo>+00:00</tzo>") && time.contains("<utc>"),
+        "{time}"
+    );
+    raw.send("<iq type='get' id='what' to='localhost'><query xmlns='urn:example:unknown'/></iq>")
+        .await;
+    let unknown = raw.expect("</iq>").await;
+    assert!(
+        unknown.contains("type='error'") && unknown.contains("<service-unavailable"),
+        "{unknown}"
+    );
+    raw.send(
+        "<iq type='get' id='acct'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let account = raw.expect("</iq>").await;
+    assert!(account.contains("category='account'"), "{account}");
+    raw.send("<iq type='get' id='nobody' to='nobody@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let nobody = raw.expect("</iq>").await;
+    assert!(nobody.contains("<service-unavailable"), "{nobody}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn delivery_rules_for_offline_and_unknown_recipients() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<message to='bob@localhost/phone' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let bounced = raw.expect("</message>").await;
+    assert!(
+        bounced.contains("id='m1'") && bounced.contains("<service-unavailable"),
+        "{bounced}"
+    );
+    raw.send("<iq type='get' id='q1' to='bob@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let iq = raw.expect("</iq>").await;
+    assert!(
+        iq.contains("id='q1'") && iq.contains("<service-unavailable"),
+        "{iq}"
+    );
+    raw.send("<message to='someone@elsewhere.example' id='m2'><body>hi</body></message>")
+        .await;
+    let remote = raw.expect("</message>").await;
+    assert!(remote.contains("<remote-server-not-found"), "{remote}");
+    // Errors are never answered with errors; the ping after them is answered first.
+    raw.send("<message to='bob@localhost' type='error' id='e1'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>").await;
+    raw.send("<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let next = raw.expect("</iq>").await;
+    assert!(
+        next.contains("id='after'") && !next.contains("e1"),
+        "{next}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_address_gets_jid_malformed() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<message to='a@@b' id='bad'><body>x</body></message>")
+        .await;
+    let reply = raw.expect("</message>").await;
+    assert!(
+        reply.contains("<jid-malformed") && reply.contains("id='bad'"),
+        "{reply}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spoofed_from_is_a_stream_error() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<message from='bob@localhost/x' to='alice@localhost'><body>x</body></message>")
+        .await;
+    assert_stream_error(&raw.until_closed().await, "invalid-from");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_top_level_element() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<foo xmlns='urn:example'/>").await;
+    assert_stream_error(&raw.until_closed().await, "unsupported-stanza-type");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_client_is_pinged_then_timed_out() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.ping_after_secs = 1;
+        c.limits.ping_timeout_secs = 1;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    let ping = raw.expect("</iq>").await;
+    assert!(
+        ping.contains("urn:xmpp:ping") && ping.contains("type='get'"),
+        "{ping}"
+    );
+    // No answer: the server gives up with a stream error.
+    assert_stream_error(&raw.until_closed().await, "connection-timeout");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn clean_close_is_answered() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("</stream:stream>").await;
+    let text = raw.until_closed().await;
+    assert!(
+        text.contains("</stream:stream>") && !text.contains("stream:error"),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_system_shutdown() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    assert_eq!(server.server().online_sessions(), 1);
+    let stopping = tokio::spawn(server.stop());
+    assert_stream_error(&raw.until_closed().await, "system-shutdown");
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_between_raw_sessions_and_presence_to_own_resources() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut alice = logged_in(&server, "alice", "desk").await;
+    let mut bob = logged_in(&server, "bob", "phone").await;
+    let mut bob2 = logged_in(&server, "bob", "tablet").await;
+    bob.send("<presence><show>away</show><priority>5</priority></presence>")
+        .await;
+    bob.expect("</presence>").await;
+    bob2.send("<presence><priority>1</priority></presence>")
+        .await;
+    // Initial presence reaches the user's other available resources (RFC 6121 §4.2.2).
+    let seen = bob.expect("</presence>").await;
+    assert!(seen.contains("from='bob@localhost/tablet'"), "{seen}");
+    bob2.expect("</presence>").await;
+    // A chat message to the bare JID goes to the highest priority resource only.
+    alice
+        .send("<message to='bob@localhost' type='chat' id='c1'><body>salut</body></message>")
+        .await;
+    let got = bob.expect("</message>").await;
+    assert!(
+        got.contains("from='alice@localhost/desk'") && got.contains("salut"),
+        "{got}"
+    );
+    bob2.send("<iq type='get' id='sync' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let next = bob2.expect("</iq>").await;
+    assert!(
+        !next.contains("salut"),
+        "lower priority resource got nothing: {next}"
+    );
+    server.stop().await;
+}
