@@ -58,7 +58,7 @@ pub struct ListenConfig {
     pub c2s_direct_tls: Vec<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain. With `key` unset too, a self-signed certificate is generated
@@ -147,16 +147,6 @@ impl Default for ListenConfig {
         Self {
             c2s: vec![SocketAddr::from(([0, 0, 0, 0], 5222))],
             c2s_direct_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
-        }
-    }
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            cert: None,
-            key: None,
-            allow_plaintext_on_loopback: false,
         }
     }
 }

@@ -42,6 +42,10 @@ use errors::{CLOSE_TIMEOUT, classify_header_error, classify_read_error, send_raw
 /// they get the precise stream error (RFC 6120 §4.9.3).
 #[derive(FromXml, Debug)]
 #[xml()]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per stanza; boxing would allocate per stanza"
+)]
 pub enum ClientElement {
     #[xml(transparent)]
     Known(FallibleStreamElement),
@@ -322,6 +326,10 @@ pub async fn close(xml: &mut ClientStream<'_>) {
 }
 
 /// The next element, or the reason to stop.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per stanza; boxing would allocate per stanza"
+)]
 pub enum Incoming {
     Element(ClientElement),
     /// The client closed its stream, or the connection is gone.
@@ -349,6 +357,10 @@ pub async fn next_element(xml: &mut ClientStream<'_>) -> Incoming {
     }
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once per stanza; boxing would allocate per stanza"
+)]
 enum Negotiating {
     Element(XmppStreamElement),
     /// An `<auth/>` naming a mechanism this server does not know.

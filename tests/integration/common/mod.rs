@@ -38,8 +38,10 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.listen.c2s = vec!["127.0.0.1:0".parse().unwrap()];
         config.listen.c2s_direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
         adjust(&mut config);
