@@ -1,0 +1,63 @@
+//! Interop with an independent client library: slixmpp (Python, from PyPI), driven from here.
+//!
+//! Skipped with a message when Python or slixmpp is missing, unless CAUSETTE_REQUIRE_INTEROP
+//! is set (as in CI), where a missing client library fails the test.
+
+use std::process::Stdio;
+
+use crate::common::{TestServer, WAIT};
+
+fn slixmpp_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import slixmpp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CAUSETTE_REQUIRE_INTEROP").is_none(),
+            "CAUSETTE_REQUIRE_INTEROP is set but python3 cannot import slixmpp"
+        );
+        eprintln!("SKIPPED: python3 with slixmpp not found; `pip install slixmpp` to run it");
+    }
+    found
+}
+
+#[tokio::test]
+async fn slixmpp_logs_in_over_starttls_and_chats() {
+    if !slixmpp_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.add_user("alice", "mot de passe A").await;
+    server.add_user("bob", "mot de passe B").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_chat.py");
+    let cafile = server.dir.path().join("tls/localhost.crt");
+    let child = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(server.c2s.port().to_string())
+        .arg(&cafile)
+        .args([
+            "alice@localhost",
+            "mot de passe A",
+            "bob@localhost",
+            "mot de passe B",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT * 4, child)
+        .await
+        .expect("slixmpp finishes in time")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "slixmpp failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("messages both ways OK"), "{stdout}");
+    server.stop().await;
+}
