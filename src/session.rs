@@ -22,7 +22,8 @@ use crate::Shared;
 use crate::im::{self, Sender};
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
 use crate::stream::{
-    ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element, unexpected,
+    ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element,
+    shutting_down, unexpected,
 };
 
 /// Stanzas written to the socket before one flush.
@@ -73,7 +74,7 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                break Some(Fatal::new(DefinedCondition::SystemShutdown, "the server is shutting down"));
+                break Some(shutting_down());
             }
             reason = bound.control.closed() => {
                 break Some(Fatal::new(reason.condition, reason.text));

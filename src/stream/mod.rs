@@ -75,7 +75,7 @@ pub(crate) async fn run_connection(
         let socket = match kind {
             ListenerKind::StartTls => Socket::Plain(tcp),
             ListenerKind::DirectTls => {
-                match tokio::time::timeout_at(deadline, shared.tls.accept(tcp)).await {
+                match bounded(&shared, deadline, shared.tls.accept(tcp)).await {
                     Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
@@ -163,7 +163,7 @@ async fn upgrade(
     let Socket::Plain(tcp) = io.into_inner().into_socket() else {
         return None;
     };
-    match tokio::time::timeout_at(deadline, shared.tls.accept(tcp)).await {
+    match bounded(shared, deadline, shared.tls.accept(tcp)).await {
         Ok(Ok(tls)) => Some(BufReader::with_capacity(
             READ_BUFFER,
             Conn::new(
@@ -176,6 +176,43 @@ async fn upgrade(
             None
         }
         Err(_) => None,
+    }
+}
+
+/// Why negotiation stopped waiting.
+enum Interrupted {
+    Deadline,
+    Shutdown,
+}
+
+impl Interrupted {
+    fn fatal(self) -> Fatal {
+        match self {
+            Interrupted::Deadline => Fatal::new(
+                DefinedCondition::ConnectionTimeout,
+                "stream negotiation took too long",
+            ),
+            Interrupted::Shutdown => shutting_down(),
+        }
+    }
+}
+
+pub fn shutting_down() -> Fatal {
+    Fatal::new(
+        DefinedCondition::SystemShutdown,
+        "the server is shutting down",
+    )
+}
+
+/// Waits for `work` until the negotiation deadline or server shutdown.
+async fn bounded<F: std::future::Future>(
+    shared: &Shared,
+    deadline: Instant,
+    work: F,
+) -> Result<F::Output, Interrupted> {
+    tokio::select! {
+        output = tokio::time::timeout_at(deadline, work) => output.map_err(|_| Interrupted::Deadline),
+        _ = shared.shutdown.cancelled() => Err(Interrupted::Shutdown),
     }
 }
 
@@ -203,7 +240,8 @@ async fn serve_stream(
     let domain = shared.config.domain.as_str();
     let info = ConnInfo::of(io.get_ref(), state, shared);
     let stream_id = new_stream_id();
-    let header = tokio::time::timeout_at(
+    let header = bounded(
+        shared,
         state.deadline,
         accept_stream(&mut *io, xmpp_parsers::ns::JABBER_CLIENT, timeouts(shared)),
     )
@@ -217,9 +255,8 @@ async fn serve_stream(
             }
             return After::Closed;
         }
-        Err(_) => {
-            let fatal = Fatal::new(DefinedCondition::ConnectionTimeout, "no stream header");
-            send_raw_error(io, domain, &stream_id, &fatal).await;
+        Err(interrupted) => {
+            send_raw_error(io, domain, &stream_id, &interrupted.fatal()).await;
             return After::Closed;
         }
     };
@@ -241,7 +278,8 @@ async fn serve_stream(
 
     // RFC 6120 §6.4.6: <success/>, then the client opens a new stream on the same connection.
     let stream_id = new_stream_id();
-    let restart = tokio::time::timeout_at(
+    let restart = bounded(
+        shared,
         state.deadline,
         xml.accept_reset(&sasl::Nonza::Success(success)),
     )
@@ -254,7 +292,10 @@ async fn serve_stream(
             }
             return After::Closed;
         }
-        Err(_) => return After::Closed,
+        Err(interrupted) => {
+            send_raw_error(io, domain, &stream_id, &interrupted.fatal()).await;
+            return After::Closed;
+        }
     };
     let bind_features = features::wrap(features::bind());
     let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &bind_features).await
@@ -370,17 +411,13 @@ enum Negotiating {
 /// Negotiation's next element, within the negotiation deadline.
 async fn next_negotiation_element(
     xml: &mut ClientStream<'_>,
+    shared: &Shared,
     deadline: Instant,
 ) -> Result<Negotiating, ()> {
     loop {
-        let incoming = tokio::time::timeout_at(deadline, next_element(xml))
+        let incoming = bounded(shared, deadline, next_element(xml))
             .await
-            .unwrap_or_else(|_| {
-                Incoming::Fatal(Fatal::new(
-                    DefinedCondition::ConnectionTimeout,
-                    "stream negotiation took too long",
-                ))
-            });
+            .unwrap_or_else(|interrupted| Incoming::Fatal(interrupted.fatal()));
         let fatal = match incoming {
             Incoming::Element(ClientElement::Known(FallibleStreamElement::Ok(element))) => {
                 return Ok(Negotiating::Element(element));
@@ -455,7 +492,7 @@ async fn authenticate(
     let mut exchange: Option<Exchange> = None;
     let mut failures = 0;
     loop {
-        let element = match next_negotiation_element(xml, state.deadline).await {
+        let element = match next_negotiation_element(xml, shared, state.deadline).await {
             Ok(Negotiating::Element(element)) => element,
             Ok(Negotiating::UnknownMechanism) => {
                 let failure = sasl_failure(
@@ -567,7 +604,9 @@ async fn bind(
     shared: &Shared,
 ) -> Option<Bound> {
     loop {
-        let element = next_negotiation_element(xml, state.deadline).await.ok()?;
+        let element = next_negotiation_element(xml, shared, state.deadline)
+            .await
+            .ok()?;
         let Negotiating::Element(XmppStreamElement::Stanza(Stanza::Iq(Iq::Set {
             id,
             payload,

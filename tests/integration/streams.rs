@@ -493,3 +493,19 @@ async fn messages_between_raw_sessions_and_presence_to_own_resources() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_also_ends_streams_still_negotiating() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    let mut silent = Raw::connect(server.c2s).await;
+    let stopping = tokio::spawn(server.stop());
+    assert_stream_error(&raw.until_closed().await, "system-shutdown");
+    // A connection that never sent its header gets a whole stream carrying the error.
+    let text = silent.until_closed().await;
+    assert!(text.contains("<stream:stream"), "{text}");
+    assert!(text.contains("system-shutdown"), "{text}");
+    stopping.await.unwrap();
+}
