@@ -67,27 +67,46 @@ pub fn register(jid: &FullJid, shared: &Shared) -> Bound {
     }
 }
 
+/// How a session ends.
+enum End {
+    /// With a stream error.
+    Error(Fatal),
+    /// By closing the stream, after the client closed its own or went away.
+    Clean,
+    /// By dropping the connection: writing to it no longer works.
+    Abort,
+}
+
 pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
     let mut pings: u64 = 0;
-    let end: Option<Fatal> = loop {
+    let end = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
-                break Some(shutting_down());
-            }
+            _ = shutdown.cancelled() => break End::Error(shutting_down()),
             reason = bound.control.closed() => {
-                break Some(Fatal::new(reason.condition, reason.text));
+                break End::Error(Fatal::new(reason.condition, reason.text));
             }
             Some(first) = bound.queue.recv() => {
-                if !write_batch(&mut xml, first, &mut bound.queue).await {
-                    break None;
+                // A client that stops reading blocks this write: a close request or shutdown
+                // must still end the session, without waiting on that socket any more.
+                tokio::select! {
+                    written = write_batch(&mut xml, first, &mut bound.queue) => {
+                        if !written {
+                            break End::Abort;
+                        }
+                    }
+                    reason = bound.control.closed() => {
+                        tracing::info!(jid = %bound.jid, reason = reason.text, "closed while blocked writing");
+                        break End::Abort;
+                    }
+                    _ = shutdown.cancelled() => break End::Abort,
                 }
             }
             incoming = next_element(&mut xml) => match incoming {
                 Incoming::Element(element) => {
                     if let Err(fatal) = handle(&shared, &bound, element).await {
-                        break Some(fatal);
+                        break End::Error(fatal);
                     }
                 }
                 Incoming::Idle => {
@@ -100,19 +119,21 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
                         payload: Ping.into(),
                     };
                     if !write_one(&mut xml, &Stanza::Iq(ping)).await {
-                        break None;
+                        break End::Abort;
                     }
                 }
-                Incoming::Closed => break None,
-                Incoming::Fatal(fatal) => break Some(fatal),
+                Incoming::Closed => break End::Clean,
+                Incoming::Fatal(fatal) => break End::Error(fatal),
             }
         }
     };
     bound.unregister(&shared);
     im::session_ended(&shared, &bound.jid, &bound.control);
     match end {
-        Some(fatal) => close_with_error(&mut xml, &fatal).await,
-        None => close(&mut xml).await,
+        End::Error(fatal) => close_with_error(&mut xml, &fatal).await,
+        End::Clean => close(&mut xml).await,
+        // The socket is stuck or gone: dropping it is all that is left to do.
+        End::Abort => {}
     }
     tracing::info!(jid = %bound.jid, "session ended");
 }

@@ -509,3 +509,38 @@ async fn shutdown_also_ends_streams_still_negotiating() {
     assert!(text.contains("system-shutdown"), "{text}");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_that_does_not_read_is_closed_not_buffered() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.session_queue = 8;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    // Bob never reads from here on.
+    let _bob = logged_in(&server, "bob", "stuck").await;
+    let mut alice = logged_in(&server, "alice", "r").await;
+    assert_eq!(server.server().online_sessions(), 2);
+    // Headlines: once Bob is gone they are dropped, so Alice gets no bounces to read.
+    let body = "x".repeat(8_000);
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+    while server.server().online_sessions() == 2 {
+        assert!(tokio::time::Instant::now() < deadline, "slow session never closed");
+        let mut batch = String::new();
+        for _ in 0..50 {
+            batch.push_str(&format!(
+                "<message to='bob@localhost/stuck' type='headline'><body>{body}</body></message>"
+            ));
+        }
+        alice.send(&batch).await;
+    }
+    // Alice is unaffected.
+    alice
+        .send("<iq type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    alice.expect("id='alive'").await;
+    assert_eq!(server.server().online_sessions(), 1);
+    server.stop().await;
+}
