@@ -85,8 +85,11 @@ fn parse_addrs(name: &str, list: &str) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    // tokio-xmpp traces every byte of the stream, SASL exchanges and message bodies
+    // included: never let it log below warnings, whatever the filter asks.
+    let filter = EnvFilter::try_new(format!("{spec},tokio_xmpp=warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_xmpp=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
