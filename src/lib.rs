@@ -71,7 +71,7 @@ impl Server {
     /// listener, and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        let domain = BareJid::new(&config.domain)
+        let shared_domain = BareJid::new(&config.domain)
             .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
         let tls = TlsAcceptor::from(transport::tls::server_config(&config)?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
@@ -87,10 +87,15 @@ impl Server {
             config.auth.max_failures_per_ip,
             Duration::from_secs(config.auth.failure_window_secs),
         );
-        let auth = auth::Authenticator::new(store.clone(), throttle, config.auth_workers());
+        let auth = auth::Authenticator::new(
+            store.clone(),
+            shared_domain.domain().as_str(),
+            throttle,
+            config.auth_workers(),
+        );
         let shared = Arc::new(Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-            domain,
+            domain: shared_domain,
             store,
             router: router::Router::new(),
             auth,

@@ -79,6 +79,7 @@ pub struct Transport {
 
 pub struct Authenticator {
     store: DynStore,
+    domain: Arc<str>,
     throttle: Throttle,
     workers: Semaphore,
 }
@@ -102,6 +103,7 @@ impl ChannelBindingCallback for ExporterBinding {
 /// One login's callback: it remembers which account was tried, for throttling.
 struct LoginCallback {
     store: DynStore,
+    domain: Arc<str>,
     runtime: Handle,
     attempted: Arc<Mutex<Option<String>>>,
 }
@@ -179,12 +181,14 @@ impl SessionCallback for LoginCallback {
         let Some(username) = self.note_attempt(authid) else {
             return Ok(());
         };
-        // We only log users in as themselves.
+        // We only log users in as themselves: an authorization identity, if any, must name
+        // the same account (RFC 6120 §6.3.8).
         if let Some(authzid) = context.get_ref::<AuthzId>().filter(|z| !z.is_empty()) {
-            let own = format!("{username}@");
-            if normalise_username(authzid).as_deref() != Some(username.as_str())
-                && !authzid.starts_with(&own)
-            {
+            let own_jid = jid::BareJid::new(authzid).ok().is_some_and(|j| {
+                j.node().map(|n| n.as_str()) == Some(username.as_str())
+                    && j.domain().as_str() == &*self.domain
+            });
+            if !own_jid {
                 return Ok(());
             }
         }
@@ -219,9 +223,10 @@ pub struct Exchange {
 }
 
 impl Authenticator {
-    pub fn new(store: DynStore, throttle: Throttle, workers: usize) -> Self {
+    pub fn new(store: DynStore, domain: &str, throttle: Throttle, workers: usize) -> Self {
         Self {
             store,
+            domain: Arc::from(domain),
             throttle,
             workers: Semaphore::new(workers.max(1)),
         }
@@ -272,6 +277,7 @@ impl Authenticator {
         let attempted = Arc::new(Mutex::new(None));
         let callback = LoginCallback {
             store: self.store.clone(),
+            domain: self.domain.clone(),
             runtime: Handle::current(),
             attempted: attempted.clone(),
         };

@@ -527,7 +527,10 @@ async fn a_session_that_does_not_read_is_closed_not_buffered() {
     let body = "x".repeat(8_000);
     let deadline = tokio::time::Instant::now() + crate::common::WAIT;
     while server.server().online_sessions() == 2 {
-        assert!(tokio::time::Instant::now() < deadline, "slow session never closed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow session never closed"
+        );
         let mut batch = String::new();
         for _ in 0..50 {
             batch.push_str(&format!(
@@ -542,5 +545,31 @@ async fn a_session_that_does_not_read_is_closed_not_buffered() {
         .await;
     alice.expect("id='alive'").await;
     assert_eq!(server.server().online_sessions(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn authorization_identity_must_be_the_account_itself() {
+    use base64::Engine;
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    let as_bob = b64("bob@localhost\0alice\0pw");
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{as_bob}</auth>"
+    ))
+    .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<not-authorized"), "{failure}");
+    let as_self = b64("alice@localhost\0alice\0pw");
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{as_self}</auth>"
+    ))
+    .await;
+    raw.expect("<success").await;
     server.stop().await;
 }
