@@ -37,6 +37,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub im: ImConfig,
     pub log: LogConfig,
 }
 
@@ -103,6 +104,45 @@ pub struct AuthConfig {
     pub workers: usize,
 }
 
+/// Contacts, presence and messages: the ENT behaviour on top of RFC 6121, on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImConfig {
+    /// Accepting a request also subscribes the acceptor to the requester: both end `both`.
+    pub mutual_acceptance: bool,
+    /// A refused request stays visible on the requester's roster item until removed or
+    /// asked again.
+    pub persist_refusal: bool,
+    /// Removing a contact removes the user from the contact's roster too.
+    pub symmetric_removal: bool,
+    /// 1:1 chat and normal messages need a subscription between the two users.
+    pub chat_requires_acceptance: bool,
+    /// Where contacts of a deleted category go.
+    pub fallback_category: String,
+    pub max_roster_items: usize,
+    /// Longest category (roster group) name, in characters.
+    pub max_category_name: usize,
+    pub max_categories_per_contact: usize,
+    /// Messages kept for an offline user (XEP-0160) before further ones are refused.
+    pub max_offline_messages: u32,
+}
+
+impl Default for ImConfig {
+    fn default() -> Self {
+        Self {
+            mutual_acceptance: true,
+            persist_refusal: true,
+            symmetric_removal: true,
+            chat_requires_acceptance: true,
+            fallback_category: "Autres contacts".into(),
+            max_roster_items: 1000,
+            max_category_name: 100,
+            max_categories_per_contact: 20,
+            max_offline_messages: 500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -128,6 +168,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            im: ImConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -221,6 +262,12 @@ impl Config {
         if self.limits.session_queue == 0 || self.limits.max_connections == 0 {
             return Err(Error::Invalid(
                 "limits.session_queue and limits.max_connections must be positive".into(),
+            ));
+        }
+        let fallback = self.im.fallback_category.trim();
+        if fallback.is_empty() || fallback.chars().count() > self.im.max_category_name {
+            return Err(Error::Invalid(
+                "im.fallback_category must be a non-empty category name".into(),
             ));
         }
         if self.auth.scram_iterations < 4096 {

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
 
 use dashmap::DashMap;
-use jid::{BareJid, FullJid};
+use jid::{BareJid, FullJid, Jid};
 use tokio::sync::{Notify, mpsc};
+use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stream_error::DefinedCondition;
 
@@ -26,6 +27,8 @@ pub struct CloseReason {
     pub text: &'static str,
 }
 
+const MAX_DIRECTED: usize = 64;
+
 /// State a session shares with the router and with whoever may close it.
 #[derive(Debug, Default)]
 pub struct SessionControl {
@@ -34,6 +37,12 @@ pub struct SessionControl {
     /// Has sent initial presence and not gone unavailable (RFC 6121 §4.2).
     available: AtomicBool,
     priority: AtomicI8,
+    /// Has asked for the roster, so gets roster pushes (RFC 6121 §2.1.6).
+    roster_requested: AtomicBool,
+    /// The last available presence broadcast, answered to probes (RFC 6121 §4.3.2).
+    last_presence: Mutex<Option<Box<Presence>>>,
+    /// Entities this session sent directed presence to (RFC 6121 §4.6), told when it leaves.
+    directed: Mutex<Vec<Jid>>,
 }
 
 impl SessionControl {
@@ -68,6 +77,50 @@ impl SessionControl {
 
     pub fn priority(&self) -> i8 {
         self.priority.load(Ordering::Relaxed)
+    }
+
+    pub fn set_roster_requested(&self) {
+        self.roster_requested.store(true, Ordering::Relaxed);
+    }
+
+    pub fn roster_requested(&self) -> bool {
+        self.roster_requested.load(Ordering::Relaxed)
+    }
+
+    pub fn set_last_presence(&self, presence: Option<Presence>) {
+        if let Ok(mut slot) = self.last_presence.lock() {
+            *slot = presence.map(Box::new);
+        }
+    }
+
+    pub fn last_presence(&self) -> Option<Presence> {
+        self.last_presence
+            .lock()
+            .ok()
+            .and_then(|p| p.as_deref().cloned())
+    }
+
+    /// Remembers a directed presence target; bounded, since it only serves a courtesy.
+    pub fn note_directed(&self, to: Jid) {
+        if let Ok(mut list) = self.directed.lock()
+            && !list.contains(&to)
+            && list.len() < MAX_DIRECTED
+        {
+            list.push(to);
+        }
+    }
+
+    pub fn forget_directed(&self, to: &Jid) {
+        if let Ok(mut list) = self.directed.lock() {
+            list.retain(|j| j != to);
+        }
+    }
+
+    pub fn take_directed(&self) -> Vec<Jid> {
+        self.directed
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 }
 
@@ -152,6 +205,14 @@ impl Router {
     fn session(&self, jid: &FullJid) -> Option<SessionHandle> {
         let resources = self.sessions.get(&jid.to_bare())?;
         resources.iter().find(|h| h.jid == *jid).cloned()
+    }
+
+    /// Handles of every bound resource of an account.
+    pub fn resources(&self, bare: &BareJid) -> Vec<SessionHandle> {
+        self.sessions
+            .get(bare)
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     pub fn online_count(&self) -> usize {

@@ -42,11 +42,19 @@ impl Bound {
     pub fn unregister(&self, shared: &Shared) {
         shared.router.unregister(&self.jid, &self.control);
     }
+
+    /// Undoes `register` for a session that never ran.
+    pub async fn abandon(self, shared: &Shared) {
+        self.unregister(shared);
+        shared.rosters.detach(&self.jid.to_bare()).await;
+    }
 }
 
-/// Registers a bound resource with the router. A session already bound to the same full JID
-/// is closed with `<conflict/>` (RFC 6120 §7.7.2.2: the new one wins).
-pub fn register(jid: &FullJid, shared: &Shared) -> Bound {
+/// Loads the account's roster if it is not online yet, then registers the bound resource
+/// with the router. A session already bound to the same full JID is closed with
+/// `<conflict/>` (RFC 6120 §7.7.2.2: the new one wins).
+pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, crate::storage::Error> {
+    shared.rosters.attach(shared, &jid.to_bare()).await?;
     let (queue_tx, queue) = mpsc::channel(shared.config.limits.session_queue);
     let control = Arc::new(SessionControl::default());
     let handle = SessionHandle {
@@ -60,11 +68,11 @@ pub fn register(jid: &FullJid, shared: &Shared) -> Bound {
             text: "replaced by a new connection bound to the same resource",
         });
     }
-    Bound {
+    Ok(Bound {
         jid: jid.clone(),
         queue,
         control,
-    }
+    })
 }
 
 /// How a session ends.
@@ -104,11 +112,15 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
                 }
             }
             incoming = next_element(&mut xml) => match incoming {
-                Incoming::Element(element) => {
-                    if let Err(fatal) = handle(&shared, &bound, element).await {
-                        break End::Error(fatal);
+                Incoming::Element(element) => match handle(&shared, &bound, element).await {
+                    Ok(direct) if direct.is_empty() => {}
+                    Ok(direct) => {
+                        if !write_all(&mut xml, &direct).await {
+                            break End::Abort;
+                        }
                     }
-                }
+                    Err(fatal) => break End::Error(fatal),
+                },
                 Incoming::Idle => {
                     // XEP-0199: any answer, even an error, proves the client is there.
                     pings += 1;
@@ -128,7 +140,8 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
         }
     };
     bound.unregister(&shared);
-    im::session_ended(&shared, &bound.jid, &bound.control);
+    im::presence::session_ended(&shared, &bound.jid, &bound.control);
+    shared.rosters.detach(&bound.jid.to_bare()).await;
     match end {
         End::Error(fatal) => close_with_error(&mut xml, &fatal).await,
         End::Clean => close(&mut xml).await,
@@ -136,6 +149,17 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
         End::Abort => {}
     }
     tracing::info!(jid = %bound.jid, "session ended");
+}
+
+/// Writes stanzas with a single flush.
+async fn write_all(xml: &mut ClientStream<'_>, stanzas: &[Stanza]) -> bool {
+    let write = async {
+        for stanza in stanzas {
+            xml.feed(stanza).await?;
+        }
+        SinkExt::<&Stanza>::flush(xml).await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 async fn write_one(xml: &mut ClientStream<'_>, stanza: &Stanza) -> bool {
@@ -164,16 +188,18 @@ async fn write_batch(
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-async fn handle(shared: &Shared, bound: &Bound, element: ClientElement) -> Result<(), Fatal> {
-    let sender = Sender {
-        jid: &bound.jid,
-        control: &bound.control,
-    };
+/// Handles one element from the client; returns what the session must write itself.
+async fn handle(
+    shared: &Shared,
+    bound: &Bound,
+    element: ClientElement,
+) -> Result<Vec<Stanza>, Fatal> {
+    let sender = Sender::new(&bound.jid, &bound.control);
     match element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
             let stanza = stamp_from(stanza, &bound.jid)?;
             im::route(shared, &sender, stanza).await;
-            Ok(())
+            Ok(sender.take_direct())
         }
         ClientElement::Known(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
             ns,
@@ -188,9 +214,9 @@ async fn handle(shared: &Shared, bound: &Bound, element: ClientElement) -> Resul
                 header,
                 &error.to_string(),
             ) {
-                let _ = shared.router.deliver_to_full(&bound.jid, Box::new(reply));
+                return Ok(vec![reply]);
             }
-            Ok(())
+            Ok(Vec::new())
         }
         other => Err(unexpected(&other)),
     }

@@ -1,5 +1,13 @@
 //! Instant messaging for local users: where each stanza from a bound session goes (RFC 6120
-//! §8, RFC 6121 §8 delivery rules), and the session's own presence.
+//! §8, RFC 6121 §8 delivery rules), rosters, subscriptions, presence and offline messages.
+
+pub mod categories;
+pub mod offline;
+pub mod presence;
+pub mod roster;
+pub mod subscription;
+
+use std::sync::Mutex;
 
 use jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::iq::Iq;
@@ -10,12 +18,38 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::Shared;
 use crate::router::{BareDelivery, SessionControl};
-use crate::services;
+use crate::services::{self, Answer};
 
 /// The session a stanza comes from.
 pub struct Sender<'a> {
     pub jid: &'a FullJid,
     pub control: &'a SessionControl,
+    /// Stanzas for this very session that the session writes itself once the handler is
+    /// done, instead of queueing them: initial presence may bring more than a queue holds.
+    direct: Mutex<Vec<Stanza>>,
+}
+
+impl<'a> Sender<'a> {
+    pub fn new(jid: &'a FullJid, control: &'a SessionControl) -> Self {
+        Self {
+            jid,
+            control,
+            direct: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn write_directly(&self, stanza: Stanza) {
+        if let Ok(mut direct) = self.direct.lock() {
+            direct.push(stanza);
+        }
+    }
+
+    pub fn take_direct(&self) -> Vec<Stanza> {
+        self.direct
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
 }
 
 /// Routes a stanza whose `from` has been stamped with the sender's full JID.
@@ -41,26 +75,30 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
             text,
         );
     }
-    match (to.node().is_some(), to.try_as_full()) {
-        (false, _) => to_server(shared, sender, stanza),
-        (true, Ok(full)) => {
-            let full = full.clone();
-            to_full(shared, sender, &full, stanza).await
-        }
-        (true, Err(bare)) => {
-            let bare = bare.clone();
-            to_bare(shared, sender, &bare, stanza).await
-        }
+    if to.node().is_none() {
+        return to_server(shared, sender, stanza).await;
+    }
+    let bare = to.to_bare();
+    match stanza {
+        Stanza::Presence(presence) => user_presence(shared, sender, &to, &bare, presence).await,
+        Stanza::Message(message) => user_message(shared, sender, &to, &bare, message).await,
+        Stanza::Iq(iq) => match to.try_as_full() {
+            Ok(full) => {
+                let full = full.clone();
+                iq_to_full(shared, sender, &full, iq)
+            }
+            Err(_) => iq_to_bare(shared, sender, &bare, iq).await,
+        },
     }
 }
 
 /// Stanzas addressed to the server itself (or one of its resources).
-fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+async fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     match stanza {
         Stanza::Iq(iq) => {
             let answer = match &iq {
-                Iq::Get { payload, .. } => services::server_iq(true, payload),
-                Iq::Set { payload, .. } => services::server_iq(false, payload),
+                Iq::Get { payload, .. } => server_iq(shared, sender, true, payload).await,
+                Iq::Set { payload, .. } => server_iq(shared, sender, false, payload).await,
                 // Results and errors to the server: answers to its pings.
                 Iq::Result { .. } | Iq::Error { .. } => return,
             };
@@ -81,179 +119,300 @@ fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     }
 }
 
+async fn server_iq(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    is_get: bool,
+    payload: &minidom::Element,
+) -> Answer {
+    if payload.is("query", categories::NS) {
+        return categories::handle_iq(shared, sender, is_get, payload).await;
+    }
+    services::server_iq(is_get, payload)
+}
+
 /// Stanzas with no `to`: the sender's own account.
 async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     match stanza {
-        Stanza::Presence(presence) => own_presence(shared, sender, presence),
+        Stanza::Presence(presence) => presence::broadcast(shared, sender, presence).await,
         Stanza::Iq(iq) => {
-            let answer = match &iq {
-                // The RFC 3921 session may come without `to`.
-                Iq::Set { payload, .. } if payload.is("session", crate::ns::SESSION) => Ok(None),
-                Iq::Get { payload, .. } => services::account_iq(true, payload),
-                Iq::Set { payload, .. } => services::account_iq(false, payload),
-                Iq::Result { .. } | Iq::Error { .. } => return,
-            };
-            reply_iq(shared, sender, &iq, answer);
-        }
-        Stanza::Message(_) => {
             let own = sender.jid.to_bare();
-            to_bare(shared, sender, &own, stanza).await
+            iq_to_bare(shared, sender, &own, iq).await
+        }
+        Stanza::Message(message) => {
+            let own = Jid::from(sender.jid.to_bare());
+            let bare = sender.jid.to_bare();
+            user_message(shared, sender, &own, &bare, message).await
         }
     }
 }
 
-/// RFC 6121 §4.2, §4.5: presence broadcast by the client. Broadcast to contacts comes with
-/// the roster; here it reaches the user's own available resources, the sender included
-/// (RFC 6121 §4.2.2).
-fn own_presence(shared: &Shared, sender: &Sender<'_>, presence: Presence) {
-    let available = match presence.type_ {
-        PresenceType::None => true,
-        PresenceType::Unavailable => false,
-        // Subscription requests need an addressee; errors to nobody are dropped.
-        _ => return,
-    };
-    let priority = presence.priority.0;
-    if available {
-        sender.control.set_presence(true, priority);
-    }
-    let own = sender.jid.to_bare();
-    let _ = shared.router.deliver_to_bare(
-        &own,
-        Box::new(Stanza::Presence(presence)),
-        BareDelivery::AllAvailable,
+/// Presence to a user of this server.
+async fn user_presence(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    to: &Jid,
+    contact: &BareJid,
+    presence: Presence,
+) {
+    let user = sender.jid.to_bare();
+    let subscription = matches!(
+        presence.type_,
+        PresenceType::Subscribe
+            | PresenceType::Subscribed
+            | PresenceType::Unsubscribe
+            | PresenceType::Unsubscribed
     );
-    if !available {
-        sender.control.set_presence(false, 0);
-    }
-}
-
-/// Called when a session ends: its resource goes unavailable for the others (RFC 6121 §4.5.2).
-pub fn session_ended(shared: &Shared, jid: &FullJid, control: &SessionControl) {
-    if !control.is_available() {
+    if !subscription {
+        match presence.type_ {
+            PresenceType::Probe => presence::probe(shared, sender, contact).await,
+            PresenceType::Error => {
+                // Errors go where they are addressed, untouched.
+                let stanza = Stanza::Presence(presence);
+                match to.try_as_full() {
+                    Ok(full) => {
+                        let _ = shared.router.deliver_to_full(full, Box::new(stanza));
+                    }
+                    Err(bare) => {
+                        let _ = shared.router.deliver_to_bare(
+                            bare,
+                            Box::new(stanza),
+                            BareDelivery::AllAvailable,
+                        );
+                    }
+                }
+            }
+            _ => presence::directed(shared, sender, to, presence),
+        }
         return;
     }
-    control.set_presence(false, 0);
-    let mut presence = Presence::new(PresenceType::Unavailable);
-    presence.from = Some(Jid::from(jid.clone()));
-    let own = jid.to_bare();
-    let _ = shared.router.deliver_to_bare(
-        &own,
-        Box::new(Stanza::Presence(presence)),
-        BareDelivery::AllAvailable,
-    );
+    // Subscription requests are about bare JIDs (RFC 6121 §3.1.1).
+    if *contact == user {
+        let stanza = Stanza::Presence(presence);
+        return bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+            "you cannot subscribe to yourself",
+        );
+    }
+    let exists = match contact.node() {
+        Some(node) => shared
+            .store
+            .user_exists(node.as_str())
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !exists {
+        if presence.type_ == PresenceType::Subscribe {
+            let stanza = Stanza::Presence(presence);
+            bounce(
+                shared,
+                sender,
+                &stanza,
+                ErrorType::Cancel,
+                DefinedCondition::ItemNotFound,
+                "no such user",
+            );
+        }
+        return;
+    }
+    let status = presence.statuses.values().next().cloned();
+    let done = match presence.type_ {
+        PresenceType::Subscribe => subscription::subscribe(shared, &user, contact, status).await,
+        PresenceType::Subscribed => subscription::approve(shared, &user, contact).await,
+        PresenceType::Unsubscribe => subscription::unsubscribe(shared, &user, contact).await,
+        _ => subscription::unsubscribed(shared, &user, contact).await,
+    };
+    if let Err(err) = done {
+        tracing::warn!(error = %err, "subscription change failed");
+        let stanza = Stanza::Presence(presence);
+        bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Wait,
+            DefinedCondition::InternalServerError,
+            "the change could not be saved; try again",
+        );
+    }
 }
 
-/// RFC 6121 §8.5.3: a full JID.
-async fn to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, stanza: Stanza) {
-    let stanza = match shared.router.deliver_to_full(to, Box::new(stanza)) {
-        Ok(()) => return,
-        Err(back) => *back,
+/// Whether `recipient` accepted `sender` as a contact: an established subscription either
+/// way. Read from memory when the recipient is online, else from the store.
+async fn accepted(shared: &Shared, recipient: &BareJid, sender: &BareJid) -> bool {
+    let contact = sender.to_string();
+    let item = match shared.rosters.cached_item(recipient, &contact) {
+        Some(item) => item,
+        None => shared
+            .store
+            .roster_item(roster::local(recipient), &contact)
+            .await
+            .ok()
+            .flatten(),
     };
-    match &stanza {
-        // §8.5.3.2.1: treated as addressed to the bare JID, but for groupchat and errors.
-        Stanza::Message(m) => match m.type_ {
-            MessageType::Groupchat => bounce(
+    item.is_some_and(|i| i.subscription != crate::storage::Subscription::None)
+}
+
+/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), for messages.
+async fn user_message(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    to: &Jid,
+    recipient: &BareJid,
+    message: Message,
+) {
+    let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
+    let own = sender.jid.to_bare();
+    if one_to_one
+        && shared.config.im.chat_requires_acceptance
+        && *recipient != own
+        && !accepted(shared, recipient, &own).await
+    {
+        let stanza = Stanza::Message(message);
+        return bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Cancel,
+            DefinedCondition::NotAllowed,
+            "you can only chat with contacts who accepted your request",
+        );
+    }
+    let message = match to.try_as_full() {
+        Ok(full) => match shared
+            .router
+            .deliver_to_full(full, Box::new(Stanza::Message(message)))
+        {
+            Ok(()) => return,
+            Err(back) => match *back {
+                Stanza::Message(m) => m,
+                _ => return,
+            },
+        },
+        Err(_) => message,
+    };
+    let mode = match message.type_ {
+        MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
+        MessageType::Headline => BareDelivery::AllNonNegative,
+        MessageType::Groupchat => {
+            let stanza = Stanza::Message(message);
+            return bounce(
                 shared,
                 sender,
                 &stanza,
                 ErrorType::Cancel,
                 DefinedCondition::ServiceUnavailable,
-                "the recipient is not online",
-            ),
-            MessageType::Error => {}
-            _ => to_bare(shared, sender, &to.to_bare(), stanza).await,
-        },
-        // §8.5.3.2.3: presence to an unavailable resource is dropped (subscription
-        // requests are handled by the roster, which treats them as addressed to the bare JID).
-        Stanza::Presence(_) => {}
-        Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => bounce(
+                "groupchat messages go to rooms",
+            );
+        }
+        MessageType::Error => return,
+    };
+    let back =
+        match shared
+            .router
+            .deliver_to_bare(recipient, Box::new(Stanza::Message(message)), mode)
+        {
+            Ok(_) => return,
+            Err(back) => back,
+        };
+    let Stanza::Message(message) = *back else {
+        return;
+    };
+    if !one_to_one {
+        // §8.5.2.2.1: headlines for nobody are dropped.
+        return;
+    }
+    let username = roster::local(recipient);
+    let exists = shared.store.user_exists(username).await.unwrap_or(false);
+    if !exists {
+        let stanza = Stanza::Message(message);
+        return bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "no such user",
+        );
+    }
+    let (condition, text) = match offline::store(shared, username, &message).await {
+        offline::Stored::Kept => return,
+        offline::Stored::Full => (
+            DefinedCondition::ResourceConstraint,
+            "the recipient's offline storage is full",
+        ),
+        offline::Stored::Failed => (
+            DefinedCondition::InternalServerError,
+            "the message could not be stored for the offline recipient",
+        ),
+    };
+    let stanza = Stanza::Message(message);
+    bounce(
+        shared,
+        sender,
+        &stanza,
+        error_type_of(&condition),
+        condition,
+        text,
+    );
+}
+
+/// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
+fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
+    let Err(back) = shared.router.deliver_to_full(to, Box::new(Stanza::Iq(iq))) else {
+        return;
+    };
+    if let Stanza::Iq(iq @ (Iq::Get { .. } | Iq::Set { .. })) = *back {
+        let stanza = Stanza::Iq(iq);
+        bounce(
             shared,
             sender,
             &stanza,
             ErrorType::Cancel,
             DefinedCondition::ServiceUnavailable,
             "the recipient is not online",
-        ),
-        Stanza::Iq(_) => {}
+        );
     }
 }
 
-/// RFC 6121 §8.5.2: a bare JID of this server.
-async fn to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, stanza: Stanza) {
-    match stanza {
-        Stanza::Message(ref m) => {
-            let mode = match m.type_ {
-                MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
-                MessageType::Headline => BareDelivery::AllNonNegative,
-                MessageType::Groupchat => {
-                    return bounce(
-                        shared,
-                        sender,
-                        &stanza,
-                        ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable,
-                        "groupchat messages go to rooms",
-                    );
-                }
-                MessageType::Error => return,
-            };
-            let headline = mode == BareDelivery::AllNonNegative;
-            if let Err(back) = shared.router.deliver_to_bare(to, Box::new(stanza), mode) {
-                // §8.5.2.2.1: no available resource. Offline storage comes with the roster;
-                // until then the sender learns at once that nothing was delivered.
-                if !headline {
-                    bounce(
-                        shared,
-                        sender,
-                        &back,
-                        ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable,
-                        "the recipient is not online",
-                    );
-                }
-            }
-        }
-        Stanza::Presence(presence) => {
-            // Directed presence and subscription stanzas reach the available resources.
-            // Probes are answered by the roster, which knows who may see whom.
-            if presence.type_ != PresenceType::Probe {
-                let _ = shared.router.deliver_to_bare(
-                    to,
-                    Box::new(Stanza::Presence(presence)),
-                    BareDelivery::AllAvailable,
-                );
-            }
-        }
-        Stanza::Iq(iq) => {
-            let is_get = match &iq {
-                Iq::Get { .. } => true,
-                Iq::Set { .. } => false,
-                Iq::Result { .. } | Iq::Error { .. } => return,
-            };
-            let exists = match to.node() {
-                Some(node) if *to == sender.jid.to_bare() => {
-                    let _ = node;
-                    true
-                }
-                Some(node) => shared
-                    .store
-                    .user_exists(node.as_str())
-                    .await
-                    .unwrap_or(false),
-                None => false,
-            };
-            let answer = match &iq {
-                Iq::Get { payload, .. } | Iq::Set { payload, .. } if exists => {
-                    services::account_iq(is_get, payload)
-                }
-                _ => Err((DefinedCondition::ServiceUnavailable, "no such user")),
-            };
-            reply_iq(shared, sender, &iq, answer);
-        }
+/// RFC 6121 §8.5.2.1.3: an IQ to a bare JID is answered by the server on the account's behalf.
+async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) {
+    let (is_get, payload) = match &iq {
+        Iq::Get { payload, .. } => (true, payload),
+        Iq::Set { payload, .. } => (false, payload),
+        Iq::Result { .. } | Iq::Error { .. } => return,
+    };
+    let own = *to == sender.jid.to_bare();
+    let answer = if own && payload.is("query", crate::ns::ROSTER) {
+        roster::handle_iq(shared, sender, is_get, payload).await
+    } else if own && payload.is("query", categories::NS) {
+        categories::handle_iq(shared, sender, is_get, payload).await
+    } else if own && payload.is("session", crate::ns::SESSION) {
+        Ok(None)
+    } else if own || exists(shared, to).await {
+        services::account_iq(is_get, payload)
+    } else {
+        Err((DefinedCondition::ServiceUnavailable, "no such user"))
+    };
+    reply_iq(shared, sender, &iq, answer);
+}
+
+async fn exists(shared: &Shared, user: &BareJid) -> bool {
+    match user.node() {
+        Some(node) => shared
+            .store
+            .user_exists(node.as_str())
+            .await
+            .unwrap_or(false),
+        None => false,
     }
 }
 
-fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: services::Answer) {
+fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: Answer) {
     let reply = match answer {
         Ok(payload) => Iq::Result {
             from: iq.to().cloned(),
@@ -274,13 +433,15 @@ fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: services::Ans
         .deliver_to_full(sender.jid, Box::new(Stanza::Iq(reply)));
 }
 
-fn error_type_of(condition: &DefinedCondition) -> ErrorType {
+pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
     match condition {
         DefinedCondition::BadRequest
         | DefinedCondition::JidMalformed
         | DefinedCondition::NotAcceptable => ErrorType::Modify,
         DefinedCondition::Forbidden | DefinedCondition::NotAuthorized => ErrorType::Auth,
-        DefinedCondition::ResourceConstraint => ErrorType::Wait,
+        DefinedCondition::ResourceConstraint | DefinedCondition::InternalServerError => {
+            ErrorType::Wait
+        }
         _ => ErrorType::Cancel,
     }
 }

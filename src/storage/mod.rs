@@ -15,6 +15,8 @@ pub enum Error {
     NotFound,
     #[error("already exists")]
     Conflict,
+    #[error("limit reached")]
+    LimitReached,
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -61,6 +63,105 @@ impl std::fmt::Debug for ScramCredential {
     }
 }
 
+/// RFC 6121 §2.1.2.5 subscription states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Subscription {
+    #[default]
+    None,
+    /// The user sees the contact's presence.
+    To,
+    /// The contact sees the user's presence.
+    From,
+    Both,
+}
+
+impl Subscription {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "none" => Subscription::None,
+            "to" => Subscription::To,
+            "from" => Subscription::From,
+            "both" => Subscription::Both,
+            _ => return None,
+        })
+    }
+
+    /// The user receives the contact's presence.
+    pub fn has_to(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    /// The contact receives the user's presence.
+    pub fn has_from(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+
+    pub fn with_to(self, on: bool) -> Self {
+        Self::from_flags(on, self.has_from())
+    }
+
+    pub fn with_from(self, on: bool) -> Self {
+        Self::from_flags(self.has_to(), on)
+    }
+
+    fn from_flags(to: bool, from: bool) -> Self {
+        match (to, from) {
+            (false, false) => Subscription::None,
+            (true, false) => Subscription::To,
+            (false, true) => Subscription::From,
+            (true, true) => Subscription::Both,
+        }
+    }
+}
+
+/// One contact of a user's roster. Groups are the manual's categories.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RosterItem {
+    /// The contact's bare JID.
+    pub contact: String,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// Our subscription request is pending ("Invitation en attente").
+    pub ask: bool,
+    /// We pre-approved the contact's subscription (RFC 6121 §3.4).
+    pub approved: bool,
+    /// The contact refused our request ("Invitation refusée").
+    pub refused: bool,
+    pub groups: Vec<String>,
+}
+
+/// A whole roster, as loaded at login.
+#[derive(Debug, Clone, Default)]
+pub struct RosterSnapshot {
+    pub version: i64,
+    pub items: Vec<RosterItem>,
+    /// Categories created empty and still without contacts.
+    pub empty_categories: Vec<String>,
+}
+
+/// An inbound subscription request not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRequest {
+    pub requester: String,
+    pub status: Option<String>,
+}
+
+/// A message kept for an offline user: its XML and when it arrived (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineMessage {
+    pub stanza: String,
+    pub received_at: i64,
+}
+
 /// Usernames are the localpart of the user's JID, already normalised (nodeprep).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -86,6 +187,55 @@ pub trait Store: Send + Sync + 'static {
         username: &str,
         hash: ScramHash,
     ) -> Result<Option<ScramCredential>, Error>;
+    /// The roster, its version and its empty categories, in a constant number of queries.
+    async fn load_roster(&self, username: &str) -> Result<RosterSnapshot, Error>;
+    /// One roster item with its groups.
+    async fn roster_item(&self, username: &str, contact: &str)
+    -> Result<Option<RosterItem>, Error>;
+    /// Creates or replaces one roster item with its groups, atomically; returns the new
+    /// roster version. Categories it puts a contact in stop being empty categories.
+    async fn save_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64, Error>;
+    /// Removes a roster item; `None` when there was none, else the new roster version.
+    async fn delete_roster_item(&self, username: &str, contact: &str)
+    -> Result<Option<i64>, Error>;
+    /// Creates an empty category; `Conflict` if a category of that name exists.
+    async fn create_category(&self, username: &str, name: &str) -> Result<i64, Error>;
+    /// Renames a category, moving every contact, atomically. Returns the new version and the
+    /// items that changed; `NotFound` if no such category, `Conflict` if `to` exists.
+    async fn rename_category(
+        &self,
+        username: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<(i64, Vec<RosterItem>), Error>;
+    /// Deletes a category, atomically. Its contacts left with no category move to
+    /// `fallback`. Returns the new version and the items that changed; `NotFound` if none.
+    async fn delete_category(
+        &self,
+        username: &str,
+        name: &str,
+        fallback: &str,
+    ) -> Result<(i64, Vec<RosterItem>), Error>;
+    async fn subscription_requests(
+        &self,
+        username: &str,
+    ) -> Result<Vec<SubscriptionRequest>, Error>;
+    /// Keeps (or refreshes) an inbound request.
+    async fn save_subscription_request(
+        &self,
+        username: &str,
+        request: &SubscriptionRequest,
+    ) -> Result<(), Error>;
+    /// Forgets an inbound request; whether there was one.
+    async fn delete_subscription_request(
+        &self,
+        username: &str,
+        requester: &str,
+    ) -> Result<bool, Error>;
+    /// Stores a message for an offline user; `LimitReached` when `limit` are already kept.
+    async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
+    /// Takes (and deletes) the offline messages of a user, oldest first.
+    async fn take_offline(&self, username: &str) -> Result<Vec<OfflineMessage>, Error>;
     /// Waits for running queries and closes the connections.
     async fn close(&self);
 }

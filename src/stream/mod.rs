@@ -654,7 +654,18 @@ async fn bind(
                 continue;
             }
         };
-        let bound = crate::session::register(&jid, shared);
+        let bound = match crate::session::register(&jid, shared).await {
+            Ok(bound) => bound,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot load the roster");
+                let fatal = Fatal::new(
+                    DefinedCondition::InternalServerError,
+                    "the account could not be loaded; try again",
+                );
+                close_with_error(xml, &fatal).await;
+                return None;
+            }
+        };
         let result = Iq::Result {
             from: None,
             to: None,
@@ -662,7 +673,7 @@ async fn bind(
             payload: Some(BindResponse { jid }.into()),
         };
         if xml.send(&result).await.is_err() {
-            bound.unregister(shared);
+            bound.abandon(shared).await;
             return None;
         }
         tracing::info!(jid = %bound.jid, "resource bound");

@@ -59,5 +59,6 @@ async fn slixmpp_logs_in_over_starttls_and_chats() {
         "slixmpp failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("messages both ways OK"), "{stdout}");
+    assert!(stdout.contains("subscription=both"), "{stdout}");
     server.stop().await;
 }

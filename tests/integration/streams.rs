@@ -9,6 +9,12 @@ fn plaintext(c: &mut causette::Config) {
     c.tls.allow_plaintext_on_loopback = true;
 }
 
+/// Plaintext, and messages between any users: for RFC 6121 delivery rules alone.
+fn open_chat(c: &mut causette::Config) {
+    plaintext(c);
+    c.im.chat_requires_acceptance = false;
+}
+
 async fn logged_in(server: &TestServer, user: &str, resource: &str) -> Raw {
     Raw::connect(server.c2s)
         .await
@@ -343,11 +349,11 @@ async fn server_iqs_and_unknown_iq() {
 
 #[tokio::test]
 async fn delivery_rules_for_offline_and_unknown_recipients() {
-    let server = TestServer::start_with(plaintext).await;
+    let server = TestServer::start_with(open_chat).await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
     let mut raw = logged_in(&server, "alice", "r").await;
-    raw.send("<message to='bob@localhost/phone' type='chat' id='m1'><body>hi</body></message>")
+    raw.send("<message to='nobody@localhost/phone' type='chat' id='m1'><body>hi</body></message>")
         .await;
     let bounced = raw.expect("</message>").await;
     assert!(
@@ -460,7 +466,7 @@ async fn shutdown_sends_system_shutdown() {
 
 #[tokio::test]
 async fn messages_between_raw_sessions_and_presence_to_own_resources() {
-    let server = TestServer::start_with(plaintext).await;
+    let server = TestServer::start_with(open_chat).await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
     let mut alice = logged_in(&server, "alice", "desk").await;

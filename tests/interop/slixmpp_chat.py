@@ -24,6 +24,8 @@ class Client(slixmpp.ClientXMPP):
         self.ssl_context = context
         self.online = asyncio.Event()
         self.messages = asyncio.Queue()
+        self.seen = {}
+        self.add_event_handler("presence_available", self.on_available)
         self.mechanism = None
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
@@ -31,12 +33,18 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("auth_success", self.on_auth)
 
     async def on_start(self, _event):
-        # The roster comes with the contacts feature; presence and messages need none.
         self.send_presence()
+        await self.get_roster()
         self.online.set()
 
     def on_auth(self, _event):
         self.mechanism = getattr(self.plugin["feature_mechanisms"], "mech", None)
+
+    def on_available(self, presence):
+        self.seen.setdefault(presence["from"].bare, asyncio.Event()).set()
+
+    def saw(self, bare):
+        return self.seen.setdefault(bare, asyncio.Event()).wait()
 
     def on_failed(self, _event):
         print(f"authentication failed for {self.boundjid}", file=sys.stderr)
@@ -59,6 +67,15 @@ async def main():
         mech = client.mechanism.name if client.mechanism is not None else "?"
         print(f"{name} logged in as {client.boundjid.full} with {mech}")
 
+    # Alice adds Bob; Bob's slixmpp accepts (auto_authorize), and with the server's mutual
+    # acceptance each then sees the other's presence.
+    alice.send_presence(pto=b_jid, ptype="subscribe")
+    await asyncio.wait_for(asyncio.gather(alice.saw(b_jid), bob.saw(a_jid)), TIMEOUT)
+    for name, client, other in (("alice", alice, b_jid), ("bob", bob, a_jid)):
+        sub = client.client_roster[other]["subscription"]
+        print(f"{name}'s roster has {other} with subscription={sub}")
+        assert sub == "both", (name, sub)
+
     alice.send_message(mto=b_jid, mbody="bonjour depuis slixmpp", mtype="chat")
     got = await asyncio.wait_for(bob.messages.get(), TIMEOUT)
     assert got["body"] == "bonjour depuis slixmpp", got
@@ -67,7 +84,7 @@ async def main():
     answer = await asyncio.wait_for(alice.messages.get(), TIMEOUT)
     assert answer["body"] == "bien reçu", answer
     assert answer["from"].bare == b_jid, answer["from"]
-    print("slixmpp interop: login, presence and messages both ways OK")
+    print("slixmpp interop: login, add/accept, presence and messages both ways OK")
     for client in (alice, bob):
         client.disconnect()
     await asyncio.sleep(0.2)

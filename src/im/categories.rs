@@ -1,0 +1,216 @@
+//! The `urn:causette:categories:0` IQ extension (docs/extensions.md): what plain roster groups
+//! cannot do for the ENT window — list categories with their contact counts, create an empty
+//! category, rename one (every contact moves) and delete one (its contacts move to the
+//! fallback category). Each operation is one store transaction; changed items are pushed.
+
+use std::collections::BTreeMap;
+
+use minidom::Element;
+use xmpp_parsers::stanza_error::DefinedCondition;
+use xso::{AsXml, FromXml};
+
+use crate::Shared;
+use crate::im::Sender;
+use crate::im::roster::{check_category_name, local};
+use crate::services::Answer;
+use crate::storage;
+
+pub const NS: &str = "urn:causette:categories:0";
+
+/// An operation on categories (IQ set).
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
+#[xml(namespace = NS)]
+pub enum CategoryOp {
+    #[xml(name = "create")]
+    Create {
+        #[xml(attribute)]
+        name: String,
+    },
+    #[xml(name = "rename")]
+    Rename {
+        #[xml(attribute)]
+        from: String,
+        #[xml(attribute)]
+        to: String,
+    },
+    #[xml(name = "delete")]
+    Delete {
+        #[xml(attribute)]
+        name: String,
+    },
+}
+
+/// The query element: empty in a get, one operation in a set.
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
+#[xml(namespace = NS, name = "query")]
+pub struct CategoriesQuery {
+    #[xml(child(default))]
+    pub op: Option<CategoryOp>,
+    #[xml(child(n = ..))]
+    pub categories: Vec<Category>,
+}
+
+/// One category in a list, with how many contacts it holds.
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq)]
+#[xml(namespace = NS, name = "category")]
+pub struct Category {
+    #[xml(attribute)]
+    pub name: String,
+    #[xml(attribute)]
+    pub count: usize,
+}
+
+fn failed(err: &storage::Error) -> (DefinedCondition, &'static str) {
+    match err {
+        storage::Error::NotFound => (DefinedCondition::ItemNotFound, "no such category"),
+        storage::Error::Conflict => (
+            DefinedCondition::Conflict,
+            "a category with that name already exists",
+        ),
+        _ => (
+            DefinedCondition::InternalServerError,
+            "the change could not be saved; try again",
+        ),
+    }
+}
+
+pub async fn handle_iq(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    is_get: bool,
+    payload: &Element,
+) -> Answer {
+    let user = sender.jid.to_bare();
+    let Ok(query) = CategoriesQuery::try_from(payload.clone()) else {
+        return Err((DefinedCondition::BadRequest, "malformed categories query"));
+    };
+    if is_get {
+        if query.op.is_some() {
+            return Err((
+                DefinedCondition::BadRequest,
+                "a get lists categories; use a set to change them",
+            ));
+        }
+        let snapshot = shared
+            .rosters
+            .snapshot(shared, &user)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for item in &snapshot.items {
+            for group in &item.groups {
+                *counts.entry(group.clone()).or_default() += 1;
+            }
+        }
+        for empty in snapshot.empty_categories {
+            counts.entry(empty).or_default();
+        }
+        let categories = counts
+            .into_iter()
+            .map(|(name, count)| Category { name, count })
+            .collect();
+        return Ok(Some(
+            CategoriesQuery {
+                op: None,
+                categories,
+            }
+            .into(),
+        ));
+    }
+    let Some(op) = query.op else {
+        return Err((
+            DefinedCondition::BadRequest,
+            "a set needs one of create, rename or delete",
+        ));
+    };
+    let username = local(&user);
+    let _guard = shared.rosters.lock(&user).await;
+    match op {
+        CategoryOp::Create { name } => {
+            let name = name.trim().to_owned();
+            check_category_name(shared, &name)?;
+            let version = shared
+                .store
+                .create_category(username, &name)
+                .await
+                .map_err(|e| failed(&e))?;
+            shared
+                .rosters
+                .categories_changed(shared, &user, version, Vec::new(), |empty| {
+                    empty.insert(name);
+                })
+                .await;
+        }
+        CategoryOp::Rename { from, to } => {
+            let to = to.trim().to_owned();
+            check_category_name(shared, &to)?;
+            let (version, changed) = shared
+                .store
+                .rename_category(username, &from, &to)
+                .await
+                .map_err(|e| failed(&e))?;
+            shared
+                .rosters
+                .categories_changed(shared, &user, version, changed, |empty| {
+                    if empty.remove(&from) {
+                        empty.insert(to);
+                    }
+                })
+                .await;
+        }
+        CategoryOp::Delete { name } => {
+            let fallback = shared.config.im.fallback_category.trim().to_owned();
+            if name == fallback && fallback_in_use(shared, &user).await {
+                return Err((
+                    DefinedCondition::NotAllowed,
+                    "the fallback category cannot be deleted while it holds contacts",
+                ));
+            }
+            let (version, changed) = shared
+                .store
+                .delete_category(username, &name, &fallback)
+                .await
+                .map_err(|e| failed(&e))?;
+            shared
+                .rosters
+                .categories_changed(shared, &user, version, changed, |empty| {
+                    empty.remove(&name);
+                })
+                .await;
+        }
+    }
+    Ok(None)
+}
+
+async fn fallback_in_use(shared: &Shared, user: &jid::BareJid) -> bool {
+    let fallback = &shared.config.im.fallback_category;
+    shared
+        .rosters
+        .snapshot(shared, user)
+        .await
+        .is_ok_and(|s| s.items.iter().any(|i| i.groups.contains(fallback)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_round_trip() {
+        for xml in [
+            "<query xmlns='urn:causette:categories:0'><create name='Projet'/></query>",
+            "<query xmlns='urn:causette:categories:0'><rename from='A' to='B'/></query>",
+            "<query xmlns='urn:causette:categories:0'><delete name='B'/></query>",
+            "<query xmlns='urn:causette:categories:0'><category name='6e B' count='3'/></query>",
+        ] {
+            let element: Element = xml.parse().unwrap();
+            let query = CategoriesQuery::try_from(element.clone()).unwrap();
+            assert_eq!(Element::from(query.clone()), element);
+        }
+        let bad: Element = "<query xmlns='urn:causette:categories:0'><explode/></query>"
+            .parse()
+            .unwrap();
+        // An unknown operation is no operation: the handler answers bad-request.
+        assert_eq!(CategoriesQuery::try_from(bad).unwrap().op, None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Presence (RFC 6121 §4): broadcast to the user's own resources and to subscribers, probes
+//! and pending requests at initial presence, directed presence, unavailable at the end.
+
+use jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza::Stanza;
+
+use crate::Shared;
+use crate::im::Sender;
+use crate::im::subscription::{subscription_presence, to_available};
+use crate::router::{BareDelivery, SessionControl};
+
+/// Presence with no `to` (RFC 6121 §4.2, §4.4, §4.5).
+pub async fn broadcast(shared: &Shared, sender: &Sender<'_>, mut presence: Presence) {
+    let available = match presence.type_ {
+        PresenceType::None => true,
+        PresenceType::Unavailable => false,
+        // Subscription requests need an addressee; errors to nobody are dropped.
+        _ => return,
+    };
+    presence.from = Some(Jid::from(sender.jid.clone()));
+    let initial = available && !sender.control.is_available();
+    if available {
+        sender.control.set_presence(true, presence.priority.0);
+        sender.control.set_last_presence(Some(presence.clone()));
+    }
+    spread(shared, sender.jid, sender.control, presence);
+    if !available {
+        sender.control.set_presence(false, 0);
+        sender.control.set_last_presence(None);
+    }
+    if initial {
+        initial_presence(shared, sender).await;
+    }
+}
+
+/// Sends a broadcast presence to the user's own available resources (RFC 6121 §4.2.2, the
+/// sender included), to every contact subscribed to the user, and, when it says unavailable,
+/// to those who got directed presence.
+fn spread(shared: &Shared, jid: &FullJid, control: &SessionControl, presence: Presence) {
+    let user = jid.to_bare();
+    let subscribers = shared
+        .rosters
+        .contacts_where(&user, |i| i.subscription.has_from());
+    for contact in subscribers {
+        let Ok(contact) = BareJid::new(&contact) else {
+            continue;
+        };
+        let mut copy = presence.clone();
+        copy.to = Some(Jid::from(contact.clone()));
+        to_available(shared, &contact, copy);
+    }
+    if presence.type_ == PresenceType::Unavailable {
+        for target in control.take_directed() {
+            let mut copy = presence.clone();
+            copy.to = Some(target.clone());
+            deliver_presence(shared, &target, copy);
+        }
+    }
+    let _ = shared.router.deliver_to_bare(
+        &user,
+        Box::new(Stanza::Presence(presence)),
+        BareDelivery::AllAvailable,
+    );
+}
+
+fn deliver_presence(shared: &Shared, to: &Jid, presence: Presence) {
+    match to.try_as_full() {
+        Ok(full) => {
+            let _ = shared
+                .router
+                .deliver_to_full(full, Box::new(Stanza::Presence(presence)));
+        }
+        Err(bare) => to_available(shared, bare, presence),
+    }
+}
+
+/// What a session gets when it first becomes available: its contacts' presence (probes,
+/// RFC 6121 §4.2.2), the requests waiting for an answer ("Mes demandes"), and offline messages
+/// (XEP-0160) when its priority is not negative.
+async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
+    let user = sender.jid.to_bare();
+    let to_self = |stanza: Stanza| sender.write_directly(stanza);
+    for contact in shared
+        .rosters
+        .contacts_where(&user, |i| i.subscription.has_to())
+    {
+        let Ok(contact) = BareJid::new(&contact) else {
+            continue;
+        };
+        for handle in shared.router.resources(&contact) {
+            if let Some(mut presence) = handle.control.last_presence() {
+                presence.to = Some(Jid::from(sender.jid.clone()));
+                to_self(Stanza::Presence(presence));
+            }
+        }
+    }
+    match shared
+        .store
+        .subscription_requests(crate::im::roster::local(&user))
+        .await
+    {
+        Ok(requests) => {
+            for request in requests {
+                let Ok(requester) = BareJid::new(&request.requester) else {
+                    continue;
+                };
+                let mut presence =
+                    subscription_presence(PresenceType::Subscribe, &requester, &user);
+                if let Some(status) = request.status {
+                    presence.set_status("", status);
+                }
+                to_self(Stanza::Presence(presence));
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read pending subscription requests"),
+    }
+    if sender.control.priority() >= 0 {
+        crate::im::offline::deliver(shared, sender).await;
+    }
+}
+
+/// Called when a session ends without saying unavailable: its contacts learn it is gone
+/// (RFC 6121 §4.5.2).
+pub fn session_ended(shared: &Shared, jid: &FullJid, control: &SessionControl) {
+    if !control.is_available() {
+        return;
+    }
+    control.set_presence(false, 0);
+    control.set_last_presence(None);
+    let mut presence = Presence::new(PresenceType::Unavailable);
+    presence.from = Some(Jid::from(jid.clone()));
+    spread(shared, jid, control, presence);
+}
+
+/// Directed presence (RFC 6121 §4.6) to a user of this server.
+pub fn directed(shared: &Shared, sender: &Sender<'_>, to: &Jid, presence: Presence) {
+    let user = sender.jid.to_bare();
+    let subscriber = shared
+        .rosters
+        .cached_item(&user, &to.to_bare().to_string())
+        .flatten()
+        .is_some_and(|i| i.subscription.has_from());
+    match presence.type_ {
+        PresenceType::None if !subscriber => sender.control.note_directed(to.clone()),
+        PresenceType::Unavailable => sender.control.forget_directed(to),
+        _ => {}
+    }
+    deliver_presence(shared, to, presence);
+}
+
+/// A probe from a client (RFC 6121 §4.3): answered with the contact's presence when the
+/// prober is subscribed to it.
+pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
+    let user = sender.jid.to_bare();
+    let allowed = shared
+        .rosters
+        .item(shared, contact, &user.to_string())
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|i| i.subscription.has_from());
+    if !allowed {
+        return;
+    }
+    for handle in shared.router.resources(contact) {
+        if let Some(mut presence) = handle.control.last_presence() {
+            presence.to = Some(Jid::from(sender.jid.clone()));
+            let _ = shared
+                .router
+                .deliver_to_full(sender.jid, Box::new(Stanza::Presence(presence)));
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! Presence subscriptions (RFC 6121 §3) between local users, with the ENT behaviour on top
+//! (each a server option, on by default): mutual acceptance, persisted refusal, symmetric
+//! removal.
+//!
+//! Both ends are local, so each request is processed at once on the user's side (outbound)
+//! and on the contact's side (inbound), under each user's roster lock in turn.
+
+use jid::{BareJid, Jid};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza::Stanza;
+
+use crate::Shared;
+use crate::im::roster::{Error, Update, local};
+use crate::router::BareDelivery;
+use crate::storage::{RosterItem, Subscription, SubscriptionRequest};
+
+fn new_item(contact: &BareJid) -> RosterItem {
+    RosterItem {
+        contact: contact.to_string(),
+        ..RosterItem::default()
+    }
+}
+
+/// A subscription-related presence from `from` to `to`, both bare (RFC 6121 §3.1.2).
+pub fn subscription_presence(type_: PresenceType, from: &BareJid, to: &BareJid) -> Presence {
+    let mut presence = Presence::new(type_);
+    presence.from = Some(Jid::from(from.clone()));
+    presence.to = Some(Jid::from(to.clone()));
+    presence
+}
+
+/// Delivers a presence to every available resource of `user`.
+pub fn to_available(shared: &Shared, user: &BareJid, presence: Presence) {
+    let _ = shared.router.deliver_to_bare(
+        user,
+        Box::new(Stanza::Presence(presence)),
+        BareDelivery::AllAvailable,
+    );
+}
+
+/// Sends the current presence of each available resource of `from` to `to`'s available
+/// resources (RFC 6121 §3.1.5: once subscribed, the user learns the contact's presence).
+pub fn send_current_presence(shared: &Shared, from: &BareJid, to: &BareJid) {
+    for handle in shared.router.resources(from) {
+        if let Some(mut presence) = handle.control.last_presence() {
+            presence.to = Some(Jid::from(to.clone()));
+            to_available(shared, to, presence);
+        }
+    }
+}
+
+/// Tells `to` that every available resource of `from` is gone (RFC 6121 §3.2.2, §3.3.2).
+pub fn send_unavailable(shared: &Shared, from: &BareJid, to: &BareJid) {
+    for handle in shared.router.resources(from) {
+        if handle.control.is_available() {
+            let mut presence = Presence::new(PresenceType::Unavailable);
+            presence.from = Some(Jid::from(handle.jid.clone()));
+            presence.to = Some(Jid::from(to.clone()));
+            to_available(shared, to, presence);
+        }
+    }
+}
+
+/// `user` asks to see `contact`'s presence ("ajouter un contact").
+pub async fn subscribe(
+    shared: &Shared,
+    user: &BareJid,
+    contact: &BareJid,
+    status: Option<String>,
+) -> Result<(), Error> {
+    let rosters = &shared.rosters;
+    let change = rosters
+        .update(shared, user, &contact.to_string(), |current| {
+            let mut item = current.unwrap_or_else(|| new_item(contact));
+            if item.subscription.has_to() {
+                return Update::Keep;
+            }
+            item.ask = true;
+            item.refused = false;
+            Update::Save(item)
+        })
+        .await?;
+    if change
+        .after
+        .as_ref()
+        .is_some_and(|i| i.subscription.has_to())
+    {
+        // Already subscribed: the contact's server answers on its behalf (RFC 6121 §3.1.3).
+        to_available(
+            shared,
+            user,
+            subscription_presence(PresenceType::Subscribed, contact, user),
+        );
+        return Ok(());
+    }
+    // The contact's side.
+    let contact_item = rosters.item(shared, contact, &user.to_string()).await?;
+    let contact_item = contact_item.unwrap_or_default();
+    if contact_item.subscription.has_from() {
+        return subscribed_arrives(shared, user, contact).await;
+    }
+    if contact_item.approved {
+        // Pre-approved (RFC 6121 §3.4): accepted at once.
+        return accept(shared, contact, user).await;
+    }
+    shared
+        .store
+        .save_subscription_request(
+            local(contact),
+            &SubscriptionRequest {
+                requester: user.to_string(),
+                status: status.clone(),
+            },
+        )
+        .await?;
+    let mut request = subscription_presence(PresenceType::Subscribe, user, contact);
+    if let Some(status) = status {
+        request.set_status("", status);
+    }
+    to_available(shared, contact, request);
+    Ok(())
+}
+
+/// `contact` approves `user`'s request ("accepter une demande"), or pre-approves it.
+pub async fn approve(shared: &Shared, contact: &BareJid, user: &BareJid) -> Result<(), Error> {
+    let pending = shared
+        .store
+        .delete_subscription_request(local(contact), &user.to_string())
+        .await?;
+    let asked = shared
+        .rosters
+        .item(shared, user, &contact.to_string())
+        .await?
+        .is_some_and(|i| i.ask);
+    if !pending && !asked {
+        let already = shared
+            .rosters
+            .item(shared, contact, &user.to_string())
+            .await?
+            .is_some_and(|i| i.subscription.has_from());
+        if !already {
+            // RFC 6121 §3.4: pre-approval, used when the user asks later.
+            shared
+                .rosters
+                .update(shared, contact, &user.to_string(), |current| {
+                    let mut item = current.unwrap_or_else(|| new_item(user));
+                    item.approved = true;
+                    Update::Save(item)
+                })
+                .await?;
+        }
+        return Ok(());
+    }
+    accept(shared, contact, user).await
+}
+
+/// `contact` lets `user` see its presence; with mutual acceptance, the reverse holds too.
+async fn accept(shared: &Shared, contact: &BareJid, user: &BareJid) -> Result<(), Error> {
+    let change = shared
+        .rosters
+        .update(shared, contact, &user.to_string(), |current| {
+            let mut item = current.unwrap_or_else(|| new_item(user));
+            item.subscription = item.subscription.with_from(true);
+            item.approved = false;
+            Update::Save(item)
+        })
+        .await?;
+    subscribed_arrives(shared, user, contact).await?;
+    let contact_sees_user = change
+        .after
+        .as_ref()
+        .is_some_and(|i| i.subscription.has_to());
+    if shared.config.im.mutual_acceptance && !contact_sees_user {
+        // The user asked first, so its consent to being seen by the contact is implied.
+        shared
+            .rosters
+            .update(shared, user, &contact.to_string(), |current| {
+                let mut item = current.unwrap_or_else(|| new_item(contact));
+                item.subscription = item.subscription.with_from(true);
+                Update::Save(item)
+            })
+            .await?;
+        shared
+            .rosters
+            .update(shared, contact, &user.to_string(), |current| {
+                let mut item = current.unwrap_or_else(|| new_item(user));
+                item.subscription = item.subscription.with_to(true);
+                item.ask = false;
+                item.refused = false;
+                Update::Save(item)
+            })
+            .await?;
+        let _ = shared
+            .store
+            .delete_subscription_request(local(user), &contact.to_string())
+            .await?;
+        to_available(
+            shared,
+            contact,
+            subscription_presence(PresenceType::Subscribed, user, contact),
+        );
+        send_current_presence(shared, user, contact);
+    }
+    Ok(())
+}
+
+/// `contact`'s approval reaches `user`, whose request was pending (RFC 6121 §3.1.6).
+async fn subscribed_arrives(
+    shared: &Shared,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<(), Error> {
+    let change = shared
+        .rosters
+        .update(
+            shared,
+            user,
+            &contact.to_string(),
+            |current| match current {
+                Some(mut item) if item.ask || !item.subscription.has_to() => {
+                    item.subscription = item.subscription.with_to(true);
+                    item.ask = false;
+                    item.refused = false;
+                    Update::Save(item)
+                }
+                _ => Update::Keep,
+            },
+        )
+        .await?;
+    let newly = change
+        .before
+        .as_ref()
+        .is_some_and(|i| !i.subscription.has_to())
+        && change
+            .after
+            .as_ref()
+            .is_some_and(|i| i.subscription.has_to());
+    if newly {
+        to_available(
+            shared,
+            user,
+            subscription_presence(PresenceType::Subscribed, contact, user),
+        );
+        send_current_presence(shared, contact, user);
+    }
+    Ok(())
+}
+
+/// `user` no longer wants `contact`'s presence, or withdraws its request.
+pub async fn unsubscribe(shared: &Shared, user: &BareJid, contact: &BareJid) -> Result<(), Error> {
+    let change = shared
+        .rosters
+        .update(
+            shared,
+            user,
+            &contact.to_string(),
+            |current| match current {
+                Some(mut item) if item.ask || item.subscription.has_to() => {
+                    item.subscription = item.subscription.with_to(false);
+                    item.ask = false;
+                    Update::Save(item)
+                }
+                _ => Update::Keep,
+            },
+        )
+        .await?;
+    let was_subscribed = change
+        .before
+        .as_ref()
+        .is_some_and(|i| i.subscription.has_to());
+    let withdrawn = shared
+        .store
+        .delete_subscription_request(local(contact), &user.to_string())
+        .await?;
+    let contact_change = shared
+        .rosters
+        .update(
+            shared,
+            contact,
+            &user.to_string(),
+            |current| match current {
+                Some(mut item) if item.subscription.has_from() => {
+                    item.subscription = item.subscription.with_from(false);
+                    Update::Save(item)
+                }
+                _ => Update::Keep,
+            },
+        )
+        .await?;
+    let contact_had_from = contact_change
+        .before
+        .as_ref()
+        .is_some_and(|i| i.subscription.has_from());
+    if withdrawn || contact_had_from {
+        to_available(
+            shared,
+            contact,
+            subscription_presence(PresenceType::Unsubscribe, user, contact),
+        );
+    }
+    if was_subscribed {
+        send_unavailable(shared, contact, user);
+    }
+    Ok(())
+}
+
+/// `contact` refuses `user`'s request ("refuser une demande") or cancels `user`'s
+/// subscription to it.
+pub async fn unsubscribed(shared: &Shared, contact: &BareJid, user: &BareJid) -> Result<(), Error> {
+    let had_request = shared
+        .store
+        .delete_subscription_request(local(contact), &user.to_string())
+        .await?;
+    let contact_change = shared
+        .rosters
+        .update(
+            shared,
+            contact,
+            &user.to_string(),
+            |current| match current {
+                Some(mut item) if item.subscription.has_from() || item.approved => {
+                    item.subscription = item.subscription.with_from(false);
+                    item.approved = false;
+                    Update::Save(item)
+                }
+                _ => Update::Keep,
+            },
+        )
+        .await?;
+    let user_was_seeing = contact_change
+        .before
+        .as_ref()
+        .is_some_and(|i| i.subscription.has_from());
+    let persist_refusal = shared.config.im.persist_refusal;
+    let user_change = shared
+        .rosters
+        .update(
+            shared,
+            user,
+            &contact.to_string(),
+            |current| match current {
+                Some(mut item) if item.ask || item.subscription.has_to() => {
+                    // A pending request turned down is a refusal; a cancelled subscription is not.
+                    item.refused = persist_refusal && item.ask;
+                    item.ask = false;
+                    item.subscription = item.subscription.with_to(false);
+                    Update::Save(item)
+                }
+                _ => Update::Keep,
+            },
+        )
+        .await?;
+    let user_affected = user_change
+        .before
+        .as_ref()
+        .is_some_and(|i| i.ask || i.subscription.has_to());
+    if user_affected || had_request {
+        to_available(
+            shared,
+            user,
+            subscription_presence(PresenceType::Unsubscribed, contact, user),
+        );
+    }
+    if user_was_seeing {
+        send_unavailable(shared, contact, user);
+    }
+    Ok(())
+}
+
+/// Roster removal (RFC 6121 §2.5.3): cancels subscriptions both ways and, with symmetric
+/// removal, takes the user out of the contact's roster as well. Whether there was an item.
+pub async fn remove_contact(
+    shared: &Shared,
+    user: &BareJid,
+    contact: &BareJid,
+) -> Result<bool, Error> {
+    let change = shared
+        .rosters
+        .update(
+            shared,
+            user,
+            &contact.to_string(),
+            |current| match current {
+                Some(_) => Update::Remove,
+                None => Update::Keep,
+            },
+        )
+        .await?;
+    let Some(before) = change.before else {
+        return Ok(false);
+    };
+    let _ = shared
+        .store
+        .delete_subscription_request(local(user), &contact.to_string())
+        .await?;
+    let withdrawn = shared
+        .store
+        .delete_subscription_request(local(contact), &user.to_string())
+        .await?;
+    let symmetric = shared.config.im.symmetric_removal;
+    let contact_change = shared
+        .rosters
+        .update(
+            shared,
+            contact,
+            &user.to_string(),
+            |current| match current {
+                Some(_) if symmetric => Update::Remove,
+                Some(mut item) => {
+                    item.subscription = Subscription::None;
+                    item.ask = false;
+                    item.approved = false;
+                    Update::Save(item)
+                }
+                None => Update::Keep,
+            },
+        )
+        .await?;
+    let contact_before = contact_change.before.unwrap_or_default();
+    if before.subscription.has_to() || before.ask || withdrawn {
+        to_available(
+            shared,
+            contact,
+            subscription_presence(PresenceType::Unsubscribe, user, contact),
+        );
+    }
+    if before.subscription.has_from() || contact_before.subscription.has_to() {
+        to_available(
+            shared,
+            contact,
+            subscription_presence(PresenceType::Unsubscribed, user, contact),
+        );
+        send_unavailable(shared, user, contact);
+    }
+    if before.subscription.has_to() {
+        send_unavailable(shared, contact, user);
+    }
+    Ok(true)
+}
