@@ -1,6 +1,7 @@
 //! Integration tests: the real server on ephemeral ports, spoken to over real sockets.
 
 mod common;
+mod contacts;
 mod interop;
 mod login;
 mod postgres;

@@ -346,3 +346,102 @@ pub async fn next_stanza(client: &mut tokio_xmpp::Client) -> tokio_xmpp::Stanza 
         }
     }
 }
+
+/// A tokio-xmpp client (STARTTLS, SCRAM) driven with XML text: sends stanzas written as XML
+/// and waits for stanzas whose XML contains a given text, keeping the others for later.
+pub struct Xmpp {
+    client: tokio_xmpp::Client,
+    pub jid: Jid,
+    pending: std::collections::VecDeque<String>,
+    pings: u32,
+}
+
+impl Xmpp {
+    pub async fn login(server: &TestServer, user: &str, password: &str) -> Self {
+        let (client, jid) =
+            xmpp_client(server, &format!("{user}@localhost"), password, false).await;
+        Self {
+            client,
+            jid,
+            pending: Default::default(),
+            pings: 0,
+        }
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        let element: tokio_xmpp::minidom::Element = xml.parse().expect("test XML parses");
+        let stanza = tokio_xmpp::Stanza::try_from(element).expect("a stanza");
+        self.client.send_stanza(stanza).await.expect("send");
+    }
+
+    /// The next stanza as XML text, or `None` when nothing came in time.
+    async fn receive(&mut self) -> Option<String> {
+        loop {
+            let event = tokio::time::timeout(WAIT, self.client.next())
+                .await
+                .ok()??;
+            match event {
+                tokio_xmpp::Event::Stanza(stanza) => {
+                    let element = tokio_xmpp::minidom::Element::from(stanza);
+                    return Some(String::from(&element).replace('"', "'"));
+                }
+                tokio_xmpp::Event::Disconnected(e) => panic!("{}: disconnected: {e:?}", self.jid),
+                tokio_xmpp::Event::Online { .. } => {}
+            }
+        }
+    }
+
+    /// The next stanza whose XML contains every one of `needles`.
+    pub async fn expect_all(&mut self, needles: &[&str]) -> String {
+        let matches = |s: &String| needles.iter().all(|n| s.contains(n));
+        if let Some(at) = self.pending.iter().position(matches) {
+            return self.pending.remove(at).unwrap();
+        }
+        loop {
+            let stanza = self.receive().await.unwrap_or_else(|| {
+                panic!(
+                    "{}: nothing with {needles:?}; kept {:?}",
+                    self.jid, self.pending
+                )
+            });
+            if matches(&stanza) {
+                return stanza;
+            }
+            self.pending.push_back(stanza);
+        }
+    }
+
+    pub async fn expect(&mut self, needle: &str) -> String {
+        self.expect_all(&[needle]).await
+    }
+
+    /// Sends an IQ and returns its answer.
+    pub async fn iq(&mut self, type_: &str, payload: &str) -> String {
+        self.pings += 1;
+        let id = format!("q{}", self.pings);
+        self.send(&format!(
+            "<iq xmlns='jabber:client' type='{type_}' id='{id}'>{payload}</iq>"
+        ))
+        .await;
+        self.expect(&format!("id='{id}'")).await
+    }
+
+    /// Asserts that nothing containing `needle` arrived before a round trip to the server.
+    pub async fn expect_none(&mut self, needle: &str) {
+        let answer = self.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
+        assert!(answer.contains("type='result'"), "{answer}");
+        if let Some(found) = self.pending.iter().find(|s| s.contains(needle)) {
+            panic!("{}: unexpected {found}", self.jid);
+        }
+    }
+
+    /// Forgets what arrived so far.
+    pub async fn drain(&mut self) {
+        let _ = self.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
+        self.pending.clear();
+    }
+
+    pub async fn logout(self) {
+        self.client.send_end().await.expect("clean close");
+    }
+}
