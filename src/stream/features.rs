@@ -72,10 +72,13 @@ pub fn mechanisms(names: &[&str], channel_binding: bool) -> Vec<Element> {
     list
 }
 
-/// After authentication: resource binding, and the RFC 3921 session kept for old clients.
+/// After authentication: resource binding, the RFC 3921 session kept for old clients, and the
+/// roster features of RFC 6121 (versioning, pre-approval).
 pub fn bind() -> Vec<Element> {
     vec![
         element("bind", ns::BIND).build(),
+        element("ver", ns::ROSTER_VERSIONING).build(),
+        element("sub", ns::PRE_APPROVAL).build(),
         element("session", ns::SESSION)
             .append(element("optional", ns::SESSION).build())
             .build(),

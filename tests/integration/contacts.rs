@@ -571,6 +571,35 @@ pub async fn bad_roster_input_gets_errors_and_saves_nothing(server: &TestServer)
     alice.logout().await;
 }
 
+pub async fn pre_approved_request_is_accepted_at_once(server: &TestServer) {
+    let names = setup(server).await;
+    let mut alice = online(server, &names.alice).await;
+    let mut bob = online(server, &names.bob).await;
+    let a = jid(&names.alice);
+    let b = jid(&names.bob);
+    // RFC 6121 §3.4: Bob approves before Alice asks.
+    bob.send(&format!(
+        "<presence xmlns='jabber:client' to='{a}' type='subscribed'/>"
+    ))
+    .await;
+    let approved = bob.expect_all(&["<item", &a, "approved='true'"]).await;
+    assert!(!approved.contains("subscription="), "{approved}");
+    alice
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{b}' type='subscribe'/>"
+        ))
+        .await;
+    alice.expect_all(&["type='subscribed'", &b]).await;
+    alice
+        .expect_all(&["<item", &b, "subscription='both'"])
+        .await;
+    let final_item = bob.expect_all(&["<item", &a, "subscription='both'"]).await;
+    assert!(!final_item.contains("approved="), "{final_item}");
+    bob.expect_none("type='subscribe'").await;
+    alice.logout().await;
+    bob.logout().await;
+}
+
 /// One test per backend for each scenario.
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
@@ -610,4 +639,5 @@ on_both_backends!(
     chat_needs_an_accepted_contact,
     roster_versioning,
     bad_roster_input_gets_errors_and_saves_nothing,
+    pre_approved_request_is_accepted_at_once,
 );

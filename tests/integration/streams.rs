@@ -286,6 +286,12 @@ async fn generated_resource_when_none_is_asked() {
         features.contains("urn:ietf:params:xml:ns:xmpp-bind"),
         "{features}"
     );
+    for roster_feature in [
+        "urn:xmpp:features:rosterver",
+        "urn:xmpp:features:pre-approval",
+    ] {
+        assert!(features.contains(roster_feature), "{features}");
+    }
     raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
         .await;
     let bound = raw.expect("</iq>").await;
