@@ -244,17 +244,23 @@ async fn user_presence(
 /// Whether `recipient` accepted `sender` as a contact: an established subscription either
 /// way. Read from memory when the recipient is online, else from the store.
 async fn accepted(shared: &Shared, recipient: &BareJid, sender: &BareJid) -> bool {
-    let contact = sender.to_string();
-    let item = match shared.rosters.cached_item(recipient, &contact) {
-        Some(item) => item,
-        None => shared
-            .store
-            .roster_item(roster::local(recipient), &contact)
-            .await
-            .ok()
-            .flatten(),
+    let established = |item: Option<&crate::storage::RosterItem>| {
+        item.is_some_and(|i| i.subscription != crate::storage::Subscription::None)
     };
-    item.is_some_and(|i| i.subscription != crate::storage::Subscription::None)
+    let contact = sender.to_string();
+    if let Some(answer) = shared
+        .rosters
+        .cached_check(recipient, &contact, established)
+    {
+        return answer;
+    }
+    let stored = shared
+        .store
+        .roster_item(roster::local(recipient), &contact)
+        .await
+        .ok()
+        .flatten();
+    established(stored.as_ref())
 }
 
 /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), for messages.
