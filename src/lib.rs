@@ -10,6 +10,7 @@ pub mod storage;
 
 mod im;
 mod ns;
+pub mod policy;
 mod router;
 mod services;
 mod session;
@@ -50,6 +51,7 @@ pub(crate) struct Shared {
     store: DynStore,
     router: router::Router,
     rosters: im::roster::Rosters,
+    policy: policy::Policy,
     auth: auth::Authenticator,
     tls: TlsAcceptor,
     connection_slots: Arc<Semaphore>,
@@ -76,6 +78,7 @@ impl Server {
             .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
         let tls = TlsAcceptor::from(transport::tls::server_config(&config)?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
+        let policy = policy::Policy::load(&store).await?;
         let c2s = transport::bind_all(&config.listen.c2s).await?;
         let direct = transport::bind_all(&config.listen.c2s_direct_tls).await?;
         let addrs = |ls: &[tokio::net::TcpListener]| -> std::io::Result<Vec<SocketAddr>> {
@@ -100,6 +103,7 @@ impl Server {
             store,
             router: router::Router::new(),
             rosters: im::roster::Rosters::default(),
+            policy,
             auth,
             tls,
             tasks: TaskTracker::new(),

@@ -82,14 +82,14 @@ pub async fn handle_iq(
 ) -> Answer {
     let user = sender.jid.to_bare();
     let Ok(query) = CategoriesQuery::try_from(payload.clone()) else {
-        return Err((DefinedCondition::BadRequest, "malformed categories query"));
+        return Err((DefinedCondition::BadRequest, "malformed categories query").into());
     };
     if is_get {
         if query.op.is_some() {
             return Err((
                 DefinedCondition::BadRequest,
                 "a get lists categories; use a set to change them",
-            ));
+            ).into());
         }
         let snapshot = shared
             .rosters
@@ -121,7 +121,7 @@ pub async fn handle_iq(
         return Err((
             DefinedCondition::BadRequest,
             "a set needs one of create, rename or delete",
-        ));
+        ).into());
     };
     let username = local(&user);
     let _guard = shared.rosters.lock(&user).await;
@@ -164,7 +164,7 @@ pub async fn handle_iq(
                 return Err((
                     DefinedCondition::NotAllowed,
                     "the fallback category cannot be deleted while it holds contacts",
-                ));
+                ).into());
             }
             let (version, changed) = shared
                 .store

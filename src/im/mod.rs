@@ -17,8 +17,9 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::Shared;
+use crate::policy::{Action, Decision, Reason};
 use crate::router::{BareDelivery, SessionControl};
-use crate::services::{self, Answer};
+use crate::services::{self, Answer, Failure};
 
 /// The session a stanza comes from.
 pub struct Sender<'a> {
@@ -220,6 +221,16 @@ async fn user_presence(
         }
         return;
     }
+    if matches!(
+        presence.type_,
+        PresenceType::Subscribe | PresenceType::Subscribed
+    ) && let Decision::Deny(reason) =
+        shared
+            .policy
+            .decide(roster::local(&user), roster::local(contact), Action::AddContact)
+    {
+        return deny(shared, sender, &Stanza::Presence(presence), reason);
+    }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {
         PresenceType::Subscribe => subscription::subscribe(shared, &user, contact, status).await,
@@ -273,6 +284,14 @@ async fn user_message(
 ) {
     let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
     let own = sender.jid.to_bare();
+    if one_to_one
+        && let Decision::Deny(reason) =
+            shared
+                .policy
+                .decide(roster::local(&own), roster::local(recipient), Action::Message)
+    {
+        return deny(shared, sender, &Stanza::Message(message), reason);
+    }
     if one_to_one
         && shared.config.im.chat_requires_acceptance
         && *recipient != own
@@ -402,7 +421,7 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
     } else if own || exists(shared, to).await {
         services::account_iq(is_get, payload)
     } else {
-        Err((DefinedCondition::ServiceUnavailable, "no such user"))
+        Err((DefinedCondition::ServiceUnavailable, "no such user").into())
     };
     reply_iq(shared, sender, &iq, answer);
 }
@@ -426,11 +445,16 @@ fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: Answer) {
             id: iq.id().to_owned(),
             payload,
         },
-        Err((condition, text)) => Iq::Error {
+        Err(failure) => Iq::Error {
             from: iq.to().cloned(),
             to: iq.from().cloned(),
             id: iq.id().to_owned(),
-            error: StanzaError::new(error_type_of(&condition), condition, "en", text),
+            error: match failure {
+                Failure::Plain(condition, text) => {
+                    StanzaError::new(error_type_of(&condition), condition, "en", text)
+                }
+                Failure::Denied(reason) => policy_error(reason),
+            },
             payload: None,
         },
     };
@@ -449,6 +473,24 @@ pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
             ErrorType::Wait
         }
         _ => ErrorType::Cancel,
+    }
+}
+
+/// A policy denial (DESIGN.md): `forbidden`, with the reason in English and French.
+pub fn policy_error(reason: Reason) -> StanzaError {
+    let mut error = StanzaError::new(
+        ErrorType::Auth,
+        DefinedCondition::Forbidden,
+        "en",
+        reason.english(),
+    );
+    error.texts.insert("fr".into(), reason.french().to_owned());
+    error
+}
+
+fn deny(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, reason: Reason) {
+    if let Some(reply) = error_reply(stanza, policy_error(reason)) {
+        let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
     }
 }
 

@@ -379,7 +379,7 @@ fn push(shared: &Shared, user: &BareJid, items: &[(RosterItem, bool)], version: 
 type Reply = Answer;
 
 fn refuse(condition: DefinedCondition, text: &'static str) -> Reply {
-    Err((condition, text))
+    Err((condition, text).into())
 }
 
 /// `jabber:iq:roster` get and set from the user's own session.
@@ -421,6 +421,7 @@ pub async fn handle_iq(
         );
     }
     if item.subscription == XmppSubscription::Remove {
+        // Removing is always allowed, whatever the rules say now.
         return match crate::im::subscription::remove_contact(shared, &user, &contact).await {
             Ok(true) => Ok(None),
             Ok(false) => refuse(
@@ -430,9 +431,23 @@ pub async fn handle_iq(
             Err(_) => refuse(DefinedCondition::InternalServerError, "roster unavailable"),
         };
     }
+    if let crate::policy::Decision::Deny(reason) =
+        shared
+            .policy
+            .decide(local(&user), local(&contact), crate::policy::Action::AddContact)
+    {
+        let known = shared
+            .rosters
+            .cached_check(&user, &contact.to_string(), |i| i.is_some())
+            .unwrap_or(false);
+        // An existing item may still be renamed or recategorised; adding needs the rules.
+        if !known {
+            return Err(reason.into());
+        }
+    }
     let groups = match validate_groups(shared, item.groups.iter().map(|g| g.0.as_str())) {
         Ok(groups) => groups,
-        Err(reply) => return Err(reply),
+        Err(reply) => return Err(reply.into()),
     };
     let name = item.name.clone().filter(|n| !n.trim().is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 1023) {
@@ -494,7 +509,7 @@ pub fn validate_groups<'a>(
         return Err((
             DefinedCondition::NotAcceptable,
             "too many categories for one contact",
-        ));
+        ).into());
     }
     Ok(groups)
 }
@@ -507,10 +522,10 @@ pub fn check_category_name(
         return Err((
             DefinedCondition::NotAcceptable,
             "category names cannot be empty",
-        ));
+        ).into());
     }
     if name.chars().count() > shared.config.im.max_category_name {
-        return Err((DefinedCondition::NotAcceptable, "category name too long"));
+        return Err((DefinedCondition::NotAcceptable, "category name too long").into());
     }
     Ok(())
 }

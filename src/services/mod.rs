@@ -24,8 +24,28 @@ pub const SERVER_FEATURES: &[&str] = &[
 /// Features an account's bare JID advertises in disco#info.
 pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING];
 
-/// An IQ answer: the result payload (possibly none), or the error condition and its text.
-pub type Answer = Result<Option<Element>, (DefinedCondition, &'static str)>;
+/// An IQ answer: the result payload (possibly none), or why not.
+pub type Answer = Result<Option<Element>, Failure>;
+
+/// Why an IQ fails: a condition with its text, or a policy denial (texts in English and
+/// French).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    Plain(DefinedCondition, &'static str),
+    Denied(crate::policy::Reason),
+}
+
+impl From<(DefinedCondition, &'static str)> for Failure {
+    fn from((condition, text): (DefinedCondition, &'static str)) -> Self {
+        Failure::Plain(condition, text)
+    }
+}
+
+impl From<crate::policy::Reason> for Failure {
+    fn from(reason: crate::policy::Reason) -> Self {
+        Failure::Denied(reason)
+    }
+}
 
 const UNSUPPORTED: (DefinedCondition, &str) = (
     DefinedCondition::ServiceUnavailable,
@@ -42,7 +62,7 @@ pub fn server_iq(is_get: bool, payload: &Element) -> Answer {
             // RFC 6121 Appendix E: a no-op kept for clients that still send it.
             return Ok(None);
         }
-        return Err(UNSUPPORTED);
+        return Err(UNSUPPORTED.into());
     }
     if payload.is("query", ns::DISCO_INFO) {
         return disco_info(payload, "server", "im", SERVER_FEATURES);
@@ -69,14 +89,14 @@ pub fn server_iq(is_get: bool, payload: &Element) -> Answer {
     if Ping::try_from(payload.clone()).is_ok() {
         return Ok(None);
     }
-    Err(UNSUPPORTED)
+    Err(UNSUPPORTED.into())
 }
 
 /// A get or set addressed to an existing account's bare JID, answered by the server on its
 /// behalf (RFC 6121 §8.5.2.1.3).
 pub fn account_iq(is_get: bool, payload: &Element) -> Answer {
     if !is_get {
-        return Err(UNSUPPORTED);
+        return Err(UNSUPPORTED.into());
     }
     if payload.is("query", ns::DISCO_INFO) {
         return disco_info(payload, "account", "registered", ACCOUNT_FEATURES);
@@ -87,14 +107,14 @@ pub fn account_iq(is_get: bool, payload: &Element) -> Answer {
     if Ping::try_from(payload.clone()).is_ok() {
         return Ok(None);
     }
-    Err(UNSUPPORTED)
+    Err(UNSUPPORTED.into())
 }
 
 fn disco_info(payload: &Element, category: &str, type_: &str, features: &[&str]) -> Answer {
     let query = DiscoInfoQuery::try_from(payload.clone())
         .map_err(|_| (DefinedCondition::BadRequest, "malformed disco#info query"))?;
     if query.node.is_some() {
-        return Err(NO_SUCH_NODE);
+        return Err(NO_SUCH_NODE.into());
     }
     Ok(Some(
         DiscoInfoResult {
@@ -111,7 +131,7 @@ fn disco_items(payload: &Element) -> Answer {
     let query = DiscoItemsQuery::try_from(payload.clone())
         .map_err(|_| (DefinedCondition::BadRequest, "malformed disco#items query"))?;
     if query.node.is_some() {
-        return Err(NO_SUCH_NODE);
+        return Err(NO_SUCH_NODE.into());
     }
     Ok(Some(
         DiscoItemsResult {

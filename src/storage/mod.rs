@@ -3,6 +3,7 @@
 //! One implementation, [`SqlStore`], serves SQLite (the embedded default) and PostgreSQL
 //! (production) from the same queries.
 
+pub mod directory;
 mod sql;
 
 use std::sync::Arc;
@@ -236,6 +237,23 @@ pub trait Store: Send + Sync + 'static {
     async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
     /// Takes (and deletes) the offline messages of a user, oldest first.
     async fn take_offline(&self, username: &str) -> Result<Vec<OfflineMessage>, Error>;
+    /// The whole directory, at start.
+    async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
+    /// Applies a batch of directory changes in one transaction, with one audit entry each.
+    /// The caller has validated them against the directory.
+    async fn apply_directory(
+        &self,
+        actor: &str,
+        changes: &[directory::DirectoryChange],
+    ) -> Result<(), Error>;
+    /// Notes a user's first login (only the first is kept).
+    async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;
+    /// Audit entries, newest first, older than `before` when given.
+    async fn audit_log(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<directory::AuditEntry>, Error>;
     /// Waits for running queries and closes the connections.
     async fn close(&self);
 }

@@ -1,0 +1,259 @@
+use super::*;
+use crate::storage::directory::DirectoryChange::*;
+use Profile::*;
+
+/// Every cell of the shipped matrix, as docs/policy.md states it.
+#[test]
+fn default_matrix_cells() {
+    let expected = [
+        (Student, Student, Scope::SameClass),
+        (Student, Teacher, Scope::SameClass),
+        (Student, Parent, Scope::None),
+        (Student, Staff, Scope::SameStructure),
+        (Student, Partner, Scope::None),
+        (Teacher, Student, Scope::SameClass),
+        (Teacher, Teacher, Scope::SameStructure),
+        (Teacher, Parent, Scope::SameClass),
+        (Teacher, Staff, Scope::SameStructure),
+        (Teacher, Partner, Scope::SameStructure),
+        (Parent, Student, Scope::None),
+        (Parent, Teacher, Scope::SameClass),
+        (Parent, Parent, Scope::None),
+        (Parent, Staff, Scope::SameStructure),
+        (Parent, Partner, Scope::None),
+        (Staff, Student, Scope::SameStructure),
+        (Staff, Teacher, Scope::SameStructure),
+        (Staff, Parent, Scope::SameStructure),
+        (Staff, Staff, Scope::SameStructure),
+        (Staff, Partner, Scope::SameStructure),
+        (Partner, Student, Scope::None),
+        (Partner, Teacher, Scope::SameStructure),
+        (Partner, Parent, Scope::None),
+        (Partner, Staff, Scope::SameStructure),
+        (Partner, Partner, Scope::SameStructure),
+    ];
+    assert_eq!(expected.len(), 25);
+    for (from, to, scope) in expected {
+        assert_eq!(default_scope(from, to), scope, "{from:?} -> {to:?}");
+    }
+}
+
+fn user(username: &str, profile: Profile, structure: &str) -> DirectoryChange {
+    PutUser {
+        username: username.into(),
+        display_name: username.to_uppercase(),
+        profile,
+        structures: vec![structure.into()],
+    }
+}
+
+/// Two schools; 6A and 6B in the first, 5C in the second.
+fn school() -> DirectoryState {
+    let mut state = DirectoryState::default();
+    let changes = vec![
+        PutStructure {
+            id: "0750001A".into(),
+            name: "Collège Pasteur".into(),
+        },
+        PutStructure {
+            id: "0750002B".into(),
+            name: "Collège Curie".into(),
+        },
+        user("eleve1", Student, "0750001A"),
+        user("eleve2", Student, "0750001A"),
+        user("eleve3", Student, "0750001A"),
+        user("eleve4", Student, "0750002B"),
+        user("prof1", Teacher, "0750001A"),
+        user("prof2", Teacher, "0750001A"),
+        user("prof3", Teacher, "0750002B"),
+        user("parent1", Parent, "0750001A"),
+        user("cpe", Staff, "0750001A"),
+        user("mairie", Partner, "0750001A"),
+        PutClass {
+            id: "6A".into(),
+            structure: "0750001A".into(),
+            name: "6e A".into(),
+            members: Some(vec!["eleve1".into(), "eleve2".into(), "prof1".into()]),
+        },
+        PutClass {
+            id: "6B".into(),
+            structure: "0750001A".into(),
+            name: "6e B".into(),
+            members: Some(vec!["eleve3".into(), "prof2".into()]),
+        },
+        PutClass {
+            id: "5C".into(),
+            structure: "0750002B".into(),
+            name: "5e C".into(),
+            members: Some(vec!["eleve4".into(), "prof3".into()]),
+        },
+        LinkParent {
+            parent: "parent1".into(),
+            child: "eleve1".into(),
+        },
+    ];
+    for change in &changes {
+        state.apply(change).unwrap();
+    }
+    state
+}
+
+fn allowed(state: &DirectoryState, a: &str, b: &str) -> bool {
+    decide(state, a, b, Action::Message) == Decision::Allow
+}
+
+#[test]
+fn decisions_follow_the_default_matrix() {
+    let state = school();
+    assert!(allowed(&state, "eleve1", "eleve2"), "same class");
+    assert!(!allowed(&state, "eleve1", "eleve3"), "other class");
+    assert!(!allowed(&state, "eleve1", "eleve4"), "other school");
+    assert!(allowed(&state, "eleve1", "prof1"), "own teacher");
+    assert!(
+        !allowed(&state, "eleve1", "prof2"),
+        "another class's teacher"
+    );
+    assert!(allowed(&state, "prof1", "prof2"), "teachers of one school");
+    assert!(
+        !allowed(&state, "prof1", "prof3"),
+        "teachers of two schools"
+    );
+    assert!(
+        allowed(&state, "parent1", "prof1"),
+        "teacher of the child's class"
+    );
+    assert!(!allowed(&state, "parent1", "prof2"), "another teacher");
+    assert!(
+        allowed(&state, "prof1", "parent1"),
+        "parent of a student of the class"
+    );
+    assert!(allowed(&state, "parent1", "eleve1"), "own child");
+    assert!(allowed(&state, "eleve1", "parent1"), "own parent");
+    assert!(!allowed(&state, "parent1", "eleve2"), "another child");
+    assert!(allowed(&state, "cpe", "eleve3"), "staff reaches the school");
+    assert!(allowed(&state, "eleve3", "cpe"), "students reach staff");
+    assert!(!allowed(&state, "cpe", "eleve4"), "not another school");
+    assert!(
+        !allowed(&state, "mairie", "eleve1"),
+        "partners do not reach students"
+    );
+    assert!(
+        allowed(&state, "mairie", "prof1"),
+        "partners reach teachers"
+    );
+    assert!(allowed(&state, "eleve1", "eleve1"), "oneself");
+    assert!(
+        allowed(&state, "eleve1", "admin"),
+        "accounts outside the directory"
+    );
+}
+
+#[test]
+fn ent_groups_override_the_matrix_and_rules_can_change() {
+    let mut state = school();
+    assert!(!allowed(&state, "eleve1", "eleve4"));
+    state
+        .apply(&PutGroup {
+            id: "club".into(),
+            name: "Club échecs".into(),
+            members: Some(vec!["eleve1".into(), "eleve4".into()]),
+        })
+        .unwrap();
+    assert!(allowed(&state, "eleve1", "eleve4"), "shared ENT group");
+    assert!(!allowed(&state, "eleve1", "eleve3"));
+    state
+        .apply(&SetRule {
+            structure: "0750001A".into(),
+            from: Student,
+            to: Student,
+            scope: Scope::SameStructure,
+        })
+        .unwrap();
+    assert!(allowed(&state, "eleve1", "eleve3"), "widened matrix");
+    state
+        .apply(&SetRule {
+            structure: "0750001A".into(),
+            from: Student,
+            to: Student,
+            scope: Scope::None,
+        })
+        .unwrap();
+    assert!(!allowed(&state, "eleve1", "eleve2"), "closed matrix");
+}
+
+#[test]
+fn profile_access_and_moves_apply_at_once() {
+    let mut state = school();
+    state
+        .apply(&SetProfileAccess {
+            structure: "0750001A".into(),
+            profile: Student,
+            enabled: false,
+        })
+        .unwrap();
+    assert_eq!(
+        decide(&state, "eleve1", "eleve2", Action::Message),
+        Decision::Deny(Reason::ActorProfileDisabled)
+    );
+    assert_eq!(
+        decide(&state, "prof1", "eleve1", Action::Message),
+        Decision::Deny(Reason::TargetProfileDisabled)
+    );
+    state
+        .apply(&SetProfileAccess {
+            structure: "0750001A".into(),
+            profile: Student,
+            enabled: true,
+        })
+        .unwrap();
+    assert!(allowed(&state, "eleve1", "eleve2"));
+    // A student moved to another class loses the former classmates.
+    state
+        .apply(&RemoveClassMember {
+            class: "6A".into(),
+            username: "eleve2".into(),
+        })
+        .unwrap();
+    state
+        .apply(&AddClassMember {
+            class: "6B".into(),
+            username: "eleve2".into(),
+        })
+        .unwrap();
+    assert!(!allowed(&state, "eleve1", "eleve2"));
+    assert!(allowed(&state, "eleve3", "eleve2"));
+}
+
+#[test]
+fn invalid_changes_are_named() {
+    let mut state = school();
+    assert_eq!(
+        state.apply(&AddClassMember {
+            class: "9Z".into(),
+            username: "eleve1".into()
+        }),
+        Err(Invalid::UnknownClass("9Z".into()))
+    );
+    assert_eq!(
+        state.apply(&user("nouveau", Student, "0000000X")),
+        Err(Invalid::UnknownStructure("0000000X".into()))
+    );
+    assert!(matches!(
+        state.apply(&user("Not Valid", Student, "0750001A")),
+        Err(Invalid::Bad(_))
+    ));
+    assert!(matches!(
+        state.apply(&LinkParent {
+            parent: "eleve1".into(),
+            child: "eleve1".into()
+        }),
+        Err(Invalid::Bad(_))
+    ));
+    state
+        .apply(&DeleteUser {
+            username: "eleve1".into(),
+        })
+        .unwrap();
+    assert!(!state.classes["6A"].members.contains("eleve1"));
+    assert!(state.users["parent1"].children.is_empty());
+}
