@@ -38,6 +38,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub im: ImConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -102,6 +104,43 @@ pub struct AuthConfig {
     /// SASL steps run at once on the blocking pool (PLAIN hashes the password: CPU-heavy).
     /// 0 means the number of CPU cores.
     pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// HTTP listeners: the admin API and console (and later BOSH and WebSocket). Loopback by
+    /// default: put a TLS reverse proxy in front to expose them.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5280))],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API. Empty: one is generated on first start and kept in
+    /// `<data_dir>/admin.token`.
+    pub token: String,
+    /// Load the demo ENT directory (two schools, password `demo` for its users) when the
+    /// directory is empty: on by default so that a first run shows the rules at work; turn it
+    /// off in production.
+    pub demo_directory: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            demo_directory: true,
+        }
+    }
 }
 
 /// Contacts, presence and messages: the ENT behaviour on top of RFC 6121, on by default.
@@ -169,6 +208,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             im: ImConfig::default(),
+            http: HttpConfig::default(),
+            admin: AdminConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -4,6 +4,7 @@
 //! signal, so tests start it on port 0 the same way `main` does.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod storage;
@@ -41,6 +42,8 @@ pub enum StartError {
     Storage(#[from] storage::Error),
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    #[error("cannot load the demo directory: {0}")]
+    Demo(String),
 }
 
 /// What every connection task shares.
@@ -52,6 +55,8 @@ pub(crate) struct Shared {
     router: router::Router,
     rosters: im::roster::Rosters,
     policy: policy::Policy,
+    /// Bearer token of the admin API.
+    admin_token: String,
     auth: auth::Authenticator,
     tls: TlsAcceptor,
     connection_slots: Arc<Semaphore>,
@@ -64,6 +69,7 @@ pub struct Server {
     shared: Arc<Shared>,
     c2s_addrs: Vec<SocketAddr>,
     direct_tls_addrs: Vec<SocketAddr>,
+    http_addrs: Vec<SocketAddr>,
 }
 
 /// How long shutdown waits for sessions to say goodbye before closing the store anyway.
@@ -79,13 +85,13 @@ impl Server {
         let tls = TlsAcceptor::from(transport::tls::server_config(&config)?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
         let policy = policy::Policy::load(&store).await?;
+        let admin_token = admin_token(&config)?;
         let c2s = transport::bind_all(&config.listen.c2s).await?;
         let direct = transport::bind_all(&config.listen.c2s_direct_tls).await?;
-        let addrs = |ls: &[tokio::net::TcpListener]| -> std::io::Result<Vec<SocketAddr>> {
-            ls.iter().map(|l| l.local_addr()).collect()
-        };
-        let c2s_addrs = addrs(&c2s)?;
-        let direct_tls_addrs = addrs(&direct)?;
+        let http = transport::bind_all(&config.http.listen).await?;
+        let http_addrs = addrs_of(&http)?;
+        let c2s_addrs = addrs_of(&c2s)?;
+        let direct_tls_addrs = addrs_of(&direct)?;
         let throttle = auth::throttle::Throttle::new(
             config.auth.max_failures_per_account,
             config.auth.max_failures_per_ip,
@@ -104,12 +110,28 @@ impl Server {
             router: router::Router::new(),
             rosters: im::roster::Rosters::default(),
             policy,
+            admin_token,
             auth,
             tls,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             config,
         });
+        if shared.config.admin.demo_directory && shared.policy.snapshot().structures.is_empty() {
+            load_demo_directory(&shared).await?;
+        }
+        for listener in http {
+            let app = admin::router(shared.clone());
+            let stop = shared.shutdown.clone();
+            shared.tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "HTTP listener failed");
+                }
+            });
+        }
         for (listeners, kind) in [
             (c2s, ListenerKind::StartTls),
             (direct, ListenerKind::DirectTls),
@@ -128,12 +150,14 @@ impl Server {
             domain = %shared.config.domain,
             c2s = ?c2s_addrs,
             c2s_direct_tls = ?direct_tls_addrs,
+            http = ?http_addrs,
             "serving"
         );
         Ok(Server {
             shared,
             c2s_addrs,
             direct_tls_addrs,
+            http_addrs,
         })
     }
 
@@ -145,6 +169,25 @@ impl Server {
     /// Addresses of the direct-TLS listeners, as bound.
     pub fn direct_tls_addrs(&self) -> &[SocketAddr] {
         &self.direct_tls_addrs
+    }
+
+    /// Addresses of the HTTP listeners (admin API and console), as bound.
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.shared.admin_token
+    }
+
+    /// Applies directory changes as the admin API does (used by `causette directory import`).
+    pub async fn apply_directory(
+        &self,
+        actor: &str,
+        changes: &[storage::directory::DirectoryChange],
+    ) -> Result<(), policy::ApplyError> {
+        admin::apply(&self.shared, actor, changes).await
     }
 
     pub fn store(&self) -> DynStore {
@@ -175,6 +218,59 @@ impl Server {
         self.shared.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+fn addrs_of(listeners: &[tokio::net::TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
+    listeners.iter().map(|l| l.local_addr()).collect()
+}
+
+/// The configured admin token, or the one kept under `data_dir`, generated on first start.
+fn admin_token(config: &Config) -> Result<String, StartError> {
+    if !config.admin.token.is_empty() {
+        return Ok(config.admin.token.clone());
+    }
+    let path = config.data_dir.join("admin.token");
+    if let Ok(token) = std::fs::read_to_string(&path)
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
+    use rand::Rng;
+    let token = hex::encode(rand::thread_rng().r#gen::<[u8; 24]>());
+    std::fs::create_dir_all(&config.data_dir)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(token.as_bytes())?;
+    }
+    tracing::warn!(path = %path.display(), "generated the admin API token");
+    Ok(token)
+}
+
+async fn load_demo_directory(shared: &Shared) -> Result<(), StartError> {
+    admin::apply(shared, "demo", &admin::demo::changes())
+        .await
+        .map_err(|e| StartError::Demo(e.to_string()))?;
+    for (username, ..) in admin::demo::USERS {
+        accounts::set_password(
+            &shared.store,
+            username,
+            admin::demo::PASSWORD.into(),
+            shared.config.auth.scram_iterations,
+        )
+        .await
+        .map_err(|e| StartError::Demo(e.to_string()))?;
+    }
+    tracing::warn!(
+        "loaded the demo ENT directory (password `demo`); set admin.demo_directory = false in production"
+    );
+    Ok(())
 }
 
 async fn purge_throttle(shared: Arc<Shared>) {

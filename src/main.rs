@@ -27,12 +27,25 @@ enum Command {
     Serve,
     /// Create or update the database schema, then exit.
     Migrate,
+    /// Import directory changes (JSON Lines, one change per line) in one transaction. Run it
+    /// with the server stopped; a running server takes the same file on
+    /// POST /admin/api/v1/import.
+    Directory {
+        #[command(subcommand)]
+        action: DirectoryAction,
+    },
     /// Manage accounts. Passwords are read from standard input or a prompt, never from
     /// the command line.
     User {
         #[command(subcommand)]
         action: UserAction,
     },
+}
+
+#[derive(Subcommand)]
+enum DirectoryAction {
+    /// Apply a JSON Lines file of directory changes; a bad line rejects the whole file.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +151,26 @@ async fn main() -> anyhow::Result<()> {
             let store = storage::open(&config.database_url(), 1).await?;
             store.close().await;
             println!("database schema is up to date");
+        }
+        Command::Directory {
+            action: DirectoryAction::Import { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let (changes, lines) = causette::admin::parse_import(&text)
+                .map_err(|e| anyhow::anyhow!("nothing imported: {e}"))?;
+            let store = storage::open(&config.database_url(), 1).await?;
+            let policy = causette::policy::Policy::load(&store).await?;
+            let result = policy.apply(&store, "cli:import", &changes).await;
+            store.close().await;
+            match result {
+                Ok(_) => println!("imported {} changes from {}", changes.len(), file.display()),
+                Err(causette::policy::ApplyError::Invalid { index, invalid }) => {
+                    let line = lines.get(index).copied().unwrap_or(index + 1);
+                    bail!("nothing imported: line {line}: {invalid}");
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
         Command::User { action } => {
             let store = storage::open(&config.database_url(), 1).await?;

@@ -89,7 +89,8 @@ pub async fn handle_iq(
             return Err((
                 DefinedCondition::BadRequest,
                 "a get lists categories; use a set to change them",
-            ).into());
+            )
+                .into());
         }
         let snapshot = shared
             .rosters
@@ -121,7 +122,8 @@ pub async fn handle_iq(
         return Err((
             DefinedCondition::BadRequest,
             "a set needs one of create, rename or delete",
-        ).into());
+        )
+            .into());
     };
     let username = local(&user);
     let _guard = shared.rosters.lock(&user).await;
@@ -164,7 +166,8 @@ pub async fn handle_iq(
                 return Err((
                     DefinedCondition::NotAllowed,
                     "the fallback category cannot be deleted while it holds contacts",
-                ).into());
+                )
+                    .into());
             }
             let (version, changed) = shared
                 .store

@@ -224,11 +224,11 @@ async fn user_presence(
     if matches!(
         presence.type_,
         PresenceType::Subscribe | PresenceType::Subscribed
-    ) && let Decision::Deny(reason) =
-        shared
-            .policy
-            .decide(roster::local(&user), roster::local(contact), Action::AddContact)
-    {
+    ) && let Decision::Deny(reason) = shared.policy.decide(
+        roster::local(&user),
+        roster::local(contact),
+        Action::AddContact,
+    ) {
         return deny(shared, sender, &Stanza::Presence(presence), reason);
     }
     let status = presence.statuses.values().next().cloned();
@@ -285,10 +285,11 @@ async fn user_message(
     let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
     let own = sender.jid.to_bare();
     if one_to_one
-        && let Decision::Deny(reason) =
-            shared
-                .policy
-                .decide(roster::local(&own), roster::local(recipient), Action::Message)
+        && let Decision::Deny(reason) = shared.policy.decide(
+            roster::local(&own),
+            roster::local(recipient),
+            Action::Message,
+        )
     {
         return deny(shared, sender, &Stanza::Message(message), reason);
     }

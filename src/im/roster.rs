@@ -431,11 +431,11 @@ pub async fn handle_iq(
             Err(_) => refuse(DefinedCondition::InternalServerError, "roster unavailable"),
         };
     }
-    if let crate::policy::Decision::Deny(reason) =
-        shared
-            .policy
-            .decide(local(&user), local(&contact), crate::policy::Action::AddContact)
-    {
+    if let crate::policy::Decision::Deny(reason) = shared.policy.decide(
+        local(&user),
+        local(&contact),
+        crate::policy::Action::AddContact,
+    ) {
         let known = shared
             .rosters
             .cached_check(&user, &contact.to_string(), |i| i.is_some())
@@ -509,7 +509,7 @@ pub fn validate_groups<'a>(
         return Err((
             DefinedCondition::NotAcceptable,
             "too many categories for one contact",
-        ).into());
+        ));
     }
     Ok(groups)
 }
@@ -522,10 +522,10 @@ pub fn check_category_name(
         return Err((
             DefinedCondition::NotAcceptable,
             "category names cannot be empty",
-        ).into());
+        ));
     }
     if name.chars().count() > shared.config.im.max_category_name {
-        return Err((DefinedCondition::NotAcceptable, "category name too long").into());
+        return Err((DefinedCondition::NotAcceptable, "category name too long"));
     }
     Ok(())
 }

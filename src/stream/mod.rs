@@ -567,6 +567,22 @@ async fn authenticate(
                 username,
                 additional_data,
             } => {
+                if let Err(reason) = shared.policy.login_allowed(&username) {
+                    // The ENT admin turned chat access off for this user's profile.
+                    tracing::info!(user = %username, "login refused: profile without chat access");
+                    exchange = None;
+                    let mut refusal =
+                        sasl_failure(sasl::DefinedCondition::AccountDisabled, reason.english());
+                    if let sasl::Nonza::Failure(failure) = &mut refusal {
+                        failure
+                            .texts
+                            .insert("fr".into(), reason.french().to_owned());
+                    }
+                    if xml.send(&refusal).await.is_err() {
+                        return Authenticated::Closed;
+                    }
+                    continue;
+                }
                 tracing::info!(user = %username, "authenticated");
                 return Authenticated::Yes(
                     sasl::Success {
@@ -677,7 +693,20 @@ async fn bind(
             return None;
         }
         tracing::info!(jid = %bound.jid, "resource bound");
+        note_login(shared, username).await;
         return Some(bound);
+    }
+}
+
+/// Remembers a user's first login: only users who logged in once appear in search.
+async fn note_login(shared: &Shared, username: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if shared.policy.note_login(username, now)
+        && let Err(err) = shared.store.record_first_login(username, now).await
+    {
+        tracing::warn!(error = %err, "cannot record the first login");
     }
 }
 

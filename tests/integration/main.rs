@@ -4,6 +4,7 @@ mod common;
 mod contacts;
 mod interop;
 mod login;
+mod policy;
 mod postgres;
 mod storage;
 mod streams;

@@ -28,6 +28,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub c2s: SocketAddr,
     pub direct_tls: SocketAddr,
+    pub http: SocketAddr,
 }
 
 impl TestServer {
@@ -44,15 +45,19 @@ impl TestServer {
         };
         config.listen.c2s = vec!["127.0.0.1:0".parse().unwrap()];
         config.listen.c2s_direct_tls = vec!["127.0.0.1:0".parse().unwrap()];
+        config.http.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.admin.demo_directory = false;
         adjust(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let c2s = server.c2s_addrs()[0];
         let direct_tls = server.direct_tls_addrs()[0];
+        let http = server.http_addrs()[0];
         Self {
             server: Some(server),
             dir,
             c2s,
             direct_tls,
+            http,
         }
     }
 
@@ -444,4 +449,42 @@ impl Xmpp {
     pub async fn logout(self) {
         self.client.send_end().await.expect("clean close");
     }
+}
+
+/// A minimal HTTP/1.1 exchange with the admin API: status and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    request.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,421 @@
+//! The ENT's communication rules and profile access, provisioned through the admin API and
+//! enforced on real clients; and the admin API's errors.
+
+use crate::common::{Raw, TestServer, Xmpp, http};
+
+const DIRECTORY: &str = r#"{"op":"put_structure","id":"0750001A","name":"Collège Victor Hugo"}
+{"op":"put_structure","id":"0750002B","name":"Lycée Jean Moulin"}
+{"op":"put_user","username":"eleve1","display_name":"Léa","profile":"student","structures":["0750001A"]}
+{"op":"put_user","username":"eleve2","display_name":"Hugo","profile":"student","structures":["0750001A"]}
+{"op":"put_user","username":"eleve3","display_name":"Inès","profile":"student","structures":["0750001A"]}
+{"op":"put_user","username":"eleve4","display_name":"Tom","profile":"student","structures":["0750002B"]}
+{"op":"put_user","username":"prof1","display_name":"M. Durand","profile":"teacher","structures":["0750001A"]}
+{"op":"put_user","username":"prof2","display_name":"Mme Moreau","profile":"teacher","structures":["0750001A"]}
+{"op":"put_user","username":"parent1","display_name":"Sophie","profile":"parent","structures":["0750001A"]}
+{"op":"put_class","id":"6A","structure":"0750001A","name":"6e A","members":["eleve1","eleve2","prof1"]}
+{"op":"put_class","id":"6B","structure":"0750001A","name":"6e B","members":["eleve3","prof2"]}
+{"op":"link_parent","parent":"parent1","child":"eleve1"}
+{"op":"put_group","id":"club","name":"Club théâtre","members":["eleve1","eleve4"]}
+"#;
+
+const USERS: [&str; 7] = [
+    "eleve1", "eleve2", "eleve3", "eleve4", "prof1", "prof2", "parent1",
+];
+
+async fn provisioned() -> TestServer {
+    let server = TestServer::start_with(|c| c.tls.allow_plaintext_on_loopback = true).await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(DIRECTORY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"applied\":13"), "{body}");
+    for user in USERS {
+        let (status, body) = http(
+            server.http,
+            "PUT",
+            &format!("/admin/api/v1/users/{user}"),
+            Some(&token),
+            Some(&format!(
+                r#"{{"display_name":"{user}","profile":"{}","structures":["{}"],"password":"pw"}}"#,
+                profile_of(user),
+                if user == "eleve4" {
+                    "0750002B"
+                } else {
+                    "0750001A"
+                }
+            )),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    server
+}
+
+fn profile_of(user: &str) -> &'static str {
+    if user.starts_with("eleve") {
+        "student"
+    } else if user.starts_with("prof") {
+        "teacher"
+    } else {
+        "parent"
+    }
+}
+
+/// Asks `to` for its presence; the answer is what `from` receives about it.
+async fn request(from: &mut Xmpp, to: &str, id: &str) -> Option<String> {
+    from.send(&format!(
+        "<presence xmlns='jabber:client' to='{to}@localhost' type='subscribe' id='{id}'/>"
+    ))
+    .await;
+    let pending = format!("jid='{to}@localhost'");
+    let denied = format!("id='{id}'");
+    // Either a roster push with ask='subscribe' or an error.
+    tokio::time::timeout(crate::common::WAIT, async {
+        loop {
+            let got = from.expect("<").await;
+            if got.contains(&denied) && got.contains("type='error'") {
+                return Some(got);
+            }
+            if got.contains(&pending) && got.contains("ask='subscribe'") {
+                return None;
+            }
+        }
+    })
+    .await
+    .expect("an answer")
+}
+
+async fn online(server: &TestServer, user: &str) -> Xmpp {
+    let mut client = Xmpp::login(server, user, "pw").await;
+    client.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+    client
+}
+
+#[tokio::test]
+async fn rules_decide_who_may_add_whom() {
+    let server = provisioned().await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut parent1 = online(&server, "parent1").await;
+    // Same class: allowed.
+    assert_eq!(request(&mut eleve1, "eleve2", "a").await, None);
+    // Another class: denied with a text in English and French.
+    let denied = request(&mut eleve1, "eleve3", "b").await.expect("denied");
+    assert!(denied.contains("<forbidden"), "{denied}");
+    assert!(
+        denied.contains("xml:lang='fr'") && denied.contains("règles de communication"),
+        "{denied}"
+    );
+    assert!(denied.contains("xml:lang='en'"), "{denied}");
+    // A shared ENT group goes across schools.
+    assert_eq!(request(&mut eleve1, "eleve4", "c").await, None);
+    // Parents reach the teachers of their children's classes, and no other.
+    assert_eq!(request(&mut parent1, "prof1", "d").await, None);
+    assert!(request(&mut parent1, "prof2", "e").await.is_some());
+    // The roster set of a person one may not reach is refused too, and nothing is saved.
+    let set = eleve1
+        .iq(
+            "set",
+            "<query xmlns='jabber:iq:roster'><item jid='eleve3@localhost'/></query>",
+        )
+        .await;
+    assert!(set.contains("<forbidden"), "{set}");
+    let roster = eleve1.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+    assert!(!roster.contains("eleve3@"), "{roster}");
+    eleve1.logout().await;
+    parent1.logout().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_follow_live_directory_changes() {
+    let server = TestServer::start_with(|c| {
+        c.tls.allow_plaintext_on_loopback = true;
+        c.im.chat_requires_acceptance = false;
+    })
+    .await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(DIRECTORY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for user in ["eleve1", "eleve2"] {
+        http(
+            server.http,
+            "PUT",
+            &format!("/admin/api/v1/users/{user}"),
+            Some(&token),
+            Some(r#"{"display_name":"x","profile":"student","structures":["0750001A"],"password":"pw"}"#),
+        )
+        .await;
+    }
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve2 = online(&server, "eleve2").await;
+    eleve2.send("<presence xmlns='jabber:client'/>").await;
+    eleve1
+        .send("<message xmlns='jabber:client' to='eleve2@localhost' type='chat' id='m1'><body>coucou</body></message>")
+        .await;
+    eleve2.expect("coucou").await;
+    // Hugo moves to 6e B: no restart, and Léa can no longer write to him.
+    for (method, path) in [
+        ("DELETE", "/admin/api/v1/classes/6A/members/eleve2"),
+        ("PUT", "/admin/api/v1/classes/6B/members/eleve2"),
+    ] {
+        let (status, body) = http(server.http, method, path, Some(&token), None).await;
+        assert_eq!(status, 204, "{path}: {body}");
+    }
+    eleve1
+        .send("<message xmlns='jabber:client' to='eleve2@localhost' type='chat' id='m2'><body>encore</body></message>")
+        .await;
+    let refused = eleve1.expect_all(&["type='error'", "id='m2'"]).await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    eleve2.expect_none("encore").await;
+    eleve1.logout().await;
+    eleve2.logout().await;
+    server.stop().await;
+}
+
+async fn plain_login(server: &TestServer, user: &str) -> String {
+    use base64::Engine;
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(crate::common::HEADER).await;
+    raw.expect("</stream:features>").await;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    ))
+    .await;
+    let answer = raw.expect(">").await;
+    if answer.contains("<success") {
+        return answer;
+    }
+    raw.expect("</failure>").await
+}
+
+#[tokio::test]
+async fn profile_access_off_closes_sessions_and_refuses_logins() {
+    let server = provisioned().await;
+    let token = server.server().admin_token().to_owned();
+    let mut student = Raw::connect(server.c2s)
+        .await
+        .login("eleve1", "pw", "web")
+        .await;
+    let teacher = online(&server, "prof1").await;
+    let off = http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/profiles/student",
+        Some(&token),
+        Some(r#"{"enabled":false}"#),
+    )
+    .await;
+    assert_eq!(off.0, 204, "{}", off.1);
+    let closed = student.until_closed().await;
+    assert!(closed.contains("<policy-violation"), "{closed}");
+    // Logins of that profile are refused with a clear text; other profiles go on.
+    let refused = plain_login(&server, "eleve1").await;
+    assert!(refused.contains("<account-disabled"), "{refused}");
+    assert!(
+        refused.contains("not available for your profile"),
+        "{refused}"
+    );
+    assert!(plain_login(&server, "prof1").await.contains("<success"));
+    let (_, profiles) = http(
+        server.http,
+        "GET",
+        "/admin/api/v1/structures/0750001A/profiles",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert!(profiles.contains("\"student\":false"), "{profiles}");
+    // On again: logins work.
+    http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/profiles/student",
+        Some(&token),
+        Some(r#"{"enabled":true}"#),
+    )
+    .await;
+    assert!(plain_login(&server, "eleve1").await.contains("<success"));
+    teacher.logout().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_errors_and_audit() {
+    let server = TestServer::start().await;
+    let token = server.server().admin_token().to_owned();
+    let api = server.http;
+    // 401 without or with a wrong token.
+    assert_eq!(
+        http(api, "GET", "/admin/api/v1/structures", None, None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        http(api, "GET", "/admin/api/v1/structures", Some("nope"), None)
+            .await
+            .0,
+        401
+    );
+    // 400 with a message on bad JSON.
+    let (status, body) = http(
+        api,
+        "PUT",
+        "/admin/api/v1/structures/S1",
+        Some(&token),
+        Some("{\"name\":"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (status, body) = http(
+        api,
+        "PUT",
+        "/admin/api/v1/structures/S1",
+        Some(&token),
+        Some("{\"nom\":\"x\"}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // 404 on unknown ids.
+    let (status, body) = http(api, "GET", "/admin/api/v1/users/nobody", Some(&token), None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(
+        api,
+        "PUT",
+        "/admin/api/v1/classes/6A/members/nobody",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown class"), "{body}");
+    let (status, _) = http(
+        api,
+        "PUT",
+        "/admin/api/v1/structures/S1/profiles/pupil",
+        Some(&token),
+        Some("{\"enabled\":true}"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A bad line rejects the whole import, and names the line.
+    let batch = "{\"op\":\"put_structure\",\"id\":\"S1\",\"name\":\"École\"}\n\
+                 {\"op\":\"put_user\",\"username\":\"u1\",\"display_name\":\"U\",\"profile\":\"student\",\"structures\":[\"S1\"]}\n\
+                 {\"op\":\"add_class_member\",\"class\":\"missing\",\"username\":\"u1\"}\n";
+    let (status, body) = http(
+        api,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(batch),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("line 3") && body.contains("unknown class"),
+        "{body}"
+    );
+    let (status, body) = http(
+        api,
+        "GET",
+        "/admin/api/v1/structures/S1",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "rolled back: {body}");
+    let (status, body) = http(
+        api,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some("{\"op\":\"explode\"}\n"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("line 1"), "{body}");
+    // Import is idempotent.
+    let good = "{\"op\":\"put_structure\",\"id\":\"S1\",\"name\":\"École\"}\n";
+    for _ in 0..2 {
+        assert_eq!(
+            http(
+                api,
+                "POST",
+                "/admin/api/v1/import",
+                Some(&token),
+                Some(good)
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    // The audit log tells who did what.
+    let (status, body) = http(
+        api,
+        "GET",
+        "/admin/api/v1/audit?limit=5",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("put_structure") && body.contains("admin-api:import"),
+        "{body}"
+    );
+    // The OpenAPI description is served.
+    let (status, body) = http(api, "GET", "/admin/api/v1/openapi.json", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"openapi\": \"3.0.3\""),
+        "{}",
+        &body[..100.min(body.len())]
+    );
+    // The console page needs no build step.
+    let (status, body) = http(api, "GET", "/admin", None, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Causette"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_directory_on_first_start() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = true).await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "GET",
+        "/admin/api/v1/structures",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Collège Victor Hugo") && body.contains("Lycée Jean Moulin"),
+        "{body}"
+    );
+    let mut lea = Xmpp::login(&server, "lea.martin", "demo").await;
+    lea.send("<presence xmlns='jabber:client' to='ines.petit@localhost' type='subscribe' id='x'/>")
+        .await;
+    let denied = lea.expect_all(&["type='error'", "id='x'"]).await;
+    assert!(denied.contains("<forbidden"), "{denied}");
+    lea.logout().await;
+    server.stop().await;
+}
