@@ -5,6 +5,7 @@ pub mod categories;
 pub mod offline;
 pub mod presence;
 pub mod roster;
+pub mod search;
 pub mod subscription;
 
 use std::sync::Mutex;
@@ -128,6 +129,9 @@ async fn server_iq(
 ) -> Answer {
     if payload.is("query", categories::NS) {
         return categories::handle_iq(shared, sender, is_get, payload).await;
+    }
+    if payload.is("query", search::NS) {
+        return search::handle_iq(shared, sender, is_get, payload).await;
     }
     services::server_iq(is_get, payload)
 }
@@ -417,6 +421,8 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
         roster::handle_iq(shared, sender, is_get, payload).await
     } else if own && payload.is("query", categories::NS) {
         categories::handle_iq(shared, sender, is_get, payload).await
+    } else if own && payload.is("query", search::DIRECTORY_NS) {
+        search::directory_iq(shared, sender, is_get, payload).await
     } else if own && payload.is("session", crate::ns::SESSION) {
         Ok(None)
     } else if own || exists(shared, to).await {

@@ -16,6 +16,8 @@ use crate::ns;
 pub const SERVER_FEATURES: &[&str] = &[
     ns::DISCO_INFO,
     ns::DISCO_ITEMS,
+    "jabber:iq:search",
+    "urn:causette:categories:0",
     ns::PING,
     ns::TIME,
     ns::VERSION,

@@ -419,3 +419,60 @@ async fn demo_directory_on_first_start() {
     lea.logout().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn search_shows_only_reachable_users_who_logged_in_and_did_not_opt_out() {
+    let server = provisioned().await;
+    for user in ["eleve2", "eleve3"] {
+        online(&server, user).await.logout().await;
+    }
+    let mut eleve1 = online(&server, "eleve1").await;
+    let form = eleve1
+        .send_iq_to_server("get", "<query xmlns='jabber:iq:search'/>")
+        .await;
+    assert!(
+        form.contains("jabber:x:data") && form.contains("var='search'"),
+        "{form}"
+    );
+    let search = |term: &str| {
+        format!(
+            "<query xmlns='jabber:iq:search'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>jabber:iq:search</value></field>\
+             <field var='search'><value>{term}</value></field></x></query>"
+        )
+    };
+    let found = eleve1.send_iq_to_server("set", &search("ELEVE")).await;
+    assert!(
+        found.contains("<value>eleve2@localhost</value>"),
+        "same class, logged in once: {found}"
+    );
+    assert!(
+        !found.contains("<value>eleve3@localhost</value>"),
+        "another class: {found}"
+    );
+    assert!(
+        !found.contains("<value>eleve4@localhost</value>"),
+        "never logged in: {found}"
+    );
+    assert!(!found.contains("<value>eleve1@localhost</value>"), "not oneself: {found}");
+    // Tom logs in once: the shared ENT group makes him findable.
+    online(&server, "eleve4").await.logout().await;
+    let found = eleve1.send_iq_to_server("set", &search("eleve")).await;
+    assert!(found.contains("<value>eleve4@localhost</value>"), "{found}");
+    // Hugo opts out of the directory.
+    let mut eleve2 = online(&server, "eleve2").await;
+    let set = eleve2
+        .iq(
+            "set",
+            "<query xmlns='urn:causette:directory:0' hidden='true'/>",
+        )
+        .await;
+    assert!(set.contains("type='result'"), "{set}");
+    let found = eleve1.send_iq_to_server("set", &search("eleve")).await;
+    assert!(!found.contains("<value>eleve2@localhost</value>"), "opted out: {found}");
+    let short = eleve1.send_iq_to_server("set", &search("e")).await;
+    assert!(short.contains("<bad-request"), "{short}");
+    eleve1.logout().await;
+    eleve2.logout().await;
+    server.stop().await;
+}

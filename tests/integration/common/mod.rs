@@ -431,6 +431,17 @@ impl Xmpp {
         self.expect(&format!("id='{id}'")).await
     }
 
+    /// Sends an IQ to the server's JID and returns its answer.
+    pub async fn send_iq_to_server(&mut self, type_: &str, payload: &str) -> String {
+        self.pings += 1;
+        let id = format!("s{}", self.pings);
+        self.send(&format!(
+            "<iq xmlns='jabber:client' to='localhost' type='{type_}' id='{id}'>{payload}</iq>"
+        ))
+        .await;
+        self.expect(&format!("id='{id}'")).await
+    }
+
     /// Asserts that nothing containing `needle` arrived before a round trip to the server.
     pub async fn expect_none(&mut self, needle: &str) {
         let answer = self.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
