@@ -1,5 +1,6 @@
 //! Integration tests: the real server on ephemeral ports, spoken to over real sockets.
 
+mod browser;
 mod common;
 mod contacts;
 mod interop;

@@ -454,7 +454,10 @@ async fn search_shows_only_reachable_users_who_logged_in_and_did_not_opt_out() {
         !found.contains("<value>eleve4@localhost</value>"),
         "never logged in: {found}"
     );
-    assert!(!found.contains("<value>eleve1@localhost</value>"), "not oneself: {found}");
+    assert!(
+        !found.contains("<value>eleve1@localhost</value>"),
+        "not oneself: {found}"
+    );
     // Tom logs in once: the shared ENT group makes him findable.
     online(&server, "eleve4").await.logout().await;
     let found = eleve1.send_iq_to_server("set", &search("eleve")).await;
@@ -469,7 +472,10 @@ async fn search_shows_only_reachable_users_who_logged_in_and_did_not_opt_out() {
         .await;
     assert!(set.contains("type='result'"), "{set}");
     let found = eleve1.send_iq_to_server("set", &search("eleve")).await;
-    assert!(!found.contains("<value>eleve2@localhost</value>"), "opted out: {found}");
+    assert!(
+        !found.contains("<value>eleve2@localhost</value>"),
+        "opted out: {found}"
+    );
     let short = eleve1.send_iq_to_server("set", &search("e")).await;
     assert!(short.contains("<bad-request"), "{short}");
     eleve1.logout().await;
