@@ -124,8 +124,23 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-async fn change(shared: &Shared, changes: Vec<DirectoryChange>) -> Result<StatusCode> {
-    apply(shared, "admin-api", &changes)
+/// Who made a change, for the audit log: the ENT may name its administrator in the
+/// `X-Admin-User` header; otherwise "admin-api".
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-admin-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()))
+        .map_or_else(|| "admin-api".to_owned(), |v| format!("admin-api:{v}"))
+}
+
+async fn change(
+    shared: &Shared,
+    headers: &HeaderMap,
+    changes: Vec<DirectoryChange>,
+) -> Result<StatusCode> {
+    apply(shared, &actor(headers), &changes)
         .await
         .map_err(|e| match e {
             ApplyError::Invalid { invalid, .. } if invalid.is_not_found() => {
@@ -287,6 +302,7 @@ async fn put_structure(
     let Json(body) = body?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::PutStructure {
             id,
             name: body.name,
@@ -301,7 +317,12 @@ async fn delete_structure(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
-    change(&shared, vec![DirectoryChange::DeleteStructure { id }]).await
+    change(
+        &shared,
+        &headers,
+        vec![DirectoryChange::DeleteStructure { id }],
+    )
+    .await
 }
 
 async fn get_profiles(
@@ -330,6 +351,7 @@ async fn put_profile(
     let Json(body) = body?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::SetProfileAccess {
             structure: id,
             profile,
@@ -365,6 +387,7 @@ async fn put_rule(
     let Json(body) = body?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::SetRule {
             structure: id,
             from,
@@ -422,6 +445,7 @@ async fn put_user(
     let Json(body) = body?;
     let status = change(
         &shared,
+        &headers,
         vec![DirectoryChange::PutUser {
             username: username.clone(),
             display_name: body.display_name,
@@ -452,7 +476,12 @@ async fn delete_user(
     Path(username): Path<String>,
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
-    change(&shared, vec![DirectoryChange::DeleteUser { username }]).await
+    change(
+        &shared,
+        &headers,
+        vec![DirectoryChange::DeleteUser { username }],
+    )
+    .await
 }
 
 async fn link_child(
@@ -461,7 +490,12 @@ async fn link_child(
     Path((parent, child)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
-    change(&shared, vec![DirectoryChange::LinkParent { parent, child }]).await
+    change(
+        &shared,
+        &headers,
+        vec![DirectoryChange::LinkParent { parent, child }],
+    )
+    .await
 }
 
 async fn unlink_child(
@@ -472,6 +506,7 @@ async fn unlink_child(
     authorize(&shared, &headers)?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::UnlinkParent { parent, child }],
     )
     .await
@@ -512,6 +547,7 @@ async fn put_class(
     let Json(body) = body?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::PutClass {
             id,
             structure: body.structure,
@@ -528,7 +564,7 @@ async fn delete_class(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
-    change(&shared, vec![DirectoryChange::DeleteClass { id }]).await
+    change(&shared, &headers, vec![DirectoryChange::DeleteClass { id }]).await
 }
 
 async fn add_class_member(
@@ -539,6 +575,7 @@ async fn add_class_member(
     authorize(&shared, &headers)?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::AddClassMember { class, username }],
     )
     .await
@@ -552,6 +589,7 @@ async fn remove_class_member(
     authorize(&shared, &headers)?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::RemoveClassMember { class, username }],
     )
     .await
@@ -591,6 +629,7 @@ async fn put_group(
     let Json(body) = body?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::PutGroup {
             id,
             name: body.name,
@@ -606,7 +645,7 @@ async fn delete_group(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
-    change(&shared, vec![DirectoryChange::DeleteGroup { id }]).await
+    change(&shared, &headers, vec![DirectoryChange::DeleteGroup { id }]).await
 }
 
 async fn add_group_member(
@@ -617,6 +656,7 @@ async fn add_group_member(
     authorize(&shared, &headers)?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::AddGroupMember { group, username }],
     )
     .await
@@ -630,6 +670,7 @@ async fn remove_group_member(
     authorize(&shared, &headers)?;
     change(
         &shared,
+        &headers,
         vec![DirectoryChange::RemoveGroupMember { group, username }],
     )
     .await
@@ -683,7 +724,8 @@ async fn import(
 ) -> Result<Json<Imported>> {
     authorize(&shared, &headers)?;
     let (changes, lines) = parse_import(&body).map_err(AdminError::BadRequest)?;
-    let applied = import_batch(&shared, "admin-api:import", &changes, &lines)
+    let who = format!("{}:import", actor(&headers));
+    let applied = import_batch(&shared, &who, &changes, &lines)
         .await
         .map_err(|(internal, message)| {
             if internal {

@@ -36,3 +36,13 @@ async fn account_store_on_postgres() {
     crate::storage::account_story(&store, &unique("user")).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn directory_store_on_postgres() {
+    let Some(url) = postgres_url() else { return };
+    let store = causette::storage::open(&url, 2)
+        .await
+        .expect("postgres store");
+    crate::storage::directory_story(&store, &unique("pg")).await;
+    store.close().await;
+}

@@ -104,3 +104,129 @@ async fn invalid_usernames_and_passwords_are_refused() {
     ));
     store.close().await;
 }
+
+/// Directory changes survive a reload from the store, on any backend.
+pub async fn directory_story(store: &DynStore, tag: &str) {
+    use causette::policy::Policy;
+    use causette::storage::directory::DirectoryChange::*;
+    use causette::storage::directory::{Profile, Scope};
+    let s = format!("S{tag}");
+    let (u1, u2, p1) = (
+        format!("u1x{tag}"),
+        format!("u2x{tag}"),
+        format!("p1x{tag}"),
+    );
+    let changes = vec![
+        PutStructure {
+            id: s.clone(),
+            name: "École".into(),
+        },
+        PutUser {
+            username: u1.clone(),
+            display_name: "Un".into(),
+            profile: Profile::Student,
+            structures: vec![s.clone()],
+        },
+        PutUser {
+            username: u2.clone(),
+            display_name: "Deux".into(),
+            profile: Profile::Student,
+            structures: vec![s.clone()],
+        },
+        PutUser {
+            username: p1.clone(),
+            display_name: "Parent".into(),
+            profile: Profile::Parent,
+            structures: vec![s.clone()],
+        },
+        PutClass {
+            id: format!("C{tag}"),
+            structure: s.clone(),
+            name: "6e".into(),
+            members: Some(vec![u1.clone(), u2.clone()]),
+        },
+        PutGroup {
+            id: format!("G{tag}"),
+            name: "Club".into(),
+            members: Some(vec![u1.clone()]),
+        },
+        LinkParent {
+            parent: p1.clone(),
+            child: u1.clone(),
+        },
+        SetProfileAccess {
+            structure: s.clone(),
+            profile: Profile::Parent,
+            enabled: false,
+        },
+        SetRule {
+            structure: s.clone(),
+            from: Profile::Student,
+            to: Profile::Student,
+            scope: Scope::None,
+        },
+        SetHidden {
+            username: u2.clone(),
+            hidden: true,
+        },
+    ];
+    let policy = Policy::load(store).await.unwrap();
+    policy.apply(store, "test", &changes).await.unwrap();
+    store.record_first_login(&u1, 1234).await.unwrap();
+    // A fresh load sees the same directory.
+    let reloaded = Policy::load(store).await.unwrap().snapshot();
+    let user = &reloaded.users[&u1];
+    assert!(user.classes.contains(&format!("C{tag}")));
+    assert!(user.groups.contains(&format!("G{tag}")));
+    assert!(user.parents.contains(&p1));
+    assert_eq!(user.first_login, Some(1234));
+    assert!(reloaded.users[&u2].hidden);
+    let structure = &reloaded.structures[&s];
+    assert_eq!(structure.access.get(&Profile::Parent), Some(&false));
+    assert_eq!(
+        structure.rules.get(&(Profile::Student, Profile::Student)),
+        Some(&Scope::None)
+    );
+    assert_eq!(
+        causette::policy::decide(&reloaded, &u1, &u2, causette::policy::Action::Message),
+        causette::policy::Decision::Deny(causette::policy::Reason::Rules)
+    );
+    // Deleting cascades in the store too.
+    policy
+        .apply(
+            store,
+            "test",
+            &[
+                DeleteUser {
+                    username: u1.clone(),
+                },
+                DeleteStructure { id: s.clone() },
+            ],
+        )
+        .await
+        .unwrap();
+    let reloaded = Policy::load(store).await.unwrap().snapshot();
+    assert!(!reloaded.users.contains_key(&u1));
+    assert!(!reloaded.structures.contains_key(&s));
+    assert!(!reloaded.classes.contains_key(&format!("C{tag}")));
+    assert!(
+        !store.user_exists(&u1).await.unwrap(),
+        "the account went with the directory entry"
+    );
+    let audit = store.audit_log(20, None).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "delete_structure" && e.actor == "test")
+    );
+    assert!(audit.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+}
+
+#[tokio::test]
+async fn directory_store_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+    let store = causette::storage::open(&url, 2).await.unwrap();
+    directory_story(&store, "sqlite").await;
+    store.close().await;
+}
