@@ -56,6 +56,9 @@ enum UserAction {
     Passwd { username: String },
     /// Delete an account.
     Del { username: String },
+    /// Create PREFIX0 … PREFIX{COUNT-1} with one password read once (load tests, demos);
+    /// existing accounts are left as they are.
+    AddMany { prefix: String, count: usize },
     /// List accounts.
     List,
 }
@@ -124,6 +127,37 @@ fn read_password(confirm: bool) -> anyhow::Result<String> {
     }
 }
 
+async fn add_many(
+    store: &causette::storage::DynStore,
+    prefix: &str,
+    count: usize,
+    password: String,
+    iterations: u32,
+) -> Result<usize, accounts::Error> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(workers * 2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (store, password, limit) = (store.clone(), password.clone(), limit.clone());
+        let name = format!("{prefix}{i}");
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            match accounts::add(&store, &name, password, iterations).await {
+                Ok(_) => Ok(1),
+                Err(accounts::Error::Exists(_)) => Ok(0),
+                Err(e) => Err(e),
+            }
+        });
+    }
+    let mut created = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(result) = done {
+            created += result?;
+        }
+    }
+    Ok(created)
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -187,6 +221,12 @@ async fn main() -> anyhow::Result<()> {
                     accounts::set_password(&store, &username, password, iterations)
                         .await
                         .map(|name| println!("password changed for {name}@{}", config.domain))
+                }
+                UserAction::AddMany { prefix, count } => {
+                    let password = read_password(true)?;
+                    add_many(&store, &prefix, count, password, iterations)
+                        .await
+                        .map(|created| println!("created {created} accounts"))
                 }
                 UserAction::Del { username } => accounts::delete(&store, &username)
                     .await

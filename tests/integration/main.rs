@@ -4,6 +4,7 @@ mod browser;
 mod common;
 mod contacts;
 mod interop;
+mod load;
 mod login;
 mod policy;
 mod postgres;

@@ -1,0 +1,658 @@
+//! Load generator for XMPP servers (Causette, ejabberd, Prosody…), for capacity planning and
+//! side-by-side benchmarks (bench/README.md).
+//!
+//! Scenarios:
+//! - `login`: N users log in (plaintext + PLAIN, or STARTTLS + the best SASL offered) at a
+//!   given concurrency, send presence, and stay connected idle for a while: login rate, and
+//!   the server's memory per connection read from /proc.
+//! - `chat`: P pairs exchange 1:1 messages at stepped target rates; each body carries its send
+//!   time, so latency percentiles and losses are measured per step, with the server's CPU time
+//!   per delivered message.
+//!
+//! Prints one JSON line per run (login) or per step (chat). Only ever point it at servers on
+//! this machine.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::{Parser, ValueEnum};
+use rsasl::prelude::{Mechname, SASLClient, SASLConfig, State};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+enum Scenario {
+    Login,
+    Chat,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "XMPP load generator (loopback only)")]
+struct Args {
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Server address; must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    server: SocketAddr,
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// Label of the server in the output.
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// PID of the server, to read its memory and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Negotiate STARTTLS, trusting this PEM certificate (else plaintext).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Users are PREFIX0, PREFIX1…
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    #[arg(long, default_value = "load-password")]
+    password: String,
+    /// Register the users first with in-band registration (XEP-0077).
+    #[arg(long)]
+    register: bool,
+    /// Users logged in by the login scenario.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Seconds the login scenario stays connected before reading memory.
+    #[arg(long, default_value_t = 5)]
+    hold_secs: u64,
+    /// Pairs of the chat scenario.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Target rates of the chat scenario, messages per second, comma-separated.
+    #[arg(long, default_value = "1000", value_delimiter = ',')]
+    rates: Vec<u64>,
+    /// Seconds per rate step.
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
+    /// Seconds to wait for messages still in flight after each step.
+    #[arg(long, default_value_t = 3)]
+    grace_secs: u64,
+    /// Preferred SASL mechanism when offered (else the best offered, -PLUS excluded).
+    #[arg(long)]
+    mechanism: Option<String>,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Error = String;
+
+struct Client {
+    io: Pin<Box<dyn Io>>,
+    buffer: String,
+    jid: String,
+    mechanism: String,
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Client {
+    async fn send(&mut self, text: &str) -> Result<(), Error> {
+        self.io
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// Reads until one of the needles arrives; returns what was read up to it.
+    async fn until(&mut self, needles: &[&str]) -> Result<String, Error> {
+        loop {
+            if let Some((at, len)) = needles
+                .iter()
+                .filter_map(|n| self.buffer.find(n).map(|at| (at, n.len())))
+                .min()
+            {
+                return Ok(self.buffer.drain(..at + len).collect());
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(IO_TIMEOUT, self.io.read(&mut chunk))
+                .await
+                .map_err(|_| format!("timed out waiting for {needles:?}"))?
+                .map_err(|e| format!("read: {e}"))?;
+            if read == 0 {
+                return Err(format!(
+                    "closed while waiting for {needles:?}: {}",
+                    self.buffer
+                ));
+            }
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    }
+}
+
+fn header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+}
+
+fn tls_config(ca: &PathBuf) -> Result<Arc<ClientConfig>, Error> {
+    let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+fn mechanisms(features: &str) -> Vec<String> {
+    features
+        .split("<mechanism>")
+        .skip(1)
+        .filter_map(|s| s.split("</mechanism>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn open(args: &Args, tls: Option<&Arc<ClientConfig>>) -> Result<(Client, String), Error> {
+    let tcp = TcpStream::connect(args.server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut client = Client {
+        io: Box::pin(tcp),
+        buffer: String::new(),
+        jid: String::new(),
+        mechanism: String::new(),
+    };
+    client.send(&header(&args.domain)).await?;
+    let mut features = client.until(&["</stream:features>"]).await?;
+    if let Some(config) = tls {
+        client
+            .send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await?;
+        client.until(&["<proceed"]).await?;
+        client.until(&[">"]).await?;
+        let tcp = client.io;
+        let name = ServerName::try_from(args.domain.clone()).map_err(|e| e.to_string())?;
+        let stream = TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        client = Client {
+            io: Box::pin(stream),
+            buffer: String::new(),
+            jid: String::new(),
+            mechanism: String::new(),
+        };
+        client.send(&header(&args.domain)).await?;
+        features = client.until(&["</stream:features>"]).await?;
+    }
+    Ok((client, features))
+}
+
+async fn register(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Result<(), Error> {
+    let (mut client, _) = open(args, tls).await?;
+    client
+        .send(&format!(
+            "<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username>\
+             <password>{}</password></query></iq>",
+            args.password
+        ))
+        .await?;
+    let answer = client.until(&["</iq>", "/>"]).await?;
+    let answer = if answer.contains("<iq") && !answer.contains("</iq>") && !answer.ends_with("/>") {
+        client.until(&["</iq>"]).await?
+    } else {
+        answer
+    };
+    // An existing account is fine: benchmarks are rerun.
+    if answer.contains("type='error'") || answer.contains("type=\"error\"") {
+        if !answer.contains("conflict") {
+            return Err(format!("registration refused: {answer}"));
+        }
+    }
+    let _ = client.send("</stream:stream>").await;
+    Ok(())
+}
+
+fn pick_mechanism(args: &Args, offered: &[String]) -> Vec<String> {
+    let usable: Vec<String> = offered
+        .iter()
+        .filter(|m| !m.ends_with("-PLUS"))
+        .cloned()
+        .collect();
+    match &args.mechanism {
+        Some(wanted) if usable.contains(wanted) => vec![wanted.clone()],
+        _ => usable,
+    }
+}
+
+async fn login(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Result<Client, Error> {
+    let (mut client, features) = open(args, tls).await?;
+    let offered = pick_mechanism(args, &mechanisms(&features));
+    let names: Vec<&Mechname> = offered
+        .iter()
+        .filter_map(|m| Mechname::parse(m.as_bytes()).ok())
+        .collect();
+    let config = SASLConfig::with_credentials(None, user.to_owned(), args.password.clone())
+        .map_err(|e| e.to_string())?;
+    let mut session = SASLClient::new(config)
+        .start_suggested(names.iter())
+        .map_err(|e| format!("no usable SASL mechanism in {offered:?}: {e}"))?;
+    let mechanism = session.get_mechname().as_str().to_owned();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut state = session.step(None, &mut out).map_err(|e| e.to_string())?;
+    client
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+            if out.is_empty() {
+                "=".to_owned()
+            } else {
+                b64.encode(&out)
+            }
+        ))
+        .await?;
+    loop {
+        let got = client
+            .until(&[
+                "</challenge>",
+                "</success>",
+                "<success/>",
+                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+                "</failure>",
+            ])
+            .await?;
+        if got.contains("<failure") {
+            return Err(format!("authentication failed: {got}"));
+        }
+        let data = got
+            .rsplit('>')
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap_or_default();
+        let data = b64.decode(data.trim()).unwrap_or_default();
+        if got.contains("<success") {
+            if state.is_running() && !data.is_empty() {
+                let mut out = Vec::new();
+                state = session
+                    .step(Some(&data), &mut out)
+                    .map_err(|e| e.to_string())?;
+            }
+            let _ = state;
+            break;
+        }
+        let mut out = Vec::new();
+        state = session
+            .step(Some(&data), &mut out)
+            .map_err(|e| e.to_string())?;
+        client
+            .send(&format!(
+                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                b64.encode(&out)
+            ))
+            .await?;
+        if matches!(state, State::Finished(_)) && out.is_empty() {
+            continue;
+        }
+    }
+    client.send(&header(&args.domain)).await?;
+    client.until(&["</stream:features>"]).await?;
+    client
+        .send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>")
+        .await?;
+    let bound = client.until(&["</iq>"]).await?;
+    let jid = bound
+        .split("<jid>")
+        .nth(1)
+        .and_then(|s| s.split("</jid>").next())
+        .ok_or_else(|| format!("bind failed: {bound}"))?
+        .to_owned();
+    // Old servers want the RFC 3921 session; harmless elsewhere.
+    client
+        .send("<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>")
+        .await?;
+    client.jid = jid;
+    client.mechanism = mechanism;
+    Ok(client)
+}
+
+/// The server's resident memory (KiB) and CPU time (seconds), from /proc.
+fn server_stats(pid: Option<u32>) -> (Option<u64>, Option<f64>) {
+    let Some(pid) = pid else { return (None, None) };
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        });
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit(')').next()?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        });
+    (rss, cpu)
+}
+
+fn check_loopback(args: &Args) -> Result<(), Error> {
+    if !args.server.ip().is_loopback() {
+        return Err("refusing to load a server that is not on this machine (loopback only)".into());
+    }
+    Ok(())
+}
+
+async fn login_all(
+    args: &Args,
+    tls: Option<Arc<ClientConfig>>,
+    users: std::ops::Range<usize>,
+) -> (Vec<Client>, usize, Vec<String>) {
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in users {
+        let args = args.clone();
+        let tls = tls.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok()?;
+            let user = format!("{}{i}", args.prefix);
+            Some((i, login(&args, tls.as_ref(), &user).await))
+        });
+    }
+    let mut clients = Vec::new();
+    let mut errors = 0;
+    let mut samples = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Some((i, Ok(client)))) => clients.push((i, client)),
+            Ok(Some((_, Err(e)))) => {
+                errors += 1;
+                if samples.len() < 3 {
+                    samples.push(e);
+                }
+            }
+            _ => errors += 1,
+        }
+    }
+    clients.sort_by_key(|(i, _)| *i);
+    (
+        clients.into_iter().map(|(_, c)| c).collect(),
+        errors,
+        samples,
+    )
+}
+
+async fn register_all(args: &Args, tls: Option<Arc<ClientConfig>>, count: usize) -> usize {
+    let permits = Arc::new(Semaphore::new(args.concurrency.clamp(1, 50)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let args = args.clone();
+        let tls = tls.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok()?;
+            register(&args, tls.as_ref(), &format!("{}{i}", args.prefix))
+                .await
+                .err()
+        });
+    }
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some(e)) = done {
+            if errors == 0 {
+                eprintln!("registration error: {e}");
+            }
+            errors += 1;
+        }
+    }
+    errors
+}
+
+async fn scenario_login(args: &Args, tls: Option<Arc<ClientConfig>>) -> serde_json::Value {
+    let (rss_before, cpu_before) = server_stats(args.server_pid);
+    let started = Instant::now();
+    let (clients, errors, samples) = login_all(args, tls.clone(), 0..args.users).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, cpu_after_login) = server_stats(args.server_pid);
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let (rss_after, _) = server_stats(args.server_pid);
+    let per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if !clients.is_empty() => {
+            Some((after.saturating_sub(before)) as f64 / clients.len() as f64)
+        }
+        _ => None,
+    };
+    let mechanism = clients.first().map(|c| c.mechanism.clone());
+    let result = json!({
+        "scenario": "login",
+        "server": args.label,
+        "tls": tls.is_some(),
+        "mechanism": mechanism,
+        "users": args.users,
+        "concurrency": args.concurrency,
+        "logged_in": clients.len(),
+        "errors": errors,
+        "error_samples": samples,
+        "seconds": seconds,
+        "logins_per_s": clients.len() as f64 / seconds,
+        "server_rss_before_kb": rss_before,
+        "server_rss_after_kb": rss_after,
+        "kb_per_connection": per_connection,
+        "server_cpu_login_s": cpu_after_login.zip(cpu_before).map(|(a, b)| a - b),
+    });
+    drop(clients);
+    result
+}
+
+/// What receivers record for one step.
+#[derive(Default)]
+struct StepStats {
+    latencies_us: Vec<u64>,
+}
+
+async fn receive(
+    mut reader: ReadHalf<Pin<Box<dyn Io>>>,
+    mut buffer: String,
+    clock: Instant,
+    stats: Arc<Mutex<HashMap<u64, StepStats>>>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut chunk = vec![0u8; 16384];
+    loop {
+        while let Some(start) = buffer.find("<body>t:") {
+            let Some(end) = buffer[start..].find("</body>") else {
+                break;
+            };
+            let body = &buffer[start + 8..start + end];
+            let mut parts = body.split(':');
+            let sent: Option<u64> = parts.next().and_then(|v| v.parse().ok());
+            let step: Option<u64> = parts.next().and_then(|v| v.parse().ok());
+            if let (Some(sent), Some(step)) = (sent, step) {
+                let now = clock.elapsed().as_micros() as u64;
+                if let Ok(mut stats) = stats.lock() {
+                    stats
+                        .entry(step)
+                        .or_default()
+                        .latencies_us
+                        .push(now.saturating_sub(sent));
+                }
+            }
+            buffer.drain(..start + end + 7);
+        }
+        if buffer.contains("type='error'") || buffer.contains("type=\"error\"") {
+            errors.fetch_add(1, Ordering::Relaxed);
+            buffer.clear();
+        }
+        // Keep the buffer small: what precedes a partial body is not needed.
+        if buffer.len() > 65536 {
+            let keep = buffer.rfind("<body>").unwrap_or(buffer.len());
+            buffer.drain(..keep);
+        }
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+async fn scenario_chat(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serde_json::Value> {
+    let (clients, login_errors, samples) = login_all(args, tls, 0..args.pairs * 2).await;
+    if clients.len() < args.pairs * 2 {
+        return vec![json!({
+            "scenario": "chat", "server": args.label, "error": "login failed",
+            "logged_in": clients.len(), "errors": login_errors, "error_samples": samples,
+        })];
+    }
+    let clock = Instant::now();
+    let stats: Arc<Mutex<HashMap<u64, StepStats>>> = Arc::default();
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut writers: Vec<(WriteHalf<Pin<Box<dyn Io>>>, String)> = Vec::new();
+    let mut jids: Vec<String> = clients.iter().map(|c| c.jid.clone()).collect();
+    for (index, client) in clients.into_iter().enumerate() {
+        let (reader, writer) = tokio::io::split(client.io);
+        if index % 2 == 0 {
+            // Even clients send to the next one.
+            writers.push((writer, std::mem::take(&mut jids[index + 1])));
+        } else {
+            drop(writer);
+        }
+        tokio::spawn(receive(
+            reader,
+            client.buffer,
+            clock,
+            stats.clone(),
+            errors.clone(),
+        ));
+    }
+    // Let presences and session answers settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut results = Vec::new();
+    for (step, rate) in args.rates.iter().copied().enumerate() {
+        let step = step as u64;
+        let (_, cpu_before) = server_stats(args.server_pid);
+        let errors_before = errors.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let duration = Duration::from_secs(args.step_secs);
+        let mut sent: u64 = 0;
+        let mut next = 0usize;
+        let mut write_errors = 0u64;
+        let mut ticker = tokio::time::interval(Duration::from_millis(5));
+        while started.elapsed() < duration {
+            ticker.tick().await;
+            let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+            while sent < due {
+                let count = writers.len();
+                let (writer, to) = &mut writers[next % count];
+                next += 1;
+                let at = clock.elapsed().as_micros();
+                let stanza = format!(
+                    "<message to='{to}' type='chat' id='m{sent}'><body>t:{at}:{step}</body></message>"
+                );
+                if writer.write_all(stanza.as_bytes()).await.is_err() {
+                    write_errors += 1;
+                }
+                sent += 1;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(args.grace_secs)).await;
+        let (rss, cpu_after) = server_stats(args.server_pid);
+        let mut latencies = stats
+            .lock()
+            .map(|mut s| s.remove(&step).unwrap_or_default().latencies_us)
+            .unwrap_or_default();
+        latencies.sort_unstable();
+        let delivered = latencies.len() as u64;
+        let cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
+        results.push(json!({
+            "scenario": "chat",
+            "server": args.label,
+            "pairs": args.pairs,
+            "rate_target": rate,
+            "seconds": elapsed,
+            "sent": sent,
+            "delivered": delivered,
+            "lost": sent.saturating_sub(delivered),
+            "rate_sent": sent as f64 / elapsed,
+            "rate_delivered": delivered as f64 / elapsed,
+            "p50_ms": percentile(&latencies, 0.50),
+            "p90_ms": percentile(&latencies, 0.90),
+            "p99_ms": percentile(&latencies, 0.99),
+            "max_ms": latencies.last().map(|v| *v as f64 / 1000.0).unwrap_or(0.0),
+            "errors": errors.load(Ordering::Relaxed) - errors_before + write_errors,
+            "server_cpu_s": cpu,
+            "server_cpu_us_per_msg": cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
+            "server_rss_kb": rss,
+        }));
+    }
+    results
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = check_loopback(&args) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    let tls = match &args.tls_ca {
+        Some(ca) => match tls_config(ca) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    if args.register {
+        let count = match args.scenario {
+            Scenario::Login => args.users,
+            Scenario::Chat => args.pairs * 2,
+        };
+        let errors = register_all(&args, tls.clone(), count).await;
+        if errors > 0 {
+            eprintln!("{errors} registrations failed");
+        }
+    }
+    let lines = match args.scenario {
+        Scenario::Login => vec![scenario_login(&args, tls).await],
+        Scenario::Chat => scenario_chat(&args, tls).await,
+    };
+    for line in lines {
+        println!("{line}");
+    }
+}
