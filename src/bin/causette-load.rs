@@ -94,6 +94,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Error = String;
 
+/// A connection's writing half, and the JID its messages go to.
+type Sender = (WriteHalf<Pin<Box<dyn Io>>>, String);
+
 struct Client {
     io: Pin<Box<dyn Io>>,
     buffer: String,
@@ -225,10 +228,9 @@ async fn register(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> R
         answer
     };
     // An existing account is fine: benchmarks are rerun.
-    if answer.contains("type='error'") || answer.contains("type=\"error\"") {
-        if !answer.contains("conflict") {
-            return Err(format!("registration refused: {answer}"));
-        }
+    let refused = answer.contains("type='error'") || answer.contains("type=\"error\"");
+    if refused && !answer.contains("conflict") {
+        return Err(format!("registration refused: {answer}"));
     }
     let _ = client.send("</stream:stream>").await;
     Ok(())
@@ -539,7 +541,7 @@ async fn scenario_chat(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serde
     let clock = Instant::now();
     let stats: Arc<Mutex<HashMap<u64, StepStats>>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
-    let mut writers: Vec<(WriteHalf<Pin<Box<dyn Io>>>, String)> = Vec::new();
+    let mut writers: Vec<Sender> = Vec::new();
     let mut jids: Vec<String> = clients.iter().map(|c| c.jid.clone()).collect();
     for (index, client) in clients.into_iter().enumerate() {
         let (reader, writer) = tokio::io::split(client.io);
