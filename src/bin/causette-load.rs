@@ -127,7 +127,10 @@ impl Client {
             let mut chunk = [0u8; 4096];
             let read = tokio::time::timeout(IO_TIMEOUT, self.io.read(&mut chunk))
                 .await
-                .map_err(|_| format!("timed out waiting for {needles:?}"))?
+                .map_err(|_| {
+                    let seen: String = self.buffer.chars().take(300).collect();
+                    format!("timed out waiting for {needles:?} after {seen:?}")
+                })?
                 .map_err(|e| format!("read: {e}"))?;
             if read == 0 {
                 return Err(format!(
