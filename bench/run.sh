@@ -148,7 +148,8 @@ YML
     # Debian's ejabberdctl.cfg pins the configuration file: use our own.
     printf 'ERLANG_NODE=bench@localhost\nINET_DIST_INTERFACE=127.0.0.1\nERL_MAX_PORTS=32000\nERL_PROCESSES=250000\n' >"$dir/ejabberdctl.cfg"
     chown -R ejabberd:ejabberd "$dir" "$WORK"/*.pem 2>/dev/null || true
-    su ejabberd -s /bin/sh -c "HOME=$dir ERL_EPMD_ADDRESS=127.0.0.1 ejabberdctl --ctl-config $dir/ejabberdctl.cfg --config $dir/ejabberd.yml --spool $dir/spool --logs $dir/logs foreground" >"$dir/out" 2>&1 &
+    # su resets the open-files limit to the system default (1024): raise it again inside.
+    su ejabberd -s /bin/sh -c "ulimit -n 20000; HOME=$dir ERL_EPMD_ADDRESS=127.0.0.1 ejabberdctl --ctl-config $dir/ejabberdctl.cfg --config $dir/ejabberd.yml --spool $dir/spool --logs $dir/logs foreground" >"$dir/out" 2>&1 &
     wait_port $PORT
     SERVER_PID=$(pgrep -f "beam.*bench@localhost" | head -n 1)
     REGISTER="--register"
