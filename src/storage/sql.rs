@@ -23,6 +23,7 @@ enum Backend {
 
 pub struct SqlStore {
     pool: AnyPool,
+    backend: Backend,
 }
 
 impl SqlStore {
@@ -57,7 +58,17 @@ impl SqlStore {
             Backend::Sqlite => sqlx::migrate!("schema/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("schema/postgres").run(&pool).await?,
         }
-        Ok(Self { pool })
+        Ok(Self { pool, backend })
+    }
+
+    /// A transaction that holds the write lock from its start on SQLite: a transaction that
+    /// reads first and writes later would fail at once with SQLITE_BUSY when another writer
+    /// got there in between (busy_timeout does not cover that upgrade).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 }
 
@@ -282,7 +293,7 @@ impl Store for SqlStore {
         username: &str,
         credentials: &[ScramCredential],
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let inserted = sqlx::query("INSERT INTO users (username, created_at) VALUES ($1, $2)")
             .bind(username)
             .bind(now_unix())
@@ -302,7 +313,7 @@ impl Store for SqlStore {
         username: &str,
         credentials: &[ScramCredential],
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(&mut *tx)
@@ -320,7 +331,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_user(&self, username: &str) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Explicit, so that deletion does not depend on the foreign-key pragma.
         for table in OWNED_BY_USER {
             sqlx::query(table).bind(username).execute(&mut *tx).await?;
@@ -433,7 +444,7 @@ impl Store for SqlStore {
     }
 
     async fn save_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         write_item(&mut tx, username, item).await?;
         let version = bump_version(&mut tx, username).await?;
         tx.commit().await?;
@@ -445,7 +456,7 @@ impl Store for SqlStore {
         username: &str,
         contact: &str,
     ) -> Result<Option<i64>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM roster_groups WHERE username = $1 AND contact = $2")
             .bind(username)
             .bind(contact)
@@ -465,7 +476,7 @@ impl Store for SqlStore {
     }
 
     async fn create_category(&self, username: &str, name: &str) -> Result<i64, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if category_exists(&mut tx, username, name).await? {
             return Err(Error::Conflict);
         }
@@ -485,7 +496,7 @@ impl Store for SqlStore {
         from: &str,
         to: &str,
     ) -> Result<(i64, Vec<RosterItem>), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !category_exists(&mut tx, username, from).await? {
             return Err(Error::NotFound);
         }
@@ -516,7 +527,7 @@ impl Store for SqlStore {
         name: &str,
         fallback: &str,
     ) -> Result<(i64, Vec<RosterItem>), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !category_exists(&mut tx, username, name).await? {
             return Err(Error::NotFound);
         }
@@ -564,7 +575,7 @@ impl Store for SqlStore {
         username: &str,
         request: &SubscriptionRequest,
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM subscription_requests WHERE username = $1 AND requester = $2")
             .bind(username)
             .bind(&request.requester)
@@ -599,50 +610,46 @@ impl Store for SqlStore {
     }
 
     async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM offline_messages WHERE username = $1")
-            .bind(username)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        if count >= i64::from(limit) {
-            return Err(Error::LimitReached);
-        }
-        sqlx::query(
-            "INSERT INTO offline_messages (username, stanza, created_at) VALUES ($1, $2, $3)",
+        // One statement, so that the limit check and the insert are atomic on any backend.
+        let done = sqlx::query(
+            "INSERT INTO offline_messages (username, stanza, created_at) \
+             SELECT $1, $2, $3 WHERE (SELECT COUNT(*) FROM offline_messages WHERE username = $4) < $5",
         )
         .bind(username)
         .bind(stanza)
         .bind(now_unix())
-        .execute(&mut *tx)
+        .bind(username)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::LimitReached);
+        }
         Ok(())
     }
 
     async fn take_offline(&self, username: &str) -> Result<Vec<OfflineMessage>, Error> {
-        let mut tx = self.pool.begin().await?;
+        // DELETE … RETURNING takes and removes in one statement.
         let rows = sqlx::query(
-            "SELECT stanza, created_at FROM offline_messages WHERE username = $1 ORDER BY id",
+            "DELETE FROM offline_messages WHERE username = $1 RETURNING id, stanza, created_at",
         )
         .bind(username)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let messages = rows
+        let mut messages = rows
             .iter()
             .map(|r| {
-                Ok(OfflineMessage {
-                    stanza: r.try_get(0)?,
-                    received_at: r.try_get(1)?,
-                })
+                Ok((
+                    r.try_get::<i64, _>(0)?,
+                    OfflineMessage {
+                        stanza: r.try_get(1)?,
+                        received_at: r.try_get(2)?,
+                    },
+                ))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        sqlx::query("DELETE FROM offline_messages WHERE username = $1")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(messages)
+        messages.sort_by_key(|(id, _)| *id);
+        Ok(messages.into_iter().map(|(_, m)| m).collect())
     }
 
     async fn load_directory(&self) -> Result<super::directory::DirectoryRows, Error> {
@@ -654,7 +661,7 @@ impl Store for SqlStore {
         actor: &str,
         changes: &[super::directory::DirectoryChange],
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         directory_sql::apply(&mut tx, actor, changes, now_unix()).await?;
         tx.commit().await?;
         Ok(())
