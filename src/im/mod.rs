@@ -187,6 +187,17 @@ async fn user_presence(
                     }
                 }
             }
+            // Directed presence carries a status text: the rules apply to it as to messages.
+            PresenceType::None => {
+                if let Decision::Deny(reason) = shared.policy.decide(
+                    roster::local(&user),
+                    roster::local(contact),
+                    Action::Message,
+                ) {
+                    return deny(shared, sender, &Stanza::Presence(presence), reason);
+                }
+                presence::directed(shared, sender, to, presence)
+            }
             _ => presence::directed(shared, sender, to, presence),
         }
         return;
@@ -288,7 +299,8 @@ async fn user_message(
 ) {
     let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
     let own = sender.jid.to_bare();
-    if one_to_one
+    // Every message but errors follows the rules: a headline must not get around them.
+    if message.type_ != MessageType::Error
         && let Decision::Deny(reason) = shared.policy.decide(
             roster::local(&own),
             roster::local(recipient),

@@ -180,6 +180,19 @@ async fn messages_follow_live_directory_changes() {
     let refused = eleve1.expect_all(&["type='error'", "id='m2'"]).await;
     assert!(refused.contains("<forbidden"), "{refused}");
     eleve2.expect_none("encore").await;
+    // Nor with another message type, nor with a directed presence's status.
+    eleve1
+        .send("<message xmlns='jabber:client' to='eleve2@localhost' type='headline' id='m3'><body>titre</body></message>")
+        .await;
+    let refused = eleve1.expect_all(&["type='error'", "id='m3'"]).await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    eleve1
+        .send("<presence xmlns='jabber:client' to='eleve2@localhost' id='p1'><status>psst</status></presence>")
+        .await;
+    let refused = eleve1.expect_all(&["type='error'", "id='p1'"]).await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    eleve2.expect_none("titre").await;
+    eleve2.expect_none("psst").await;
     eleve1.logout().await;
     eleve2.logout().await;
     server.stop().await;
