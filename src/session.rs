@@ -112,7 +112,8 @@ pub async fn run(mut xml: ClientStream<'_>, mut bound: Bound, shared: Arc<Shared
                 }
             }
             incoming = next_element(&mut xml) => match incoming {
-                Incoming::Element(element) => match handle(&shared, &bound, element).await {
+                // Boxed: stanza handling is deep and brief; the idle session must stay small.
+                Incoming::Element(element) => match Box::pin(handle(&shared, &bound, element)).await {
                     Ok(direct) if direct.is_empty() => {}
                     Ok(direct) => {
                         if !write_all(&mut xml, &direct).await {

@@ -75,7 +75,7 @@ pub(crate) async fn run_connection(
         let socket = match kind {
             ListenerKind::StartTls => Socket::Plain(tcp),
             ListenerKind::DirectTls => {
-                match bounded(&shared, deadline, shared.tls.accept(tcp)).await {
+                match Box::pin(bounded(&shared, deadline, shared.tls.accept(tcp))).await {
                     Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
@@ -87,13 +87,25 @@ pub(crate) async fn run_connection(
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, Conn::new(socket, limit));
         let mut state = Negotiation { peer, deadline };
+        let domain = shared.config.domain.clone();
         loop {
-            match serve_stream(&mut io, &mut state, &shared).await {
+            // Boxed and awaited to its end: negotiation's state is freed before the session
+            // starts, so that an idle connection keeps only the session's.
+            match Box::pin(serve_stream(&mut io, &mut state, &shared)).await {
                 After::Closed => return,
-                After::StartTls => match upgrade(io, &shared, deadline).await {
+                After::RawError(fatal, stream_id) => {
+                    send_raw_error(&mut io, &domain, &stream_id, &fatal).await;
+                    return;
+                }
+                After::StartTls => match Box::pin(upgrade(io, &shared, deadline)).await {
                     Some(upgraded) => io = upgraded,
                     None => return,
                 },
+                After::Session(xml, bound) => {
+                    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+                    crate::session::run(xml, bound, shared.clone()).await;
+                    return;
+                }
             }
         }
     }
@@ -107,9 +119,18 @@ struct Negotiation {
     deadline: Instant,
 }
 
-enum After {
+/// How one stream ended, and what the connection does next.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per stream; boxing the session's stream would cost an allocation"
+)]
+enum After<'a> {
     StartTls,
     Closed,
+    /// A bad header: a whole stream carrying this error, written by the caller (which still
+    /// owns the socket) since the XML stream is gone.
+    RawError(Fatal, String),
+    Session(ClientStream<'a>, Bound),
 }
 
 /// What the stream knows of its connection, read before the XML stream borrows it.
@@ -232,12 +253,11 @@ fn timeouts(shared: &Shared) -> Timeouts {
 ///
 /// Everything that borrows `io` stays inside this function, so that on a bad header the
 /// connection is still at hand to send the stream error on.
-async fn serve_stream(
-    io: &mut BufReader<Conn>,
+async fn serve_stream<'a>(
+    io: &'a mut BufReader<Conn>,
     state: &mut Negotiation,
     shared: &Arc<Shared>,
-) -> After {
-    let domain = shared.config.domain.as_str();
+) -> After<'a> {
     let info = ConnInfo::of(io.get_ref(), state, shared);
     let stream_id = new_stream_id();
     let header = bounded(
@@ -249,16 +269,13 @@ async fn serve_stream(
     let accepted = match header {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(err)) => {
-            if let Some(fatal) = classify_header_error(&err) {
-                tracing::debug!(error = %err, "bad stream header");
-                send_raw_error(io, domain, &stream_id, &fatal).await;
-            }
-            return After::Closed;
+            tracing::debug!(error = %err, "bad stream header");
+            return match classify_header_error(&err) {
+                Some(fatal) => After::RawError(fatal, stream_id),
+                None => After::Closed,
+            };
         }
-        Err(interrupted) => {
-            send_raw_error(io, domain, &stream_id, &interrupted.fatal()).await;
-            return After::Closed;
-        }
+        Err(interrupted) => return After::RawError(interrupted.fatal(), stream_id),
     };
     let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &info.features()).await
     else {
@@ -287,15 +304,12 @@ async fn serve_stream(
     let accepted = match restart {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(err)) => {
-            if let Some(fatal) = classify_header_error(&err) {
-                send_raw_error(io, domain, &stream_id, &fatal).await;
-            }
-            return After::Closed;
+            return match classify_header_error(&err) {
+                Some(fatal) => After::RawError(fatal, stream_id),
+                None => After::Closed,
+            };
         }
-        Err(interrupted) => {
-            send_raw_error(io, domain, &stream_id, &interrupted.fatal()).await;
-            return After::Closed;
-        }
+        Err(interrupted) => return After::RawError(interrupted.fatal(), stream_id),
     };
     let bind_features = features::wrap(features::bind());
     let Some(mut xml) = answer(accepted, shared, stream_id, &info.mute, &bind_features).await
@@ -305,9 +319,7 @@ async fn serve_stream(
     let Some(bound) = bind(&mut xml, &username, state, shared).await else {
         return After::Closed;
     };
-    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
-    crate::session::run(xml, bound, shared.clone()).await;
-    After::Closed
+    After::Session(xml, bound)
 }
 
 /// Answers an accepted stream header: our header, then `features`.
