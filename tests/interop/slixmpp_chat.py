@@ -72,6 +72,11 @@ async def main():
     alice.send_presence(pto=b_jid, ptype="subscribe")
     await asyncio.wait_for(asyncio.gather(alice.saw(b_jid), bob.saw(a_jid)), TIMEOUT)
     for name, client, other in (("alice", alice, b_jid), ("bob", bob, a_jid)):
+        # Presence may arrive before the last roster push (to, then both): wait for it.
+        for _ in range(TIMEOUT * 20):
+            if client.client_roster[other]["subscription"] == "both":
+                break
+            await asyncio.sleep(0.05)
         sub = client.client_roster[other]["subscription"]
         print(f"{name}'s roster has {other} with subscription={sub}")
         assert sub == "both", (name, sub)
