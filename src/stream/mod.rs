@@ -87,14 +87,13 @@ pub(crate) async fn run_connection(
         };
         let mut io = BufReader::with_capacity(READ_BUFFER, Conn::new(socket, limit));
         let mut state = Negotiation { peer, deadline };
-        let domain = shared.config.domain.clone();
         loop {
             // Boxed and awaited to its end: negotiation's state is freed before the session
             // starts, so that an idle connection keeps only the session's.
             match Box::pin(serve_stream(&mut io, &mut state, &shared)).await {
                 After::Closed => return,
                 After::RawError(fatal, stream_id) => {
-                    send_raw_error(&mut io, &domain, &stream_id, &fatal).await;
+                    send_raw_error(&mut io, &shared.config.domain, &stream_id, &fatal).await;
                     return;
                 }
                 After::StartTls => match Box::pin(upgrade(io, &shared, deadline)).await {
@@ -249,10 +248,9 @@ fn timeouts(shared: &Shared) -> Timeouts {
     }
 }
 
-/// Serves one stream of a connection: until STARTTLS asks for a new one, or the session ends.
-///
-/// Everything that borrows `io` stays inside this function, so that on a bad header the
-/// connection is still at hand to send the stream error on.
+/// Serves one stream of a connection, up to STARTTLS, a bound session, or its end. The XML
+/// stream borrows the socket, so a bad header comes back as `RawError` for the caller, who
+/// owns the socket, to write.
 async fn serve_stream<'a>(
     io: &'a mut BufReader<Conn>,
     state: &mut Negotiation,
