@@ -8,3 +8,8 @@ pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 pub const ROSTER_VERSIONING: &str = "urn:xmpp:features:rosterver";
 /// RFC 6121 §3.4.1: subscription pre-approval, advertised as a stream feature.
 pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+
+/// An attribute name written as a literal in the code.
+pub fn name(text: &'static str) -> rxml::NcName {
+    rxml::NcName::try_from(text).expect("static names are valid")
+}

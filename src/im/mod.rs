@@ -214,15 +214,7 @@ async fn user_presence(
             "you cannot subscribe to yourself",
         );
     }
-    let exists = match contact.node() {
-        Some(node) => shared
-            .store
-            .user_exists(node.as_str())
-            .await
-            .unwrap_or(false),
-        None => false,
-    };
-    if !exists {
+    if !exists(shared, contact).await {
         if presence.type_ == PresenceType::Subscribe {
             let stanza = Stanza::Presence(presence);
             bounce(
@@ -368,9 +360,7 @@ async fn user_message(
         // §8.5.2.2.1: headlines for nobody are dropped.
         return;
     }
-    let username = roster::local(recipient);
-    let exists = shared.store.user_exists(username).await.unwrap_or(false);
-    if !exists {
+    if !exists(shared, recipient).await {
         let stanza = Stanza::Message(message);
         return bounce(
             shared,
@@ -381,7 +371,7 @@ async fn user_message(
             "no such user",
         );
     }
-    let (condition, text) = match offline::store(shared, username, &message).await {
+    let (condition, text) = match offline::store(shared, roster::local(recipient), &message).await {
         offline::Stored::Kept => return,
         offline::Stored::Full => (
             DefinedCondition::ResourceConstraint,

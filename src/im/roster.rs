@@ -345,10 +345,7 @@ pub fn item_element(item: &RosterItem, removed: bool) -> Option<Element> {
 
 fn query(version: i64, items: impl IntoIterator<Item = Element>) -> Element {
     Element::builder("query", crate::ns::ROSTER)
-        .attr(
-            rxml::NcName::try_from("ver").expect("valid name"),
-            version.to_string(),
-        )
+        .attr(crate::ns::name("ver"), version.to_string())
         .append_all(items)
         .build()
 }

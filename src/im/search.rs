@@ -11,6 +11,7 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 use crate::Shared;
 use crate::im::Sender;
 use crate::im::roster::local;
+use crate::ns::name;
 use crate::policy::{Action, Decision};
 use crate::services::Answer;
 use crate::storage::directory::DirectoryChange;
@@ -21,10 +22,6 @@ const DATA_FORMS: &str = "jabber:x:data";
 /// Results per search.
 pub const MAX_RESULTS: usize = 50;
 const MIN_TERM: usize = 2;
-
-fn name(text: &'static str) -> rxml::NcName {
-    rxml::NcName::try_from(text).expect("static names are valid")
-}
 
 fn field(var: &'static str, type_: &'static str, label: &'static str) -> Element {
     Element::builder("field", DATA_FORMS)

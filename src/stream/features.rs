@@ -63,7 +63,7 @@ pub fn mechanisms(names: &[&str], channel_binding: bool) -> Vec<Element> {
             element("sasl-channel-binding", ns::SASL_CB)
                 .append(
                     element("channel-binding", ns::SASL_CB)
-                        .attr(xml_name("type"), CHANNEL_BINDING_TYPE)
+                        .attr(ns::name("type"), CHANNEL_BINDING_TYPE)
                         .build(),
                 )
                 .build(),
@@ -87,8 +87,4 @@ pub fn bind() -> Vec<Element> {
 
 pub fn wrap(children: impl IntoIterator<Item = Element>) -> Element {
     element("features", ns::STREAM).append_all(children).build()
-}
-
-fn xml_name(name: &'static str) -> rxml::NcName {
-    rxml::NcName::try_from(name).expect("static attribute names are valid")
 }
