@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 
 use futures::SinkExt;
 use minidom::Element;
-use tokio::io::BufReader;
 use tokio_xmpp::xmlstream::{PendingFeaturesSend, XmlStream};
 use xmpp_parsers::stream_features::StreamFeatures;
 
@@ -21,10 +20,10 @@ use crate::ns;
 use crate::transport::Conn;
 
 pub async fn send<'a>(
-    pending: PendingFeaturesSend<&'a mut BufReader<Conn>>,
+    pending: PendingFeaturesSend<&'a mut Conn>,
     mute: &std::sync::atomic::AtomicBool,
     features: &Element,
-) -> io::Result<XmlStream<&'a mut BufReader<Conn>, ClientElement>> {
+) -> io::Result<XmlStream<&'a mut Conn, ClientElement>> {
     mute.store(true, Ordering::Relaxed);
     // send_features flushes before returning, so every muted byte is the placeholder's.
     let placeholder = pending.send_features(&StreamFeatures::default()).await;

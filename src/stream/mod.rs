@@ -14,7 +14,6 @@ use futures::{SinkExt, StreamExt};
 use jid::{DomainPart, FullJid, NodePart, ResourcePart};
 use minidom::Element;
 use rand::Rng;
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_xmpp::xmlstream::{
@@ -53,11 +52,8 @@ pub enum ClientElement {
     Unknown(Element),
 }
 
-pub type ClientStream<'a> = XmlStream<&'a mut BufReader<Conn>, ClientElement>;
+pub type ClientStream<'a> = XmlStream<&'a mut Conn, ClientElement>;
 
-/// Read buffer per connection: small, since most stanzas are small and memory per idle
-/// connection matters more than syscalls for large ones.
-const READ_BUFFER: usize = 4096;
 /// SASL attempts per stream before it is closed (RFC 6120 §6.4.5: 2 to 5).
 const MAX_SASL_FAILURES: u32 = 3;
 
@@ -85,24 +81,31 @@ pub(crate) async fn run_connection(
                 }
             }
         };
-        let mut io = BufReader::with_capacity(READ_BUFFER, Conn::new(socket, limit));
+        let mut io = Conn::new(socket, limit);
         let mut state = Negotiation { peer, deadline };
         loop {
-            // Boxed and awaited to its end: negotiation's state is freed before the session
-            // starts, so that an idle connection keeps only the session's.
+            // Each phase is boxed and awaited to its end: the task's own future stays a few
+            // hundred bytes, negotiation's state is freed before the session starts, and an
+            // idle connection keeps only the session's.
             match Box::pin(serve_stream(&mut io, &mut state, &shared)).await {
                 After::Closed => return,
                 After::RawError(fatal, stream_id) => {
-                    send_raw_error(&mut io, &shared.config.domain, &stream_id, &fatal).await;
+                    Box::pin(send_raw_error(
+                        &mut io,
+                        &shared.config.domain,
+                        &stream_id,
+                        &fatal,
+                    ))
+                    .await;
                     return;
                 }
                 After::StartTls => match Box::pin(upgrade(io, &shared, deadline)).await {
                     Some(upgraded) => io = upgraded,
                     None => return,
                 },
-                After::Session(xml, bound) => {
-                    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
-                    crate::session::run(xml, bound, shared.clone()).await;
+                After::Session(session) => {
+                    tracing::Span::current().record("jid", tracing::field::display(&session.1.jid));
+                    crate::session::start(session, shared.clone()).await;
                     return;
                 }
             }
@@ -119,17 +122,14 @@ struct Negotiation {
 }
 
 /// How one stream ended, and what the connection does next.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "returned once per stream; boxing the session's stream would cost an allocation"
-)]
 enum After<'a> {
     StartTls,
     Closed,
     /// A bad header: a whole stream carrying this error, written by the caller (which still
     /// owns the socket) since the XML stream is gone.
     RawError(Fatal, String),
-    Session(ClientStream<'a>, Bound),
+    /// Boxed: the task keeps this value for the whole connection, and a stream is 1.8 KB.
+    Session(Box<(ClientStream<'a>, Bound)>),
 }
 
 /// What the stream knows of its connection, read before the XML stream borrows it.
@@ -174,22 +174,15 @@ impl ConnInfo {
     }
 }
 
-async fn upgrade(
-    io: BufReader<Conn>,
-    shared: &Shared,
-    deadline: Instant,
-) -> Option<BufReader<Conn>> {
-    // The client must wait for <proceed/> before starting TLS, so nothing is left buffered.
-    let Socket::Plain(tcp) = io.into_inner().into_socket() else {
+async fn upgrade(io: Conn, shared: &Shared, deadline: Instant) -> Option<Conn> {
+    // Whatever the client sent before the handshake is dropped: see `Conn::into_socket`.
+    let Socket::Plain(tcp) = io.into_socket() else {
         return None;
     };
     match bounded(shared, deadline, shared.tls.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(BufReader::with_capacity(
-            READ_BUFFER,
-            Conn::new(
-                Socket::Tls(Box::new(tls)),
-                shared.config.limits.max_stanza_size,
-            ),
+        Ok(Ok(tls)) => Some(Conn::new(
+            Socket::Tls(Box::new(tls)),
+            shared.config.limits.max_stanza_size,
         )),
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "STARTTLS handshake failed");
@@ -252,11 +245,11 @@ fn timeouts(shared: &Shared) -> Timeouts {
 /// stream borrows the socket, so a bad header comes back as `RawError` for the caller, who
 /// owns the socket, to write.
 async fn serve_stream<'a>(
-    io: &'a mut BufReader<Conn>,
+    io: &'a mut Conn,
     state: &mut Negotiation,
     shared: &Arc<Shared>,
 ) -> After<'a> {
-    let info = ConnInfo::of(io.get_ref(), state, shared);
+    let info = ConnInfo::of(&*io, state, shared);
     let stream_id = new_stream_id();
     let header = bounded(
         shared,
@@ -317,12 +310,12 @@ async fn serve_stream<'a>(
     let Some(bound) = bind(&mut xml, &username, state, shared).await else {
         return After::Closed;
     };
-    After::Session(xml, bound)
+    After::Session(Box::new((xml, bound)))
 }
 
 /// Answers an accepted stream header: our header, then `features`.
 async fn answer<'a>(
-    accepted: AcceptedStream<&'a mut BufReader<Conn>>,
+    accepted: AcceptedStream<&'a mut Conn>,
     shared: &Shared,
     stream_id: String,
     mute: &AtomicBool,
@@ -358,7 +351,7 @@ async fn answer<'a>(
 
 /// The connection under a stream.
 pub fn conn<'s>(xml: &'s ClientStream<'_>) -> &'s Conn {
-    xml.get_stream().get_ref()
+    xml.get_stream()
 }
 
 /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).

@@ -585,3 +585,61 @@ async fn authorization_identity_must_be_the_account_itself() {
     raw.expect("<success").await;
     server.stop().await;
 }
+
+/// The read buffer holds only unparsed bytes and is freed whenever the socket runs dry: a
+/// stanza larger than one read, several stanzas in one read, and a stanza dribbled in pieces
+/// with pauses between them must all arrive whole and in order.
+#[tokio::test]
+async fn stanzas_split_across_reads_or_packed_into_one_arrive_whole() {
+    let server = TestServer::start_with(open_chat).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut alice = logged_in(&server, "alice", "desk").await;
+    let mut bob = logged_in(&server, "bob", "phone").await;
+    bob.send("<presence/>").await;
+    bob.expect("</presence>").await;
+
+    // Larger than the 8 KiB read chunk, so it spans several reads.
+    let big: String = (0..40_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    alice
+        .send(&format!(
+            "<message to='bob@localhost' type='chat' id='big'><body>{big}</body></message>"
+        ))
+        .await;
+    let got = bob.expect("</message>").await;
+    assert!(
+        got.contains(&format!("<body>{big}</body>")),
+        "big body arrived whole"
+    );
+
+    // Three stanzas in one write.
+    alice
+        .send(
+            "<message to='bob@localhost' type='chat' id='p1'><body>un</body></message>\
+             <message to='bob@localhost' type='chat' id='p2'><body>deux</body></message>\
+             <message to='bob@localhost' type='chat' id='p3'><body>trois</body></message>",
+        )
+        .await;
+    for body in ["un", "deux", "trois"] {
+        let got = bob.expect("</message>").await;
+        assert!(
+            got.contains(&format!("<body>{body}</body>")),
+            "{body}: {got}"
+        );
+    }
+
+    // One stanza in small pieces, the socket idle between them.
+    let stanza =
+        "<message to='bob@localhost' type='chat' id='d1'><body>goutte a goutte</body></message>";
+    for piece in stanza.as_bytes().chunks(7) {
+        alice
+            .send(std::str::from_utf8(piece).unwrap_or_default())
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let got = bob.expect("</message>").await;
+    assert!(got.contains("goutte a goutte"), "{got}");
+    server.stop().await;
+}
