@@ -3,19 +3,27 @@
 # server at a time, with the same load generator (causette-load) and the same scenarios.
 # Prints one JSON line per measurement (kept in $OUT) and a table with ratios at the end.
 #
-# Usage: bash bench/run.sh [USERS] [PAIRS] [RATES]
+# Usage: bash bench/run.sh [USERS] [PAIRS] [RATES] [ROOM_RATES]
 #   USERS  idle logged-in connections for memory and login rate (default 2000)
 #   PAIRS  pairs for 1:1 messages (default 500)
 #   RATES  comma-separated target messages/s, stepped (default 1000,2000,4000,8000)
+#   ROOM_RATES  comma-separated groupchat messages sent per second in the room fan-out
+#               scenario, each delivered to every occupant (default 20,50,100,200)
 # Environment: SERVERS (default "causette ejabberd prosody"), TLS=1 for STARTTLS runs,
 #              MECHANISM (default PLAIN),
-#              STEP_SECS (default 10), OUT (default bench/out/results-<date>.jsonl).
+#              STEP_SECS (default 10), OUT (default bench/out/results-<date>.jsonl),
+#              ROOMS x OCCUPANTS for the fan-out scenario (default 100 x 50; 0 skips it).
+#              The fan-out scenario runs only against servers with rooms (XEP-0045):
+#              Causette is skipped until it has them.
 # Needs root (apt-get installs ejabberd and prosody when missing). Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${1:-2000}
 PAIRS=${2:-500}
 RATES=${3:-1000,2000,4000,8000}
+ROOM_RATES=${4:-20,50,100,200}
+ROOMS=${ROOMS:-100}
+OCCUPANTS=${OCCUPANTS:-50}
 SERVERS=${SERVERS:-causette ejabberd prosody}
 STEP_SECS=${STEP_SECS:-10}
 TLS=${TLS:-0}
@@ -42,6 +50,7 @@ PASSWORD=load-password
 trap 'stop_server; rm -rf "$WORK"' EXIT
 
 need_users=$(( USERS > 2 * PAIRS ? USERS : 2 * PAIRS ))
+need_users=$(( need_users > ROOMS * OCCUPANTS ? need_users : ROOMS * OCCUPANTS ))
 ulimit -n 20000 2>/dev/null || true
 
 if ! command -v ejabberdctl >/dev/null || ! command -v prosody >/dev/null; then
@@ -144,6 +153,11 @@ modules:
   mod_register:
     ip_access: all
     access: register
+  mod_muc:
+    host: "conference.localhost"
+    access_create: all
+    max_user_conferences: 10
+    max_users: 200
 YML
     # Debian's ejabberdctl.cfg pins the configuration file: use our own.
     printf 'ERLANG_NODE=bench@localhost\nINET_DIST_INTERFACE=127.0.0.1\nERL_MAX_PORTS=32000\nERL_PROCESSES=250000\n' >"$dir/ejabberdctl.cfg"
@@ -182,6 +196,8 @@ modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "p
 modules_disabled = { "s2s" }
 ssl = { certificate = "$WORK/cert.pem", key = "$WORK/key.pem" }
 VirtualHost "localhost"
+Component "conference.localhost" "muc"
+    restrict_room_creation = false
 LUA
     prosody --config "$dir/prosody.cfg.lua" >"$dir/out" 2>&1 &
     SERVER_PID=$!
@@ -207,6 +223,14 @@ measure() {
         --pairs "$PAIRS" --rates "$RATES" --step-secs "$STEP_SECS" --password "$PASSWORD" \
         --mechanism "$MECHANISM" "${tls_args[@]}" | tee -a "$OUT"
     stop_server
+    if [ "$ROOMS" -gt 0 ] && [ "$name" != causette ]; then
+        "start_$name"
+        "$LOAD" --scenario rooms --server 127.0.0.1:$PORT --label "$name" --server-pid "$SERVER_PID" \
+            --rooms "$ROOMS" --occupants "$OCCUPANTS" --rates "$ROOM_RATES" \
+            --step-secs "$STEP_SECS" --password "$PASSWORD" --mechanism "$MECHANISM" \
+            "${tls_args[@]}" | tee -a "$OUT"
+        stop_server
+    fi
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; users=$USERS pairs=$PAIRS rates=$RATES tls=$TLS mechanism=$MECHANISM storage(ejabberd,prosody)=$STORAGE" | tee "$OUT.txt"

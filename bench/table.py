@@ -12,9 +12,12 @@ for r in rows:
 
 logins = {r["server"]: r for r in rows if r.get("scenario") == "login"}
 chats = {}
+rooms = {}
 for r in rows:
     if r.get("scenario") == "chat" and "rate_target" in r:
         chats.setdefault(r["server"], []).append(r)
+    if r.get("scenario") == "rooms" and "rate_target" in r:
+        rooms.setdefault(r["server"], []).append(r)
 
 
 def best_sustained(steps, p99_ms=50.0):
@@ -53,6 +56,10 @@ sustained = {s: best_sustained(chats.get(s, [])) for s in servers}
 line("1:1 msgs/s sustained (p99<50ms, no loss)", {s: (v["rate_delivered"] if v else None) for s, v in sustained.items()})
 line("p99 ms at that rate", {s: (v["p99_ms"] if v else None) for s, v in sustained.items()}, "low")
 line("server CPU us per message at that rate", {s: (v["server_cpu_us_per_msg"] if v else None) for s, v in sustained.items()}, "low")
+fanout = {s: best_sustained(rooms.get(s, []), p99_ms=100.0) for s in servers}
+if any(fanout.values()):
+    line("room deliveries/s sustained (p99<100ms, no loss)", {s: (v["rate_delivered"] if v else None) for s, v in fanout.items()})
+    line("p99 ms at that rate (rooms)", {s: (v["p99_ms"] if v else None) for s, v in fanout.items()}, "low")
 print()
 print("mechanisms: " + ", ".join(f"{s}={logins[s].get('mechanism')}" for s in logins)
       + "; TLS: " + ", ".join(f"{s}={logins[s].get('tls')}" for s in logins))
@@ -61,3 +68,9 @@ for s in servers:
         print(f"  {s} @ {step['rate_target']}/s: delivered {step['rate_delivered']:.0f}/s, "
               f"lost {step['lost']}, p50 {step['p50_ms']:.2f} ms, p99 {step['p99_ms']:.2f} ms, "
               f"max {step['max_ms']:.1f} ms, cpu/msg {fmt(step.get('server_cpu_us_per_msg'))} us")
+for s in servers:
+    for step in rooms.get(s, []):
+        print(f"  {s} rooms {step['rooms']}x{step['occupants']} @ {step['rate_target']} sent/s: "
+              f"delivered {step['rate_delivered']:.0f}/s, lost {step['lost']}, "
+              f"p50 {step['p50_ms']:.2f} ms, p99 {step['p99_ms']:.2f} ms, max {step['max_ms']:.1f} ms, "
+              f"cpu/delivery {fmt(step.get('server_cpu_us_per_msg'))} us")

@@ -9,7 +9,11 @@
 //!   time, so latency percentiles and losses are measured per step, with the server's CPU time
 //!   per delivered message.
 //!
-//! Prints one JSON line per run (login) or per step (chat). Only ever point it at servers on
+//! - `rooms`: R rooms of K occupants each (XEP-0045, joined and configured as instant rooms);
+//!   occupants send groupchat messages at stepped target rates, each delivered to the K
+//!   occupants: deliveries per second, latency percentiles and losses per step.
+//!
+//! Prints one JSON line per run (login) or per step (chat, rooms). Only ever point it at servers on
 //! this machine.
 
 use std::collections::HashMap;
@@ -34,6 +38,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerN
 enum Scenario {
     Login,
     Chat,
+    Rooms,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -87,6 +92,32 @@ struct Args {
     /// Preferred SASL mechanism when offered (else the best offered, -PLUS excluded).
     #[arg(long)]
     mechanism: Option<String>,
+    /// Rooms of the rooms scenario.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Occupants per room in the rooms scenario.
+    #[arg(long, default_value_t = 50)]
+    occupants: usize,
+    /// The multi-user chat service's domain (default: conference.DOMAIN).
+    #[arg(long)]
+    muc_domain: Option<String>,
+}
+
+impl Args {
+    /// Users the scenario logs in.
+    fn user_count(&self) -> usize {
+        match self.scenario {
+            Scenario::Login => self.users,
+            Scenario::Chat => self.pairs * 2,
+            Scenario::Rooms => self.rooms * self.occupants,
+        }
+    }
+
+    fn muc_domain(&self) -> String {
+        self.muc_domain
+            .clone()
+            .unwrap_or_else(|| format!("conference.{}", self.domain))
+    }
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -94,8 +125,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 type Error = String;
 
-/// A connection's writing half, and the JID its messages go to.
-type Sender = (WriteHalf<Pin<Box<dyn Io>>>, String);
+/// A connection's writing half, the JID its messages go to, and their type.
+struct Sender {
+    writer: WriteHalf<Pin<Box<dyn Io>>>,
+    to: String,
+    kind: &'static str,
+}
 
 struct Client {
     io: Pin<Box<dyn Io>>,
@@ -541,89 +576,267 @@ async fn scenario_chat(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serde
             "logged_in": clients.len(), "errors": login_errors, "error_samples": samples,
         })];
     }
-    let clock = Instant::now();
-    let stats: Arc<Mutex<HashMap<u64, StepStats>>> = Arc::default();
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut writers: Vec<Sender> = Vec::new();
     let mut jids: Vec<String> = clients.iter().map(|c| c.jid.clone()).collect();
+    let mut run = Run::new();
     for (index, client) in clients.into_iter().enumerate() {
+        // Even clients send to the next one; every client receives.
+        let to = (index % 2 == 0).then(|| std::mem::take(&mut jids[index + 1]));
+        run.add(client, to.map(|to| (to, "chat")));
+    }
+    run.steps(args, "chat", 1, json!({ "pairs": args.pairs }))
+        .await
+}
+
+/// Joins a room (XEP-0045 §7.2) and waits for the room's presence for this occupant (status
+/// 110); the first occupant also configures it as an instant room (§10.1.2), since servers may
+/// keep a new room locked until its owner does.
+async fn join_room(client: &mut Client, room: &str, nick: &str, create: bool) -> Result<(), Error> {
+    client
+        .send(&format!(
+            "<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>\
+             <history maxstanzas='0'/></x></presence>"
+        ))
+        .await?;
+    let got = client
+        .until(&[
+            "code='110'",
+            "code=\"110\"",
+            "type='error'",
+            "type=\"error\"",
+        ])
+        .await?;
+    if got.contains("type='error'") || got.contains("type=\"error\"") {
+        return Err(format!("join {room} refused: {got}"));
+    }
+    if create {
+        client
+            .send(&format!(
+                "<iq type='set' id='create' to='{room}'>\
+                 <query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            ))
+            .await?;
+        let got = client.until(&["id='create'", "id=\"create\""]).await?;
+        let tail = client.until(&[">"]).await?;
+        if got.contains("type='error'") || tail.contains("error") {
+            return Err(format!("configuring {room} failed: {got}{tail}"));
+        }
+    }
+    Ok(())
+}
+
+async fn scenario_rooms(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serde_json::Value> {
+    let total = args.rooms * args.occupants;
+    let (clients, login_errors, samples) = login_all(args, tls, 0..total).await;
+    let failed = |what: &str, done: usize, errors: usize, samples: Vec<String>| {
+        vec![json!({
+            "scenario": "rooms", "server": args.label, "error": what,
+            "done": done, "errors": errors, "error_samples": samples,
+        })]
+    };
+    if clients.len() < total || args.occupants == 0 {
+        return failed("login failed", clients.len(), login_errors, samples);
+    }
+    // Join room by room, the creator first, then the other occupants at once.
+    let muc = args.muc_domain();
+    let joined_started = Instant::now();
+    let mut rooms = tokio::task::JoinSet::new();
+    let permits = Arc::new(Semaphore::new(args.concurrency.clamp(1, 20)));
+    let mut clients = clients.into_iter();
+    for room_index in 0..args.rooms {
+        let occupants: Vec<Client> = clients.by_ref().take(args.occupants).collect();
+        let room = format!("load-room{room_index}@{muc}");
+        let permits = permits.clone();
+        rooms.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut occupants = occupants.into_iter().enumerate();
+            let (_, mut creator) = occupants.next().ok_or("empty room")?;
+            join_room(&mut creator, &room, "o0", true).await?;
+            let mut joins = tokio::task::JoinSet::new();
+            for (index, mut client) in occupants {
+                let room = room.clone();
+                joins.spawn(async move {
+                    join_room(&mut client, &room, &format!("o{index}"), false)
+                        .await
+                        .map(|()| client)
+                });
+            }
+            let mut joined = vec![creator];
+            while let Some(done) = joins.join_next().await {
+                joined.push(done.map_err(|e| e.to_string())??);
+            }
+            Ok::<_, Error>((room, joined))
+        });
+    }
+    let mut run = Run::new();
+    let mut join_errors = 0;
+    let mut join_samples = Vec::new();
+    while let Some(done) = rooms.join_next().await {
+        match done.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok((room, occupants)) => {
+                for client in occupants {
+                    run.add(client, Some((room.clone(), "groupchat")));
+                }
+            }
+            Err(e) => {
+                join_errors += 1;
+                if join_samples.len() < 3 {
+                    join_samples.push(e);
+                }
+            }
+        }
+    }
+    if join_errors > 0 {
+        return failed(
+            "joining rooms failed",
+            run.senders.len(),
+            join_errors,
+            join_samples,
+        );
+    }
+    let join_seconds = joined_started.elapsed().as_secs_f64();
+    // Occupants of one room are adjacent: interleave them, so that consecutive messages go
+    // to different rooms.
+    let occupants = args.occupants;
+    let rooms_count = args.rooms;
+    let order: Vec<usize> = (0..occupants)
+        .flat_map(|o| (0..rooms_count).map(move |r| r * occupants + o))
+        .collect();
+    run.reorder(&order);
+    run.steps(
+        args,
+        "rooms",
+        occupants as u64,
+        json!({
+            "rooms": args.rooms,
+            "occupants": args.occupants,
+            "join_seconds": join_seconds,
+        }),
+    )
+    .await
+}
+
+/// Connected clients split into receiving tasks and writing halves, and the stepped send loop
+/// shared by the message scenarios.
+struct Run {
+    clock: Instant,
+    stats: Arc<Mutex<HashMap<u64, StepStats>>>,
+    errors: Arc<AtomicU64>,
+    senders: Vec<Sender>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            clock: Instant::now(),
+            stats: Arc::default(),
+            errors: Arc::new(AtomicU64::new(0)),
+            senders: Vec::new(),
+        }
+    }
+
+    /// Starts receiving for `client`, and keeps its writing half if it sends.
+    fn add(&mut self, client: Client, sends: Option<(String, &'static str)>) {
         let (reader, writer) = tokio::io::split(client.io);
-        if index % 2 == 0 {
-            // Even clients send to the next one.
-            writers.push((writer, std::mem::take(&mut jids[index + 1])));
-        } else {
-            drop(writer);
+        if let Some((to, kind)) = sends {
+            self.senders.push(Sender { writer, to, kind });
         }
         tokio::spawn(receive(
             reader,
             client.buffer,
-            clock,
-            stats.clone(),
-            errors.clone(),
+            self.clock,
+            self.stats.clone(),
+            self.errors.clone(),
         ));
     }
-    // Let presences and session answers settle before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut results = Vec::new();
-    for (step, rate) in args.rates.iter().copied().enumerate() {
-        let step = step as u64;
-        let (_, cpu_before) = server_stats(args.server_pid);
-        let errors_before = errors.load(Ordering::Relaxed);
-        let started = Instant::now();
-        let duration = Duration::from_secs(args.step_secs);
-        let mut sent: u64 = 0;
-        let mut next = 0usize;
-        let mut write_errors = 0u64;
-        let mut ticker = tokio::time::interval(Duration::from_millis(5));
-        while started.elapsed() < duration {
-            ticker.tick().await;
-            let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
-            while sent < due {
-                let count = writers.len();
-                let (writer, to) = &mut writers[next % count];
-                next += 1;
-                let at = clock.elapsed().as_micros();
-                let stanza = format!(
-                    "<message to='{to}' type='chat' id='m{sent}'><body>t:{at}:{step}</body></message>"
-                );
-                if writer.write_all(stanza.as_bytes()).await.is_err() {
-                    write_errors += 1;
-                }
-                sent += 1;
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_secs(args.grace_secs)).await;
-        let (rss, cpu_after) = server_stats(args.server_pid);
-        let mut latencies = stats
-            .lock()
-            .map(|mut s| s.remove(&step).unwrap_or_default().latencies_us)
-            .unwrap_or_default();
-        latencies.sort_unstable();
-        let delivered = latencies.len() as u64;
-        let cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
-        results.push(json!({
-            "scenario": "chat",
-            "server": args.label,
-            "pairs": args.pairs,
-            "rate_target": rate,
-            "seconds": elapsed,
-            "sent": sent,
-            "delivered": delivered,
-            "lost": sent.saturating_sub(delivered),
-            "rate_sent": sent as f64 / elapsed,
-            "rate_delivered": delivered as f64 / elapsed,
-            "p50_ms": percentile(&latencies, 0.50),
-            "p90_ms": percentile(&latencies, 0.90),
-            "p99_ms": percentile(&latencies, 0.99),
-            "max_ms": latencies.last().map(|v| *v as f64 / 1000.0).unwrap_or(0.0),
-            "errors": errors.load(Ordering::Relaxed) - errors_before + write_errors,
-            "server_cpu_s": cpu,
-            "server_cpu_us_per_msg": cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
-            "server_rss_kb": rss,
-        }));
+
+    fn reorder(&mut self, order: &[usize]) {
+        let mut slots: Vec<Option<Sender>> = self.senders.drain(..).map(Some).collect();
+        self.senders = order
+            .iter()
+            .filter_map(|&i| slots.get_mut(i)?.take())
+            .collect();
     }
-    results
+
+    /// Sends at each target rate for a step, round robin over the senders, and reports what
+    /// arrived: each message is expected `fanout` times.
+    async fn steps(
+        mut self,
+        args: &Args,
+        scenario: &str,
+        fanout: u64,
+        extra: serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        // Let presences and session answers settle before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut results = Vec::new();
+        for (step, rate) in args.rates.iter().copied().enumerate() {
+            let step = step as u64;
+            let (_, cpu_before) = server_stats(args.server_pid);
+            let errors_before = self.errors.load(Ordering::Relaxed);
+            let started = Instant::now();
+            let duration = Duration::from_secs(args.step_secs);
+            let mut sent: u64 = 0;
+            let mut next = 0usize;
+            let mut write_errors = 0u64;
+            let mut ticker = tokio::time::interval(Duration::from_millis(5));
+            while started.elapsed() < duration {
+                ticker.tick().await;
+                let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+                while sent < due {
+                    let count = self.senders.len();
+                    let sender = &mut self.senders[next % count];
+                    next += 1;
+                    let at = self.clock.elapsed().as_micros();
+                    let stanza = format!(
+                        "<message to='{}' type='{}' id='m{sent}'><body>t:{at}:{step}</body></message>",
+                        sender.to, sender.kind
+                    );
+                    if sender.writer.write_all(stanza.as_bytes()).await.is_err() {
+                        write_errors += 1;
+                    }
+                    sent += 1;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            tokio::time::sleep(Duration::from_secs(args.grace_secs)).await;
+            let (rss, cpu_after) = server_stats(args.server_pid);
+            let mut latencies = self
+                .stats
+                .lock()
+                .map(|mut s| s.remove(&step).unwrap_or_default().latencies_us)
+                .unwrap_or_default();
+            latencies.sort_unstable();
+            let delivered = latencies.len() as u64;
+            let expected = sent * fanout;
+            let cpu = cpu_after.zip(cpu_before).map(|(a, b)| a - b);
+            let mut line = json!({
+                "scenario": scenario,
+                "server": args.label,
+                "rate_target": rate,
+                "seconds": elapsed,
+                "sent": sent,
+                "expected": expected,
+                "delivered": delivered,
+                "lost": expected.saturating_sub(delivered),
+                "rate_sent": sent as f64 / elapsed,
+                "rate_delivered": delivered as f64 / elapsed,
+                "p50_ms": percentile(&latencies, 0.50),
+                "p90_ms": percentile(&latencies, 0.90),
+                "p99_ms": percentile(&latencies, 0.99),
+                "max_ms": latencies.last().map(|v| *v as f64 / 1000.0).unwrap_or(0.0),
+                "errors": self.errors.load(Ordering::Relaxed) - errors_before + write_errors,
+                "server_cpu_s": cpu,
+                "server_cpu_us_per_msg": cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
+                "server_rss_kb": rss,
+            });
+            if let (Some(line), Some(extra)) = (line.as_object_mut(), extra.as_object()) {
+                line.extend(extra.clone());
+            }
+            results.push(line);
+        }
+        results
+    }
 }
 
 #[tokio::main]
@@ -644,11 +857,7 @@ async fn main() {
         None => None,
     };
     if args.register {
-        let count = match args.scenario {
-            Scenario::Login => args.users,
-            Scenario::Chat => args.pairs * 2,
-        };
-        let errors = register_all(&args, tls.clone(), count).await;
+        let errors = register_all(&args, tls.clone(), args.user_count()).await;
         if errors > 0 {
             eprintln!("{errors} registrations failed");
         }
@@ -656,6 +865,7 @@ async fn main() {
     let lines = match args.scenario {
         Scenario::Login => vec![scenario_login(&args, tls).await],
         Scenario::Chat => scenario_chat(&args, tls).await,
+        Scenario::Rooms => scenario_rooms(&args, tls).await,
     };
     for line in lines {
         println!("{line}");
