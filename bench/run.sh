@@ -60,9 +60,11 @@ cargo build --release --bins -q
 LOAD=target/release/causette-load
 CAUSETTE=target/release/causette
 
-# One self-signed certificate for localhost, shared by the three servers.
+# One self-signed certificate for localhost, shared by the three servers; an end-entity
+# certificate (CA:FALSE), which the generator's TLS stack (webpki) requires.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+    -addext extendedKeyUsage=serverAuth -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/combined.pem"
 chmod 644 "$WORK"/*.pem
 
