@@ -86,7 +86,8 @@ enum End {
 }
 
 /// What an idle session may keep in its own state, in bytes (the stream itself is boxed
-/// apart). Every connection holds it: see bench/RESULTS.md before raising it.
+/// apart). Every connection holds it: see bench/RESULTS.md before raising it. Stanza handling,
+/// direct answers, pings and closes are rare next to waiting, so they are boxed.
 const IDLE_STATE_BUDGET: usize = 1536;
 
 /// The session's future, boxed, so that the connection's task stays small.
@@ -144,8 +145,6 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
                     Err(fatal) => break End::Error(fatal),
                 },
                 Incoming::Idle => {
-                    // Pings, direct answers and closes are rare: boxed, like stanza handling,
-                    // so that the state every idle session keeps stays small.
                     // XEP-0199: any answer, even an error, proves the client is there.
                     pings += 1;
                     if !Box::pin(ping(xml, &shared, &bound.jid, pings)).await {
@@ -159,7 +158,7 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
     };
     bound.unregister(&shared);
     im::presence::session_ended(&shared, &bound.jid, &bound.control);
-    Box::pin(shared.rosters.detach(&bound.jid.to_bare())).await;
+    shared.rosters.detach(&bound.jid.to_bare()).await;
     match end {
         End::Error(fatal) => Box::pin(close_with_error(xml, &fatal)).await,
         End::Clean => Box::pin(close(xml)).await,
