@@ -109,12 +109,18 @@ pub fn start(
 async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
     let (xml, bound) = &mut *session;
     let shutdown = shared.shutdown.clone();
+    let control = bound.control.clone();
+    // Created once and polled by every turn of the loop: making them anew each turn registered
+    // and unregistered a waiter per stanza, and the shutdown token's lock is shared by every
+    // session.
+    let mut shutting_down_signal = std::pin::pin!(shutdown.cancelled());
+    let mut close_request = std::pin::pin!(control.closed());
     let mut pings: u64 = 0;
     let end = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break End::Error(shutting_down()),
-            reason = bound.control.closed() => {
+            _ = &mut shutting_down_signal => break End::Error(shutting_down()),
+            reason = &mut close_request => {
                 break End::Error(Fatal::new(reason.condition, reason.text));
             }
             Some(first) = bound.queue.recv() => {
@@ -126,11 +132,11 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
                             break End::Abort;
                         }
                     }
-                    reason = bound.control.closed() => {
+                    reason = &mut close_request => {
                         tracing::info!(jid = %bound.jid, reason = reason.text, "closed while blocked writing");
                         break End::Abort;
                     }
-                    _ = shutdown.cancelled() => break End::Abort,
+                    _ = &mut shutting_down_signal => break End::Abort,
                 }
             }
             incoming = next_element(xml) => match incoming {
