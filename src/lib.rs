@@ -207,7 +207,13 @@ impl Server {
     /// seconds at most), then closes the store.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        // Negotiating streams and listeners watch the token; bound sessions are told through
+        // their own close request, so that their loop takes no shared lock per stanza.
         self.shared.shutdown.cancel();
+        self.shared.router.close_all(router::CloseReason {
+            condition: xmpp_parsers::stream_error::DefinedCondition::SystemShutdown,
+            text: stream::SHUTTING_DOWN,
+        });
         self.shared.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tasks.wait())
             .await

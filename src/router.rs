@@ -215,6 +215,16 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// Asks every bound session to close (server shutdown). Sessions bound after this call
+    /// see the shutdown themselves when they start.
+    pub fn close_all(&self, reason: CloseReason) {
+        for resources in self.sessions.iter() {
+            for handle in resources.iter() {
+                handle.control.close(reason.clone());
+            }
+        }
+    }
+
     pub fn online_count(&self) -> usize {
         self.sessions.iter().map(|r| r.len()).sum()
     }

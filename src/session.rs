@@ -108,57 +108,58 @@ pub fn start(
 /// arguments and their moved copies in its state, and a stream is 1.8 KB.
 async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
     let (xml, bound) = &mut *session;
-    let shutdown = shared.shutdown.clone();
     let control = bound.control.clone();
-    // Created once and polled by every turn of the loop: making them anew each turn registered
-    // and unregistered a waiter per stanza, and the shutdown token's lock is shared by every
-    // session.
-    let mut shutting_down_signal = std::pin::pin!(shutdown.cancelled());
+    // Made once and polled by every turn of the loop: making it anew each turn registered and
+    // dropped a waiter per stanza. Server shutdown arrives the same way (`Router::close_all`),
+    // so that the loop takes no lock shared with other sessions.
     let mut close_request = std::pin::pin!(control.closed());
     let mut pings: u64 = 0;
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutting_down_signal => break End::Error(shutting_down()),
-            reason = &mut close_request => {
-                break End::Error(Fatal::new(reason.condition, reason.text));
-            }
-            Some(first) = bound.queue.recv() => {
-                // A client that stops reading blocks this write: a close request or shutdown
-                // must still end the session, without waiting on that socket any more.
-                tokio::select! {
-                    written = write_batch(xml, first, &mut bound.queue) => {
-                        if !written {
+    // Bound after `close_all` went through the router: nobody else will tell this session.
+    let end = if shared.shutdown.is_cancelled() {
+        End::Error(shutting_down())
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                reason = &mut close_request => {
+                    break End::Error(Fatal::new(reason.condition, reason.text));
+                }
+                Some(first) = bound.queue.recv() => {
+                    // A client that stops reading blocks this write: a close request or shutdown
+                    // must still end the session, without waiting on that socket any more.
+                    tokio::select! {
+                        written = write_batch(xml, first, &mut bound.queue) => {
+                            if !written {
+                                break End::Abort;
+                            }
+                        }
+                        reason = &mut close_request => {
+                            tracing::info!(jid = %bound.jid, reason = reason.text, "closed while blocked writing");
                             break End::Abort;
                         }
                     }
-                    reason = &mut close_request => {
-                        tracing::info!(jid = %bound.jid, reason = reason.text, "closed while blocked writing");
-                        break End::Abort;
-                    }
-                    _ = &mut shutting_down_signal => break End::Abort,
                 }
-            }
-            incoming = next_element(xml) => match incoming {
-                // Boxed: stanza handling is deep and brief; the idle session must stay small.
-                Incoming::Element(element) => match Box::pin(handle(&shared, bound, element)).await {
-                    Ok(direct) if direct.is_empty() => {}
-                    Ok(direct) => {
-                        if !Box::pin(write_all(xml, &direct)).await {
+                incoming = next_element(xml) => match incoming {
+                    // Boxed: stanza handling is deep and brief; the idle session must stay small.
+                    Incoming::Element(element) => match Box::pin(handle(&shared, bound, element)).await {
+                        Ok(direct) if direct.is_empty() => {}
+                        Ok(direct) => {
+                            if !Box::pin(write_all(xml, &direct)).await {
+                                break End::Abort;
+                            }
+                        }
+                        Err(fatal) => break End::Error(fatal),
+                    },
+                    Incoming::Idle => {
+                        // XEP-0199: any answer, even an error, proves the client is there.
+                        pings += 1;
+                        if !Box::pin(ping(xml, &shared, &bound.jid, pings)).await {
                             break End::Abort;
                         }
                     }
-                    Err(fatal) => break End::Error(fatal),
-                },
-                Incoming::Idle => {
-                    // XEP-0199: any answer, even an error, proves the client is there.
-                    pings += 1;
-                    if !Box::pin(ping(xml, &shared, &bound.jid, pings)).await {
-                        break End::Abort;
-                    }
+                    Incoming::Closed => break End::Clean,
+                    Incoming::Fatal(fatal) => break End::Error(fatal),
                 }
-                Incoming::Closed => break End::Clean,
-                Incoming::Fatal(fatal) => break End::Error(fatal),
             }
         }
     };

@@ -210,11 +210,10 @@ impl Interrupted {
     }
 }
 
+pub const SHUTTING_DOWN: &str = "the server is shutting down";
+
 pub fn shutting_down() -> Fatal {
-    Fatal::new(
-        DefinedCondition::SystemShutdown,
-        "the server is shutting down",
-    )
+    Fatal::new(DefinedCondition::SystemShutdown, SHUTTING_DOWN)
 }
 
 /// Waits for `work` until the negotiation deadline or server shutdown.

@@ -459,14 +459,25 @@ async fn clean_close_is_answered() {
     server.stop().await;
 }
 
+/// Bound sessions learn of the shutdown through the router (`close_all`), not by watching a
+/// shared token: every session of every account, idle or not, must still get the error.
 #[tokio::test]
 async fn shutdown_sends_system_shutdown() {
     let server = TestServer::start_with(plaintext).await;
     server.add_user("alice", "pw").await;
-    let mut raw = logged_in(&server, "alice", "r").await;
-    assert_eq!(server.server().online_sessions(), 1);
+    server.add_user("bob", "pw").await;
+    let mut alice = logged_in(&server, "alice", "r").await;
+    let mut alice2 = logged_in(&server, "alice", "r2").await;
+    let mut bob = logged_in(&server, "bob", "r").await;
+    bob.send("<presence/>").await;
+    bob.expect("</presence>").await;
+    assert_eq!(server.server().online_sessions(), 3);
     let stopping = tokio::spawn(server.stop());
-    assert_stream_error(&raw.until_closed().await, "system-shutdown");
+    for raw in [&mut alice, &mut alice2, &mut bob] {
+        let text = raw.until_closed().await;
+        assert_stream_error(&text, "system-shutdown");
+        assert!(text.contains("the server is shutting down"), "{text}");
+    }
     stopping.await.unwrap();
 }
 
