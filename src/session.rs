@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::SinkExt;
 use jid::{FullJid, Jid};
 use tokio::sync::mpsc;
 use tokio_xmpp::xmlstream::{
@@ -21,10 +20,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use crate::Shared;
 use crate::im::{self, Sender};
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
-use crate::stream::{
-    ClientElement, ClientStream, Fatal, Incoming, close, close_with_error, next_element,
-    shutting_down, unexpected,
-};
+use crate::stream::{BoundStream, ClientElement, Fatal, Incoming, shutting_down, unexpected};
 
 /// Stanzas written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
@@ -92,7 +88,7 @@ const IDLE_STATE_BUDGET: usize = 1536;
 
 /// The session's future, boxed, so that the connection's task stays small.
 pub fn start(
-    session: Box<(ClientStream<'_>, Bound)>,
+    session: Box<(BoundStream<'_>, Bound)>,
     shared: Arc<Shared>,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
     let future = run(session, shared);
@@ -105,8 +101,8 @@ pub fn start(
 }
 
 /// Runs a bound session to its end. The stream stays in its box: an async fn keeps both its
-/// arguments and their moved copies in its state, and a stream is 1.8 KB.
-async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
+/// arguments and their moved copies in its state.
+async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
     let (xml, bound) = &mut *session;
     let control = bound.control.clone();
     // Made once and polled by every turn of the loop: making it anew each turn registered and
@@ -139,7 +135,7 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
                         }
                     }
                 }
-                incoming = next_element(xml) => match incoming {
+                incoming = xml.next_element() => match incoming {
                     // Boxed: stanza handling is deep and brief; the idle session must stay small.
                     Incoming::Element(element) => match Box::pin(handle(&shared, bound, element)).await {
                         Ok(direct) if direct.is_empty() => {}
@@ -167,8 +163,8 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
     im::presence::session_ended(&shared, &bound.jid, &bound.control);
     shared.rosters.detach(&bound.jid.to_bare()).await;
     match end {
-        End::Error(fatal) => Box::pin(close_with_error(xml, &fatal)).await,
-        End::Clean => Box::pin(close(xml)).await,
+        End::Error(fatal) => Box::pin(xml.close_with_error(&fatal)).await,
+        End::Clean => Box::pin(xml.close()).await,
         // The socket is stuck or gone: dropping it is all that is left to do.
         End::Abort => {}
     }
@@ -176,18 +172,18 @@ async fn run(mut session: Box<(ClientStream<'_>, Bound)>, shared: Arc<Shared>) {
 }
 
 /// Writes stanzas with a single flush.
-async fn write_all(xml: &mut ClientStream<'_>, stanzas: &[Stanza]) -> bool {
+async fn write_all(xml: &mut BoundStream<'_>, stanzas: &[Stanza]) -> bool {
     let write = async {
         for stanza in stanzas {
             xml.feed(stanza).await?;
         }
-        SinkExt::<&Stanza>::flush(xml).await
+        xml.flush().await
     };
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 /// Sends an XEP-0199 ping to the client.
-async fn ping(xml: &mut ClientStream<'_>, shared: &Shared, to: &FullJid, count: u64) -> bool {
+async fn ping(xml: &mut BoundStream<'_>, shared: &Shared, to: &FullJid, count: u64) -> bool {
     let ping = Stanza::Iq(Iq::Get {
         from: Some(Jid::from(shared.domain.clone())),
         to: Some(Jid::from(to.clone())),
@@ -202,7 +198,7 @@ async fn ping(xml: &mut ClientStream<'_>, shared: &Shared, to: &FullJid, count: 
 
 /// Writes what the queue holds, up to a batch, with a single flush.
 async fn write_batch(
-    xml: &mut ClientStream<'_>,
+    xml: &mut BoundStream<'_>,
     first: Outbound,
     queue: &mut mpsc::Receiver<Outbound>,
 ) -> bool {
@@ -214,7 +210,7 @@ async fn write_batch(
                 Err(_) => break,
             }
         }
-        SinkExt::<&Stanza>::flush(xml).await
+        xml.flush().await
     };
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }

@@ -1,6 +1,7 @@
 //! Stream negotiation (RFC 6120 §4–§7): header checks, features, STARTTLS, SASL and resource
 //! binding, then hands the bound stream to the session.
 
+mod bound;
 mod errors;
 mod features;
 
@@ -34,6 +35,7 @@ use crate::Shared;
 use crate::auth::{Authenticator, Exchange, Failure as AuthFailure, Step, Transport};
 use crate::session::Bound;
 use crate::transport::{Conn, ListenerKind, Socket};
+pub use bound::BoundStream;
 pub use errors::Fatal;
 use errors::{CLOSE_TIMEOUT, classify_header_error, classify_read_error, send_raw_error};
 
@@ -128,8 +130,8 @@ enum After<'a> {
     /// A bad header: a whole stream carrying this error, written by the caller (which still
     /// owns the socket) since the XML stream is gone.
     RawError(Fatal, String),
-    /// Boxed: the task keeps this value for the whole connection, and a stream is 1.8 KB.
-    Session(Box<(ClientStream<'a>, Bound)>),
+    /// Boxed: the task keeps this value for the whole connection.
+    Session(Box<(BoundStream<'a>, Bound)>),
 }
 
 /// What the stream knows of its connection, read before the XML stream borrows it.
@@ -284,6 +286,8 @@ async fn serve_stream<'a>(
     };
 
     // RFC 6120 §6.4.6: <success/>, then the client opens a new stream on the same connection.
+    // Its header primes the session's parser (`bound::Primed`).
+    conn(&xml).capture();
     let stream_id = new_stream_id();
     let restart = bounded(
         shared,
@@ -306,10 +310,26 @@ async fn serve_stream<'a>(
     else {
         return After::Closed;
     };
+    let header = conn(&xml).take_captured().unwrap_or_default();
+    let primed = match bound::Primed::from_header(&header) {
+        Ok(primed) => primed,
+        Err(fatal) => {
+            close_with_error(&mut xml, &fatal).await;
+            return After::Closed;
+        }
+    };
+    drop(header);
     let Some(bound) = bind(&mut xml, &username, state, shared).await else {
         return After::Closed;
     };
-    After::Session(Box::new((xml, bound)))
+    let limits = &shared.config.limits;
+    let stream = BoundStream::new(
+        xml.into_inner(),
+        primed,
+        Duration::from_secs(limits.ping_after_secs),
+        Duration::from_secs(limits.ping_timeout_secs),
+    );
+    After::Session(Box::new((stream, bound)))
 }
 
 /// Answers an accepted stream header: our header, then `features`.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
@@ -60,7 +60,13 @@ pub struct Conn {
     limit: usize,
     /// While set, writes are swallowed: see `stream::features::send`.
     muted: Arc<AtomicBool>,
+    /// While set, what the parser consumes is copied here, up to `MAX_CAPTURE` bytes: see
+    /// `capture`. A Cell for the same reason as `read_since_stanza`.
+    captured: Cell<Option<Vec<u8>>>,
 }
+
+/// The most bytes `Conn::capture` keeps.
+pub const MAX_CAPTURE: usize = 4096;
 
 impl Conn {
     pub fn new(socket: Socket, limit: usize) -> Self {
@@ -71,6 +77,26 @@ impl Conn {
             read_since_stanza: Cell::new(0),
             limit,
             muted: Arc::new(AtomicBool::new(false)),
+            captured: Cell::new(None),
+        }
+    }
+
+    /// Starts copying what the parser consumes, up to `MAX_CAPTURE` bytes: the session's
+    /// parser is primed with the client's stream header (see `stream::bound`).
+    pub fn capture(&self) {
+        self.captured.set(Some(Vec::new()));
+    }
+
+    /// Stops copying and returns what was consumed since `capture`.
+    pub fn take_captured(&self) -> Option<Vec<u8>> {
+        self.captured.take()
+    }
+
+    fn keep_consumed(&mut self, bytes: std::ops::Range<usize>) {
+        if let Some(captured) = self.captured.get_mut() {
+            let room = MAX_CAPTURE.saturating_sub(captured.len());
+            let bytes = &self.unparsed[bytes];
+            captured.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
 
@@ -140,11 +166,16 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.consumed == this.unparsed.len() {
-            return this.poll_read_socket(cx, buf);
+            if this.captured.get_mut().is_none() {
+                return this.poll_read_socket(cx, buf);
+            }
+            // Through the buffer, so that the capture sees the bytes.
+            ready!(Pin::new(&mut *this).poll_fill_buf(cx))?;
         }
         let available = &this.unparsed[this.consumed..];
         let n = available.len().min(buf.remaining());
         buf.put_slice(&available[..n]);
+        this.keep_consumed(this.consumed..this.consumed + n);
         this.consumed += n;
         Poll::Ready(Ok(()))
     }
@@ -176,7 +207,9 @@ impl AsyncBufRead for Conn {
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
         let this = self.get_mut();
-        this.consumed = (this.consumed + amount).min(this.unparsed.len());
+        let end = (this.consumed + amount).min(this.unparsed.len());
+        this.keep_consumed(this.consumed..end);
+        this.consumed = end;
     }
 }
 

@@ -1,0 +1,340 @@
+//! The XML stream of a bound session: rxml's parser and xso's builders over the connection,
+//! with the state an idle connection keeps cut to what it needs.
+//!
+//! Negotiation runs on tokio-xmpp's `XmlStream`; once a resource is bound the connection
+//! switches to this stream. tokio-xmpp keeps, per connection and for ever, the parser's 8 KiB
+//! token scratchpad (reserved by the first token, released only by
+//! `release_temporaries`, which its stream never calls) and its write buffer; here both are
+//! freed whenever the connection has nothing to do, which halves an idle session.
+//!
+//! The switch loses nothing: the parser of the negotiation stops exactly after the `>` of the
+//! bind request, so the bytes after it are still in the connection, and the new parser is
+//! primed with the client's own stream header (captured by `Conn` as it was read) so that it
+//! knows the namespaces, prefixes and `xml:lang` the client declared there.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use rxml::Parse;
+use rxml::writer::TrackNamespace;
+use rxml::xml_lang::XmlLangStack;
+use tokio::io::AsyncWriteExt;
+use tokio::time::{Instant, Sleep};
+use xmpp_parsers::stream_error::DefinedCondition;
+use xso::{AsXml, FromEventsBuilder, FromXml};
+
+use super::errors::{CLOSE_TIMEOUT, classify_read_error};
+use super::{ClientElement, Fatal, Incoming};
+use crate::transport::{Conn, MAX_CAPTURE};
+
+/// Serialised stanzas waiting for the socket are written out beyond this, even mid-batch.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+const STREAM_FOOTER: &[u8] = b"</stream:stream>";
+
+type ElementBuilder = <Result<ClientElement, xso::error::Error> as FromXml>::Builder;
+
+/// A parser that has read the client's stream header and waits for its first stanza.
+pub struct Primed {
+    parser: rxml::Parser,
+    lang: XmlLangStack,
+}
+
+impl Primed {
+    /// Parses `header`, the bytes of the client's last stream header as the connection read
+    /// them (XML declaration included), up to the header's own start tag.
+    pub fn from_header(header: &[u8]) -> Result<Self, Fatal> {
+        let unusable = || {
+            Fatal::new(
+                DefinedCondition::PolicyViolation,
+                format!("the stream header must be under {MAX_CAPTURE} bytes"),
+            )
+        };
+        let mut parser = rxml::Parser::default();
+        let mut lang = XmlLangStack::new();
+        let mut rest = header;
+        loop {
+            match parser.parse(&mut rest, false) {
+                Ok(Some(event @ rxml::Event::StartElement(..))) => {
+                    lang.handle_event(&event);
+                    return Ok(Self { parser, lang });
+                }
+                Ok(Some(_)) => continue,
+                // The header was already accepted by the negotiation's parser: only a capture
+                // cut short ends here.
+                Ok(None) | Err(_) => return Err(unusable()),
+            }
+        }
+    }
+}
+
+/// Read and write halves of a bound session's stream.
+pub struct BoundStream<'a> {
+    /// The connection and its parser: writes go to the connection through it.
+    reader: rxml::AsyncReader<&'a mut Conn>,
+    lang: XmlLangStack,
+    /// The stanza being read: boxed, since a connection waits between stanzas far longer than
+    /// it reads them.
+    building: Option<Box<ElementBuilder>>,
+    /// Serialised and not yet written; freed once written.
+    pending: Vec<u8>,
+    encoder: rxml::writer::Encoder<rxml::writer::SimpleNamespaces>,
+    timer: Pin<Box<Sleep>>,
+    last_data: Instant,
+    /// Set when `Incoming::Idle` was reported and nothing was read since.
+    idle_since: Option<Instant>,
+    read_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl<'a> BoundStream<'a> {
+    /// `read_timeout`: silence after which the session is told `Idle` (and pings);
+    /// `response_timeout`: further silence after which the stream fails.
+    pub fn new(
+        conn: &'a mut Conn,
+        primed: Primed,
+        read_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let encoder = Self::encoder_inside_stream();
+        let now = Instant::now();
+        Self {
+            reader: rxml::AsyncReader::wrap(conn, primed.parser),
+            lang: primed.lang,
+            building: None,
+            pending: Vec::new(),
+            encoder,
+            timer: Box::pin(tokio::time::sleep_until(now + read_timeout)),
+            last_data: now,
+            idle_since: None,
+            read_timeout,
+            response_timeout,
+        }
+    }
+
+    /// An encoder that has written the same header as ours (to a buffer thrown away), so that
+    /// stanzas are written without declaring its namespaces again.
+    fn encoder_inside_stream() -> rxml::writer::Encoder<rxml::writer::SimpleNamespaces> {
+        let mut encoder = rxml::writer::Encoder::new();
+        encoder.ns_tracker_mut().declare_fixed(
+            Some(rxml::xml_ncname!("stream")),
+            xmpp_parsers::ns::STREAM.into(),
+        );
+        encoder
+            .ns_tracker_mut()
+            .declare_fixed(None, xmpp_parsers::ns::JABBER_CLIENT.into());
+        let mut header = Vec::new();
+        for item in [
+            rxml::Item::ElementHeadStart(
+                xmpp_parsers::ns::STREAM.into(),
+                rxml::xml_ncname!("stream"),
+            ),
+            rxml::Item::ElementHeadEnd,
+        ] {
+            encoder
+                .encode(item, &mut header)
+                .expect("a stream header is well-formed");
+        }
+        encoder
+    }
+
+    /// The next element from the client, or why there is none. Cancel-safe: what was read of
+    /// a stanza stays in the stream.
+    pub fn next_element(&mut self) -> impl Future<Output = Incoming> + '_ {
+        std::future::poll_fn(|cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        loop {
+            // Whitespace between stanzas (keepalives) comes as events of its own instead of
+            // piling up in the parser.
+            let buffering = self.building.is_some();
+            self.reader.parser_mut().set_text_buffering(buffering);
+            match Pin::new(&mut self.reader).poll_read(cx) {
+                Poll::Ready(Ok(Some(event))) => {
+                    self.last_data = Instant::now();
+                    self.idle_since = None;
+                    if let Some(incoming) = self.take_event(event) {
+                        return Poll::Ready(incoming);
+                    }
+                }
+                Poll::Ready(Ok(None)) => return Poll::Ready(Incoming::Closed),
+                Poll::Ready(Err(err)) if is_eof(&err) => return Poll::Ready(Incoming::Closed),
+                Poll::Ready(Err(err)) => {
+                    return Poll::Ready(match classify_read_error(&err) {
+                        Some(fatal) => Incoming::Fatal(fatal),
+                        None => Incoming::Closed,
+                    });
+                }
+                Poll::Pending => {
+                    // Nothing more to read for now: the connection may stay idle for hours.
+                    // `shrink_to_fit` keeps whatever part of a token was read.
+                    self.reader.parser_mut().release_temporaries();
+                    return self.poll_timer(cx);
+                }
+            }
+        }
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.reader.inner_mut()
+    }
+
+    fn take_event(&mut self, event: rxml::Event) -> Option<Incoming> {
+        self.lang.handle_event(&event);
+        let context = xso::Context::empty().with_language(self.lang.current());
+        let Some(builder) = self.building.as_mut() else {
+            return match event {
+                rxml::Event::StartElement(_, name, attributes) => {
+                    match <Result<ClientElement, xso::error::Error>>::from_events(
+                        name,
+                        attributes,
+                        &context,
+                    ) {
+                        Ok(builder) => {
+                            self.building = Some(Box::new(builder));
+                            None
+                        }
+                        Err(err) => Some(Incoming::Fatal(Fatal::new(
+                            DefinedCondition::BadFormat,
+                            err.to_string(),
+                        ))),
+                    }
+                }
+                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => {
+                    self.conn().stanza_done();
+                    None
+                }
+                rxml::Event::Text(..) => Some(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::BadFormat,
+                    "text is not allowed between stanzas",
+                ))),
+                rxml::Event::EndElement(_) => Some(Incoming::Closed),
+                rxml::Event::XmlDeclaration(..) => None,
+            };
+        };
+        match builder.feed(event, &context) {
+            Ok(None) => None,
+            Ok(Some(built)) => {
+                self.building = None;
+                self.conn().stanza_done();
+                Some(match built {
+                    Ok(element) => Incoming::Element(element),
+                    Err(err) => {
+                        Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
+                    }
+                })
+            }
+            Err(err) => {
+                self.building = None;
+                Some(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::BadFormat,
+                    err.to_string(),
+                )))
+            }
+        }
+    }
+
+    /// `Idle` after `read_timeout` of silence, a failure after `response_timeout` more. The
+    /// timer is moved only when it fires, never per stanza: resetting it takes the runtime's
+    /// timer lock, which every session shares.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            let due = match self.idle_since {
+                Some(since) => since + self.response_timeout,
+                None => self.last_data + self.read_timeout,
+            };
+            if now < due {
+                self.timer.as_mut().reset(due);
+                continue;
+            }
+            if self.idle_since.is_some() {
+                return Poll::Ready(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::ConnectionTimeout,
+                    "no data received for too long",
+                )));
+            }
+            self.idle_since = Some(now);
+            self.timer.as_mut().reset(now + self.response_timeout);
+            return Poll::Ready(Incoming::Idle);
+        }
+    }
+
+    /// Serialises `element` for the next flush; writes out what is pending past the high-water
+    /// mark. An element that cannot be serialised is left out whole.
+    pub async fn feed(&mut self, element: &impl AsXml) -> io::Result<()> {
+        let before = self.pending.len();
+        if let Err(err) = self.encode(element) {
+            self.pending.truncate(before);
+            return Err(err);
+        }
+        if self.pending.len() >= WRITE_HIGH_WATER {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, element: &impl AsXml) -> io::Result<()> {
+        let invalid = |err: &dyn std::fmt::Display| {
+            io::Error::new(io::ErrorKind::InvalidInput, err.to_string())
+        };
+        for item in element.as_xml_iter().map_err(|e| invalid(&e))? {
+            let item = item.map_err(|e| invalid(&e))?;
+            self.encoder
+                .encode(item.as_rxml_item(), &mut self.pending)
+                .map_err(|e| invalid(&e))?;
+        }
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.conn().write_all(&pending).await
+    }
+
+    /// Writes what was fed, then frees the buffer.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.write_pending().await?;
+        self.conn().flush().await
+    }
+
+    pub async fn send(&mut self, element: &impl AsXml) -> io::Result<()> {
+        self.feed(element).await?;
+        self.flush().await
+    }
+
+    /// Closes the stream cleanly, answering the client's `</stream:stream>` or ending ours.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_footer()).await;
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
+    pub async fn close_with_error(&mut self, fatal: &Fatal) {
+        tracing::debug!(condition = ?fatal.condition, text = %fatal.text, "closing stream with error");
+        let close = async {
+            self.feed(&fatal.to_stream_error()).await?;
+            self.write_footer().await
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+
+    async fn write_footer(&mut self) -> io::Result<()> {
+        // Our header was written with the `stream` prefix (see `new`).
+        self.pending.extend_from_slice(STREAM_FOOTER);
+        self.flush().await?;
+        self.conn().shutdown().await
+    }
+}
+
+/// The connection ended without a stream footer: the client is gone, nobody is left to read
+/// a stream error.
+fn is_eof(err: &io::Error) -> bool {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rxml::Error>())
+        .is_some_and(|err| matches!(err, rxml::Error::InvalidEof(_)))
+}
