@@ -190,9 +190,7 @@ impl<'a> BoundStream<'a> {
             return match event {
                 rxml::Event::StartElement(_, name, attributes) => {
                     match <Result<ClientElement, xso::error::Error>>::from_events(
-                        name,
-                        attributes,
-                        &context,
+                        name, attributes, &context,
                     ) {
                         Ok(builder) => {
                             self.building = Some(Box::new(builder));

@@ -654,3 +654,92 @@ async fn stanzas_split_across_reads_or_packed_into_one_arrive_whole() {
     assert!(got.contains("goutte a goutte"), "{got}");
     server.stop().await;
 }
+
+/// The session's own stream takes over from negotiation's right after the bind request: what
+/// the client pipelined behind it, the prefixes and `xml:lang` of its header, and its stream
+/// footer under another prefix must all come through.
+#[tokio::test]
+async fn session_stream_keeps_the_header_declarations_and_pipelined_stanzas() {
+    use base64::Engine;
+    let server = TestServer::start_with(open_chat).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut bob = logged_in(&server, "bob", "phone").await;
+    bob.send("<presence/>").await;
+    bob.expect("</presence>").await;
+
+    let header = "<?xml version='1.0'?><s:stream xmlns:s='http://etherx.jabber.org/streams' \
+                  xmlns='jabber:client' xmlns:ent='urn:example:ent' xml:lang='fr' \
+                  to='localhost' version='1.0'>";
+    let mut alice = Raw::connect(server.c2s).await;
+    alice.send(header).await;
+    alice.expect("</stream:features>").await;
+    let token = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
+    alice
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+    alice.expect("<success").await;
+    // The new header, the bind request and two stanzas in one write.
+    alice
+        .send(&format!(
+            "{header}<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>desk</resource></bind></iq>\
+             <message to='bob@localhost' type='chat' id='m1'><body>salut</body>\
+             <ent:note>classe de 4e B</ent:note></message> \
+             <iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ))
+        .await;
+    alice.expect("id='bind'").await;
+    alice.expect("id='ping1'").await;
+    let got = bob.expect("</message>").await;
+    assert!(got.contains("from='alice@localhost/desk'"), "{got}");
+    assert!(
+        got.contains("<note xmlns='urn:example:ent'>classe de 4e B</note>"),
+        "payload under the header's prefix: {got}"
+    );
+    assert!(
+        got.contains("<body xml:lang='fr'>salut</body>"),
+        "language of the header: {got}"
+    );
+
+    // A whitespace keepalive, then the footer under the client's own prefix: a clean close.
+    alice.send("\n \n").await;
+    alice.send("</s:stream>").await;
+    let end = alice.until_closed().await;
+    assert!(end.ends_with("</stream:stream>"), "clean close: {end:?}");
+    assert!(!end.contains("stream:error"), "{end}");
+    server.stop().await;
+}
+
+/// The session's parser is primed with the client's last header, kept up to 4 KiB: a longer
+/// one is refused with a stream error, before any resource can be bound.
+#[tokio::test]
+async fn oversized_stream_header_after_authentication_is_refused() {
+    use base64::Engine;
+    let server = TestServer::start_with(open_chat).await;
+    server.add_user("alice", "pw").await;
+    let mut alice = Raw::connect(server.c2s).await;
+    alice.send(HEADER).await;
+    alice.expect("</stream:features>").await;
+    let token = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
+    alice
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        ))
+        .await;
+    alice.expect("<success").await;
+    let padding = "x".repeat(5000);
+    alice
+        .send(&format!(
+            "<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:pad='urn:example:{padding}'>"
+        ))
+        .await;
+    let end = alice.until_closed().await;
+    assert_stream_error(&end, "policy-violation");
+    assert!(!end.contains("<jid>"), "nothing bound: {end}");
+    server.stop().await;
+}
