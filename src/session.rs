@@ -83,8 +83,9 @@ enum End {
 
 /// What an idle session may keep in its own state, in bytes (the stream itself is boxed
 /// apart). Every connection holds it: see bench/RESULTS.md before raising it. Stanza handling,
-/// direct answers, pings and closes are rare next to waiting, so they are boxed.
-const IDLE_STATE_BUDGET: usize = 1536;
+/// writes, pings and closes are rare next to waiting, so they are boxed, and so is each
+/// element read (`Incoming`).
+const IDLE_STATE_BUDGET: usize = 512;
 
 /// The session's future, boxed, so that the connection's task stays small.
 pub fn start(
@@ -124,7 +125,9 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                     // A client that stops reading blocks this write: a close request or shutdown
                     // must still end the session, without waiting on that socket any more.
                     tokio::select! {
-                        written = write_batch(xml, first, &mut bound.queue) => {
+                        // Boxed, as a timeout with its timer and writes in flight is most of
+                        // the loop's state, and the loop waits far more than it writes.
+                        written = Box::pin(write_batch(xml, first, &mut bound.queue)) => {
                             if !written {
                                 break End::Abort;
                             }
@@ -161,7 +164,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
     };
     bound.unregister(&shared);
     im::presence::session_ended(&shared, &bound.jid, &bound.control);
-    shared.rosters.detach(&bound.jid.to_bare()).await;
+    Box::pin(shared.rosters.detach(&bound.jid.to_bare())).await;
     match end {
         End::Error(fatal) => Box::pin(xml.close_with_error(&fatal)).await,
         End::Clean => Box::pin(xml.close()).await,
@@ -219,10 +222,10 @@ async fn write_batch(
 async fn handle(
     shared: &Shared,
     bound: &Bound,
-    element: ClientElement,
+    element: Box<ClientElement>,
 ) -> Result<Vec<Stanza>, Fatal> {
     let sender = Sender::new(&bound.jid, &bound.control);
-    match element {
+    match *element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
             let stanza = stamp_from(stanza, &bound.jid)?;
             im::route(shared, &sender, stanza).await;

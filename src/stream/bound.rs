@@ -35,6 +35,8 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 const STREAM_FOOTER: &[u8] = b"</stream:stream>";
 
+type Encoder = rxml::writer::Encoder<rxml::writer::SimpleNamespaces>;
+
 type ElementBuilder = <Result<ClientElement, xso::error::Error> as FromXml>::Builder;
 
 /// A parser that has read the client's stream header and waits for its first stanza.
@@ -79,9 +81,9 @@ pub struct BoundStream<'a> {
     /// The stanza being read: boxed, since a connection waits between stanzas far longer than
     /// it reads them.
     building: Option<Box<ElementBuilder>>,
-    /// Serialised and not yet written; freed once written.
+    /// Serialised and not yet written; freed once written, with the encoder.
     pending: Vec<u8>,
-    encoder: rxml::writer::Encoder<rxml::writer::SimpleNamespaces>,
+    encoder: Option<Box<Encoder>>,
     timer: Pin<Box<Sleep>>,
     last_data: Instant,
     /// Set when `Incoming::Idle` was reported and nothing was read since.
@@ -99,14 +101,13 @@ impl<'a> BoundStream<'a> {
         read_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let encoder = Self::encoder_inside_stream();
         let now = Instant::now();
         Self {
             reader: rxml::AsyncReader::wrap(conn, primed.parser),
             lang: primed.lang,
             building: None,
             pending: Vec::new(),
-            encoder,
+            encoder: None,
             timer: Box::pin(tokio::time::sleep_until(now + read_timeout)),
             last_data: now,
             idle_since: None,
@@ -116,9 +117,10 @@ impl<'a> BoundStream<'a> {
     }
 
     /// An encoder that has written the same header as ours (to a buffer thrown away), so that
-    /// stanzas are written without declaring its namespaces again.
-    fn encoder_inside_stream() -> rxml::writer::Encoder<rxml::writer::SimpleNamespaces> {
-        let mut encoder = rxml::writer::Encoder::new();
+    /// stanzas are written without declaring its namespaces again. Made per batch of writes:
+    /// kept, its namespace maps would cost an idle connection 0.5 KB.
+    fn encoder_inside_stream() -> Box<Encoder> {
+        let mut encoder = Box::new(Encoder::new());
         encoder.ns_tracker_mut().declare_fixed(
             Some(rxml::xml_ncname!("stream")),
             xmpp_parsers::ns::STREAM.into(),
@@ -220,7 +222,7 @@ impl<'a> BoundStream<'a> {
                 self.building = None;
                 self.conn().stanza_done();
                 Some(match built {
-                    Ok(element) => Incoming::Element(element),
+                    Ok(element) => Incoming::Element(Box::new(element)),
                     Err(err) => {
                         Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
                     }
@@ -268,6 +270,8 @@ impl<'a> BoundStream<'a> {
     pub async fn feed(&mut self, element: &impl AsXml) -> io::Result<()> {
         let before = self.pending.len();
         if let Err(err) = self.encode(element) {
+            // The encoder stopped inside the element: a new one starts clean.
+            self.encoder = None;
             self.pending.truncate(before);
             return Err(err);
         }
@@ -281,9 +285,10 @@ impl<'a> BoundStream<'a> {
         let invalid = |err: &dyn std::fmt::Display| {
             io::Error::new(io::ErrorKind::InvalidInput, err.to_string())
         };
+        let encoder = self.encoder.get_or_insert_with(Self::encoder_inside_stream);
         for item in element.as_xml_iter().map_err(|e| invalid(&e))? {
             let item = item.map_err(|e| invalid(&e))?;
-            self.encoder
+            encoder
                 .encode(item.as_rxml_item(), &mut self.pending)
                 .map_err(|e| invalid(&e))?;
         }
@@ -291,6 +296,7 @@ impl<'a> BoundStream<'a> {
     }
 
     async fn write_pending(&mut self) -> io::Result<()> {
+        self.encoder = None;
         let pending = std::mem::take(&mut self.pending);
         self.conn().write_all(&pending).await
     }

@@ -89,7 +89,10 @@ pub(crate) async fn run_connection(
             // Each phase is boxed and awaited to its end: the task's own future stays a few
             // hundred bytes, negotiation's state is freed before the session starts, and an
             // idle connection keeps only the session's.
-            match Box::pin(serve_stream(&mut io, &mut state, &shared)).await {
+            // Bound first: a temporary in the match's head would live, finished, as long as
+            // the session does.
+            let after = Box::pin(serve_stream(&mut io, &mut state, &shared)).await;
+            match after {
                 After::Closed => return,
                 After::RawError(fatal, stream_id) => {
                     Box::pin(send_raw_error(
@@ -389,12 +392,10 @@ pub async fn close(xml: &mut ClientStream<'_>) {
 }
 
 /// The next element, or the reason to stop.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "moved once per stanza; boxing would allocate per stanza"
-)]
 pub enum Incoming {
-    Element(ClientElement),
+    /// Boxed: a session keeps room for this value in its idle state (it is alive while the
+    /// stanza is handled), and an element is 400 bytes.
+    Element(Box<ClientElement>),
     /// The client closed its stream, or the connection is gone.
     Closed,
     Fatal(Fatal),
@@ -406,7 +407,7 @@ pub async fn next_element(xml: &mut ClientStream<'_>) -> Incoming {
     match xml.next().await {
         Some(Ok(element)) => {
             conn(xml).stanza_done();
-            Incoming::Element(element)
+            Incoming::Element(Box::new(element))
         }
         Some(Err(ReadError::SoftTimeout)) => Incoming::Idle,
         Some(Err(ReadError::StreamFooterReceived)) | None => Incoming::Closed,
@@ -441,15 +442,17 @@ async fn next_negotiation_element(
             .await
             .unwrap_or_else(|interrupted| Incoming::Fatal(interrupted.fatal()));
         let fatal = match incoming {
-            Incoming::Element(ClientElement::Known(FallibleStreamElement::Ok(element))) => {
-                return Ok(Negotiating::Element(element));
-            }
-            Incoming::Element(ClientElement::Known(FallibleStreamElement::Err(
-                StreamElementError::InvalidNonza { qname, .. },
-            ))) if qname.0.as_str() == xmpp_parsers::ns::SASL && qname.1.as_str() == "auth" => {
-                return Ok(Negotiating::UnknownMechanism);
-            }
-            Incoming::Element(other) => unexpected(&other),
+            Incoming::Element(element) => match *element {
+                ClientElement::Known(FallibleStreamElement::Ok(element)) => {
+                    return Ok(Negotiating::Element(element));
+                }
+                ClientElement::Known(FallibleStreamElement::Err(
+                    StreamElementError::InvalidNonza { qname, .. },
+                )) if qname.0.as_str() == xmpp_parsers::ns::SASL && qname.1.as_str() == "auth" => {
+                    return Ok(Negotiating::UnknownMechanism);
+                }
+                other => unexpected(&other),
+            },
             Incoming::Idle => continue,
             Incoming::Closed => {
                 close(xml).await;
