@@ -147,6 +147,8 @@ impl<'a> BoundStream<'a> {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        // The timeouts count in seconds: one clock read per wake-up is enough.
+        let mut stamped = false;
         loop {
             // Whitespace between stanzas (keepalives) comes as events of its own instead of
             // piling up in the parser.
@@ -154,8 +156,11 @@ impl<'a> BoundStream<'a> {
             self.reader.parser_mut().set_text_buffering(buffering);
             match Pin::new(&mut self.reader).poll_read(cx) {
                 Poll::Ready(Ok(Some(event))) => {
-                    self.last_data = Instant::now();
-                    self.idle_since = None;
+                    if !stamped {
+                        stamped = true;
+                        self.last_data = Instant::now();
+                        self.idle_since = None;
+                    }
                     if let Some(incoming) = self.take_event(event) {
                         return Poll::Ready(incoming);
                     }
