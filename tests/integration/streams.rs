@@ -660,7 +660,6 @@ async fn stanzas_split_across_reads_or_packed_into_one_arrive_whole() {
 /// footer under another prefix must all come through.
 #[tokio::test]
 async fn session_stream_keeps_the_header_declarations_and_pipelined_stanzas() {
-    use base64::Engine;
     let server = TestServer::start_with(open_chat).await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
@@ -672,15 +671,7 @@ async fn session_stream_keeps_the_header_declarations_and_pipelined_stanzas() {
                   xmlns='jabber:client' xmlns:ent='urn:example:ent' xml:lang='fr' \
                   to='localhost' version='1.0'>";
     let mut alice = Raw::connect(server.c2s).await;
-    alice.send(header).await;
-    alice.expect("</stream:features>").await;
-    let token = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
-    alice
-        .send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-        ))
-        .await;
-    alice.expect("<success").await;
+    alice.authenticate(header, "alice", "pw").await;
     // The new header, the bind request and two stanzas in one write.
     alice
         .send(&format!(
@@ -729,19 +720,10 @@ async fn session_stream_keeps_the_header_declarations_and_pipelined_stanzas() {
 /// one is refused with a stream error, before any resource can be bound.
 #[tokio::test]
 async fn oversized_stream_header_after_authentication_is_refused() {
-    use base64::Engine;
     let server = TestServer::start_with(open_chat).await;
     server.add_user("alice", "pw").await;
     let mut alice = Raw::connect(server.c2s).await;
-    alice.send(HEADER).await;
-    alice.expect("</stream:features>").await;
-    let token = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
-    alice
-        .send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-        ))
-        .await;
-    alice.expect("<success").await;
+    alice.authenticate(HEADER, "alice", "pw").await;
     let padding = "x".repeat(5000);
     alice
         .send(&format!(

@@ -202,10 +202,10 @@ impl Raw {
         }
     }
 
-    /// Authenticates with PLAIN and binds `resource` on an already secured (or allowed) stream.
-    pub async fn login(mut self, user: &str, password: &str, resource: &str) -> Self {
+    /// Opens a stream with `header` and authenticates with PLAIN, up to `<success/>`.
+    pub async fn authenticate(&mut self, header: &str, user: &str, password: &str) {
         use base64::Engine;
-        self.send(HEADER).await;
+        self.send(header).await;
         self.expect("</stream:features>").await;
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
@@ -214,6 +214,11 @@ impl Raw {
         ))
         .await;
         self.expect("<success").await;
+    }
+
+    /// Authenticates with PLAIN and binds `resource` on an already secured (or allowed) stream.
+    pub async fn login(mut self, user: &str, password: &str, resource: &str) -> Self {
+        self.authenticate(HEADER, user, password).await;
         self.send(HEADER).await;
         self.expect("</stream:features>").await;
         self.send(&format!(
