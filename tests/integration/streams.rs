@@ -445,6 +445,41 @@ async fn idle_client_is_pinged_then_timed_out() {
     server.stop().await;
 }
 
+/// Data of any kind (here whitespace keepalives) holds the ping off, and an answered ping
+/// keeps the session: the server pings again after the next silence instead of closing.
+#[tokio::test]
+async fn active_or_answering_client_keeps_its_session() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.ping_after_secs = 1;
+        c.limits.ping_timeout_secs = 1;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    for _ in 0..8 {
+        raw.send(" ").await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    raw.send("<iq type='get' id='mine'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let before = raw.expect("</iq>").await;
+    assert!(before.contains("id='mine'"), "{before}");
+    assert!(
+        !before.contains("c2s-ping"),
+        "pinged while active: {before}"
+    );
+
+    let first = raw.expect("</iq>").await;
+    assert!(first.contains("id='c2s-ping-1'"), "{first}");
+    raw.send("<iq type='result' id='c2s-ping-1' to='localhost'/>")
+        .await;
+    let second = raw.expect("</iq>").await;
+    assert!(second.contains("id='c2s-ping-2'"), "{second}");
+    assert_stream_error(&raw.until_closed().await, "connection-timeout");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn clean_close_is_answered() {
     let server = TestServer::start_with(plaintext).await;
@@ -605,8 +640,31 @@ async fn stanzas_split_across_reads_or_packed_into_one_arrive_whole() {
     let server = TestServer::start_with(open_chat).await;
     server.add_user("alice", "pw").await;
     server.add_user("bob", "pw").await;
-    let mut alice = logged_in(&server, "alice", "desk").await;
-    let mut bob = logged_in(&server, "bob", "phone").await;
+    let alice = logged_in(&server, "alice", "desk").await;
+    let bob = logged_in(&server, "bob", "phone").await;
+    split_and_packed_stanzas(alice, bob).await;
+    server.stop().await;
+}
+
+/// The same through TLS, where records and reads do not line up with stanzas either.
+#[tokio::test]
+async fn stanzas_split_or_packed_arrive_whole_over_starttls() {
+    let server = TestServer::start_with(|c| c.im.chat_requires_acceptance = false).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let alice = Raw::starttls(server.c2s, server.tls_client_config())
+        .await
+        .login("alice", "pw", "desk")
+        .await;
+    let bob = Raw::starttls(server.c2s, server.tls_client_config())
+        .await
+        .login("bob", "pw", "phone")
+        .await;
+    split_and_packed_stanzas(alice, bob).await;
+    server.stop().await;
+}
+
+async fn split_and_packed_stanzas(mut alice: Raw, mut bob: Raw) {
     bob.send("<presence/>").await;
     bob.expect("</presence>").await;
 
@@ -652,7 +710,6 @@ async fn stanzas_split_across_reads_or_packed_into_one_arrive_whole() {
     }
     let got = bob.expect("</message>").await;
     assert!(got.contains("goutte a goutte"), "{got}");
-    server.stop().await;
 }
 
 /// The session's own stream takes over from negotiation's right after the bind request: what
