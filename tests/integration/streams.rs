@@ -425,14 +425,16 @@ async fn unknown_top_level_element() {
     server.stop().await;
 }
 
+/// Pings after 1 s of silence, a stream error 1 s later.
+fn fast_pings(c: &mut causette::Config) {
+    plaintext(c);
+    c.limits.ping_after_secs = 1;
+    c.limits.ping_timeout_secs = 1;
+}
+
 #[tokio::test]
 async fn idle_client_is_pinged_then_timed_out() {
-    let server = TestServer::start_with(|c| {
-        plaintext(c);
-        c.limits.ping_after_secs = 1;
-        c.limits.ping_timeout_secs = 1;
-    })
-    .await;
+    let server = TestServer::start_with(fast_pings).await;
     server.add_user("alice", "pw").await;
     let mut raw = logged_in(&server, "alice", "r").await;
     let ping = raw.expect("</iq>").await;
@@ -449,12 +451,7 @@ async fn idle_client_is_pinged_then_timed_out() {
 /// keeps the session: the server pings again after the next silence instead of closing.
 #[tokio::test]
 async fn active_or_answering_client_keeps_its_session() {
-    let server = TestServer::start_with(|c| {
-        plaintext(c);
-        c.limits.ping_after_secs = 1;
-        c.limits.ping_timeout_secs = 1;
-    })
-    .await;
+    let server = TestServer::start_with(fast_pings).await;
     server.add_user("alice", "pw").await;
     let mut raw = logged_in(&server, "alice", "r").await;
     for _ in 0..8 {
