@@ -78,6 +78,8 @@ pub struct TlsConfig {
 pub struct LimitsConfig {
     /// Largest stanza accepted, in bytes (RFC 6120 §13.12: at least 10,000).
     pub max_stanza_size: usize,
+    /// Deepest nesting of elements in a stanza, the stanza element included.
+    pub max_element_depth: usize,
     /// Connections served at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
     /// Stanzas queued for one session before it counts as a slow reader and is closed.
@@ -237,11 +239,21 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_stanza_size: 256 * 1024,
+            max_element_depth: 48,
             max_connections: 50_000,
             session_queue: 256,
             negotiation_timeout_secs: 60,
             ping_after_secs: 120,
             ping_timeout_secs: 60,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn xml(&self) -> crate::transport::XmlLimits {
+        crate::transport::XmlLimits {
+            max_stanza_size: self.max_stanza_size,
+            max_depth: self.max_element_depth,
         }
     }
 }
@@ -298,6 +310,11 @@ impl Config {
         if self.limits.max_stanza_size < 10_000 {
             return Err(Error::Invalid(
                 "limits.max_stanza_size must be at least 10000 (RFC 6120 §13.12)".into(),
+            ));
+        }
+        if !(8..=256).contains(&self.limits.max_element_depth) {
+            return Err(Error::Invalid(
+                "limits.max_element_depth must be between 8 and 256".into(),
             ));
         }
         if self.limits.session_queue == 0 || self.limits.max_connections == 0 {

@@ -206,10 +206,7 @@ impl<'a> BoundStream<'a> {
                         ))),
                     }
                 }
-                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => {
-                    self.conn().stanza_done();
-                    None
-                }
+                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => None,
                 rxml::Event::Text(..) => Some(Incoming::Fatal(Fatal::new(
                     DefinedCondition::BadFormat,
                     "text is not allowed between stanzas",
@@ -222,7 +219,6 @@ impl<'a> BoundStream<'a> {
             Ok(None) => None,
             Ok(Some(built)) => {
                 self.building = None;
-                self.conn().stanza_done();
                 Some(match built {
                     Ok(element) => Incoming::Element(Box::new(element)),
                     Err(err) => {

@@ -7,7 +7,7 @@ use minidom::Element;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
 
-use crate::transport::StanzaTooLarge;
+use crate::transport::LimitExceeded;
 
 /// A stream error to send before closing.
 #[derive(Debug, Clone)]
@@ -41,11 +41,16 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a read failure means for the stream: `None` when the peer is simply gone.
 pub fn classify_read_error(err: &io::Error) -> Option<Fatal> {
     if let Some(inner) = err.get_ref() {
-        if let Some(too_large) = inner.downcast_ref::<StanzaTooLarge>() {
-            return Some(Fatal::new(
-                DefinedCondition::PolicyViolation,
-                format!("stanza too large: the limit is {} bytes", too_large.limit),
-            ));
+        if let Some(exceeded) = inner.downcast_ref::<LimitExceeded>() {
+            let text = match exceeded {
+                LimitExceeded::StanzaSize(limit) => {
+                    format!("stanza too large: the limit is {limit} bytes")
+                }
+                LimitExceeded::Depth(limit) => {
+                    format!("elements nested too deep: the limit is {limit} levels")
+                }
+            };
+            return Some(Fatal::new(DefinedCondition::PolicyViolation, text));
         }
         if inner.downcast_ref::<rxml::Error>().is_some() {
             return Some(Fatal::new(

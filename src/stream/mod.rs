@@ -69,7 +69,7 @@ pub(crate) async fn run_connection(
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
     async move {
         let deadline = Instant::now() + shared.config.negotiation_timeout();
-        let limit = shared.config.limits.max_stanza_size;
+        let limits = shared.config.limits.xml();
         let socket = match kind {
             ListenerKind::StartTls => Socket::Plain(tcp),
             ListenerKind::DirectTls => {
@@ -83,7 +83,7 @@ pub(crate) async fn run_connection(
                 }
             }
         };
-        let mut io = Conn::new(socket, limit);
+        let mut io = Conn::new(socket, limits);
         let mut state = Negotiation { peer, deadline };
         loop {
             // Each phase is boxed and awaited to its end: the task's own future stays a few
@@ -187,7 +187,7 @@ async fn upgrade(io: Conn, shared: &Shared, deadline: Instant) -> Option<Conn> {
     match bounded(shared, deadline, shared.tls.accept(tcp)).await {
         Ok(Ok(tls)) => Some(Conn::new(
             Socket::Tls(Box::new(tls)),
-            shared.config.limits.max_stanza_size,
+            shared.config.limits.xml(),
         )),
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "STARTTLS handshake failed");
@@ -290,7 +290,7 @@ async fn serve_stream<'a>(
 
     // RFC 6120 §6.4.6: <success/>, then the client opens a new stream on the same connection.
     // Its header primes the session's parser (`bound::Primed`).
-    conn(&xml).capture();
+    conn(&xml).restart_stream();
     let stream_id = new_stream_id();
     let restart = bounded(
         shared,
@@ -367,7 +367,6 @@ async fn answer<'a>(
         return None;
     }
     let xml = features::send(pending, mute, features_element).await.ok()?;
-    conn(&xml).stanza_done();
     Some(xml)
 }
 
@@ -405,10 +404,7 @@ pub enum Incoming {
 
 pub async fn next_element(xml: &mut ClientStream<'_>) -> Incoming {
     match xml.next().await {
-        Some(Ok(element)) => {
-            conn(xml).stanza_done();
-            Incoming::Element(Box::new(element))
-        }
+        Some(Ok(element)) => Incoming::Element(Box::new(element)),
         Some(Err(ReadError::SoftTimeout)) => Incoming::Idle,
         Some(Err(ReadError::StreamFooterReceived)) | None => Incoming::Closed,
         Some(Err(ReadError::HardError(err))) => match classify_read_error(&err) {

@@ -1,7 +1,7 @@
-//! Sockets: TCP listeners, the TLS layer, the read buffer, and the byte counter that enforces
-//! the stanza size limit below the XML parser (rxml has no limit of its own on an element's
-//! size).
+//! Sockets: TCP listeners, the TLS layer, the read buffer, and the guard that enforces the
+//! stanza size and nesting limits below the XML parser (rxml has no limit of its own).
 
+mod guard;
 pub mod tls;
 
 use std::cell::Cell;
@@ -34,18 +34,21 @@ pub enum Socket {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The error a read returns once a stanza has grown past the limit.
-#[derive(Debug, thiserror::Error)]
-#[error("stanza larger than {limit} bytes")]
-pub struct StanzaTooLarge {
-    pub limit: usize,
+pub use guard::LimitExceeded;
+use guard::XmlGuard;
+
+/// The XML limits a connection enforces on what it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct XmlLimits {
+    pub max_stanza_size: usize,
+    pub max_depth: usize,
 }
 
 /// Bytes read from the socket in one go, at most. Reads land in a buffer on the stack first.
 const READ_CHUNK: usize = 8192;
 
-/// A client socket, buffered for the XML parser, that counts the bytes read since the last
-/// complete stanza.
+/// A client socket, buffered for the XML parser, whose bytes pass the XML guard before the
+/// parser sees them.
 ///
 /// The buffer holds only bytes read and not yet parsed, and is freed as soon as the socket has
 /// nothing more to give: an idle connection keeps no read buffer at all (a fixed 4 KiB buffer
@@ -55,35 +58,42 @@ pub struct Conn {
     unparsed: Vec<u8>,
     /// How much of `unparsed` the parser has consumed.
     consumed: usize,
-    // A Cell: the session resets it through the shared reference the XML stream hands out.
-    read_since_stanza: Cell<usize>,
-    limit: usize,
+    guard: XmlGuard,
+    /// A limit the client went past: returned by the next read, once the bytes before the
+    /// offending one have been handed to the parser.
+    exceeded: Option<LimitExceeded>,
     /// While set, writes are swallowed: see `stream::features::send`.
     muted: Arc<AtomicBool>,
     /// While set, what the parser consumes is copied here, up to `MAX_CAPTURE` bytes: see
-    /// `capture`. A Cell for the same reason as `read_since_stanza`.
+    /// `capture`. A Cell, like `restarted`: they are set through the shared reference that
+    /// tokio-xmpp's stream hands out.
     captured: Cell<Option<Vec<u8>>>,
+    /// Set by `restart_stream`, applied to the guard at the next read.
+    restarted: Cell<bool>,
 }
 
 /// The most bytes `Conn::capture` keeps.
 pub const MAX_CAPTURE: usize = 4096;
 
 impl Conn {
-    pub fn new(socket: Socket, limit: usize) -> Self {
+    pub fn new(socket: Socket, limits: XmlLimits) -> Self {
         Self {
             socket,
             unparsed: Vec::new(),
             consumed: 0,
-            read_since_stanza: Cell::new(0),
-            limit,
+            guard: XmlGuard::new(limits.max_depth, limits.max_stanza_size),
+            exceeded: None,
             muted: Arc::new(AtomicBool::new(false)),
             captured: Cell::new(None),
+            restarted: Cell::new(false),
         }
     }
 
-    /// Starts copying what the parser consumes, up to `MAX_CAPTURE` bytes: the session's
-    /// parser is primed with the client's stream header (see `stream::bound`).
-    pub fn capture(&self) {
+    /// The client is about to open a new stream (after SASL success): starts copying what the
+    /// parser consumes, up to `MAX_CAPTURE` bytes, since the session's parser is primed with
+    /// the client's new stream header (see `stream::bound`).
+    pub fn restart_stream(&self) {
+        self.restarted.set(true);
         self.captured.set(Some(Vec::new()));
     }
 
@@ -103,11 +113,6 @@ impl Conn {
     /// A switch that makes this connection swallow what is written to it.
     pub fn mute_switch(&self) -> Arc<AtomicBool> {
         self.muted.clone()
-    }
-
-    /// Called when a stanza (or the stream header) has been read in full.
-    pub fn stanza_done(&self) {
-        self.read_since_stanza.set(0);
     }
 
     /// The socket, for the TLS handshake of STARTTLS. Bytes the client sent after its
@@ -143,18 +148,27 @@ impl Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.read_since_stanza.get() > self.limit {
-            return Poll::Ready(Err(io::Error::other(StanzaTooLarge { limit: self.limit })));
+        if let Some(exceeded) = self.exceeded {
+            return Poll::Ready(Err(io::Error::other(exceeded)));
+        }
+        if self.restarted.take() {
+            self.guard.stream_restarted();
         }
         let before = buf.filled().len();
-        let result = match &mut self.socket {
+        ready!(match &mut self.socket {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
-        let read = buf.filled().len() - before;
-        self.read_since_stanza
-            .set(self.read_since_stanza.get().saturating_add(read));
-        result
+        })?;
+        if let Err((within, exceeded)) = self.guard.scan(&buf.filled()[before..]) {
+            // The bytes before the offending one go to the parser (stanzas complete before it
+            // are handled); the next read reports the violation.
+            if within == 0 {
+                return Poll::Ready(Err(io::Error::other(exceeded)));
+            }
+            buf.set_filled(before + within);
+            self.exceeded = Some(exceeded);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

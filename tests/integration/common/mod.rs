@@ -142,6 +142,12 @@ impl Raw {
         self.io.write_all(xml.as_bytes()).await.expect("write");
     }
 
+    /// Sends what a hostile client would, without minding that the server may close the
+    /// connection before it has read it all.
+    pub async fn send_hostile(&mut self, xml: &str) {
+        let _ = tokio::time::timeout(WAIT, self.io.write_all(xml.as_bytes())).await;
+    }
+
     /// Reads until `needle` has arrived; returns everything read up to and including it.
     pub async fn expect(&mut self, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
