@@ -28,6 +28,8 @@ pub struct CloseReason {
 }
 
 const MAX_DIRECTED: usize = 64;
+/// IQ requests from other users a session may still answer; the oldest is forgotten first.
+const MAX_OPEN_REQUESTS: usize = 32;
 
 /// State a session shares with the router and with whoever may close it.
 #[derive(Debug, Default)]
@@ -43,6 +45,9 @@ pub struct SessionControl {
     last_presence: Mutex<Option<Box<Presence>>>,
     /// Entities this session sent directed presence to (RFC 6121 §4.6), told when it leaves.
     directed: Mutex<Vec<Jid>>,
+    /// IQ requests delivered to this session (asker, id): its answers to them pass the
+    /// policy gate whatever the rules say of the way back.
+    open_requests: Mutex<Vec<(FullJid, Box<str>)>>,
 }
 
 impl SessionControl {
@@ -113,6 +118,33 @@ impl SessionControl {
     pub fn forget_directed(&self, to: &Jid) {
         if let Ok(mut list) = self.directed.lock() {
             list.retain(|j| j != to);
+        }
+    }
+
+    fn note_request(&self, from: &FullJid, id: &str) {
+        if let Ok(mut open) = self.open_requests.lock() {
+            if open.len() == MAX_OPEN_REQUESTS {
+                open.remove(0);
+            }
+            open.push((from.clone(), id.into()));
+        }
+    }
+
+    /// Whether a result or error to `to` with `id` answers a request this session was sent;
+    /// an answer is let through once.
+    pub fn answered(&self, to: &Jid, id: &str) -> bool {
+        let Ok(to) = to.try_as_full() else {
+            return false;
+        };
+        let Ok(mut open) = self.open_requests.lock() else {
+            return false;
+        };
+        match open.iter().position(|(asker, i)| asker == to && &**i == id) {
+            Some(at) => {
+                open.remove(at);
+                true
+            }
+            None => false,
         }
     }
 
@@ -236,6 +268,29 @@ impl Router {
         };
         match resources.iter().find(|h| h.jid == *to) {
             Some(handle) => {
+                handle.push(stanza);
+                Ok(())
+            }
+            None => Err(stanza),
+        }
+    }
+
+    /// Queues an IQ request from `from` for one full JID, which may then answer it whatever the
+    /// rules say of the way back. Gives the stanza back when no such session is bound.
+    pub fn deliver_iq_to_full(
+        &self,
+        from: &FullJid,
+        to: &FullJid,
+        stanza: Outbound,
+    ) -> Result<(), Outbound> {
+        let Some(resources) = self.sessions.get(&to.to_bare()) else {
+            return Err(stanza);
+        };
+        match resources.iter().find(|h| h.jid == *to) {
+            Some(handle) => {
+                if let Stanza::Iq(iq) = &*stanza {
+                    handle.control.note_request(from, iq.id());
+                }
                 handle.push(stanza);
                 Ok(())
             }

@@ -21,6 +21,7 @@ use crate::Shared;
 use crate::policy::{Action, Decision, Reason};
 use crate::router::{BareDelivery, SessionControl};
 use crate::services::{self, Answer, Failure};
+use crate::storage::{RosterItem, Subscription};
 
 /// The session a stanza comes from.
 pub struct Sender<'a> {
@@ -81,6 +82,13 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
         return to_server(shared, sender, stanza).await;
     }
     let bare = to.to_bare();
+    if bare != sender.jid.to_bare() {
+        match gate(shared, sender, &to, &bare, &stanza).await {
+            Gate::Pass => {}
+            Gate::Drop => return,
+            Gate::Refuse(failure) => return refuse(shared, sender, &stanza, failure),
+        }
+    }
     match stanza {
         Stanza::Presence(presence) => user_presence(shared, sender, &to, &bare, presence).await,
         Stanza::Message(message) => user_message(shared, sender, &to, &bare, message).await,
@@ -187,17 +195,6 @@ async fn user_presence(
                     }
                 }
             }
-            // Directed presence carries a status text: the rules apply to it as to messages.
-            PresenceType::None => {
-                if let Decision::Deny(reason) = shared.policy.decide(
-                    roster::local(&user),
-                    roster::local(contact),
-                    Action::Message,
-                ) {
-                    return deny(shared, sender, &Stanza::Presence(presence), reason);
-                }
-                presence::directed(shared, sender, to, presence)
-            }
             _ => presence::directed(shared, sender, to, presence),
         }
         return;
@@ -228,16 +225,6 @@ async fn user_presence(
         }
         return;
     }
-    if matches!(
-        presence.type_,
-        PresenceType::Subscribe | PresenceType::Subscribed
-    ) && let Decision::Deny(reason) = shared.policy.decide(
-        roster::local(&user),
-        roster::local(contact),
-        Action::AddContact,
-    ) {
-        return deny(shared, sender, &Stanza::Presence(presence), reason);
-    }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {
         PresenceType::Subscribe => subscription::subscribe(shared, &user, contact, status).await,
@@ -259,17 +246,17 @@ async fn user_presence(
     }
 }
 
-/// Whether `recipient` accepted `sender` as a contact: an established subscription either
-/// way. Read from memory when the recipient is online, else from the store.
-async fn accepted(shared: &Shared, recipient: &BareJid, sender: &BareJid) -> bool {
-    let established = |item: Option<&crate::storage::RosterItem>| {
-        item.is_some_and(|i| i.subscription != crate::storage::Subscription::None)
-    };
+/// Whether `recipient`'s roster item for `sender` satisfies `holds`. Read from memory when
+/// the recipient is online, else from the store.
+async fn relation(
+    shared: &Shared,
+    recipient: &BareJid,
+    sender: &BareJid,
+    holds: fn(Subscription) -> bool,
+) -> bool {
+    let check = |item: Option<&RosterItem>| item.is_some_and(|i| holds(i.subscription));
     let contact = sender.to_string();
-    if let Some(answer) = shared
-        .rosters
-        .cached_check(recipient, &contact, established)
-    {
+    if let Some(answer) = shared.rosters.cached_check(recipient, &contact, check) {
         return answer;
     }
     let stored = shared
@@ -278,7 +265,141 @@ async fn accepted(shared: &Shared, recipient: &BareJid, sender: &BareJid) -> boo
         .await
         .ok()
         .flatten();
-    established(stored.as_ref())
+    check(stored.as_ref())
+}
+
+/// `recipient` accepted `sender` as a contact: an established subscription either way.
+fn accepted(subscription: Subscription) -> bool {
+    subscription != Subscription::None
+}
+
+/// `recipient` shares its presence with `sender`, who may so know which resources are online.
+fn shares_presence(subscription: Subscription) -> bool {
+    subscription.has_from()
+}
+
+/// What the gate lets through.
+enum Gate {
+    Pass,
+    /// Refused with an error to the sender.
+    Refuse(Failure),
+    /// Dropped silently: an error is never answered with an error.
+    Drop,
+}
+
+/// The one place where a stanza from a user meets the rules on its way to another user of
+/// this server, whatever its kind, before any handler sees it (DESIGN.md, "one chokepoint").
+///
+/// - Everything the sender writes, in any stanza, follows the communication rules: messages
+///   of every type, directed presence (which carries a status text), IQs, subscription
+///   requests and approvals (as adding a contact).
+/// - Errors and IQ answers pass when they answer a request the other side sent; otherwise
+///   they follow the rules too, and are dropped when refused.
+/// - Ending a relationship (`unsubscribe`, `unsubscribed`) and probes always pass: the server
+///   writes what the other side gets, so nothing of the sender's goes through.
+/// - With `im.chat_requires_acceptance`, messages and directed presence need an accepted
+///   contact; IQ requests always need the recipient's presence subscription, and strangers
+///   get the same answer as for an absent account or resource, so that an IQ tells nobody
+///   whether an account exists or a resource is online.
+async fn gate(
+    shared: &Shared,
+    sender: &Sender<'_>,
+    to: &Jid,
+    recipient: &BareJid,
+    stanza: &Stanza,
+) -> Gate {
+    let own = sender.jid.to_bare();
+    let decide =
+        |action| match shared
+            .policy
+            .decide(roster::local(&own), roster::local(recipient), action)
+        {
+            Decision::Allow => Gate::Pass,
+            Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
+        };
+    let or_drop = |gate: Gate| match gate {
+        Gate::Refuse(_) => Gate::Drop,
+        other => other,
+    };
+    let needs_acceptance = shared.config.im.chat_requires_acceptance;
+    let not_accepted = || {
+        Gate::Refuse(Failure::Plain(
+            DefinedCondition::NotAllowed,
+            "you can only chat with contacts who accepted your request",
+        ))
+    };
+    match stanza {
+        Stanza::Message(m) => match m.type_ {
+            MessageType::Error => or_drop(decide(Action::Message)),
+            // Bounced further on: users take no groupchat messages.
+            MessageType::Groupchat => Gate::Pass,
+            MessageType::Chat | MessageType::Normal | MessageType::Headline => {
+                match decide(Action::Message) {
+                    Gate::Pass
+                        if needs_acceptance
+                            && !relation(shared, recipient, &own, accepted).await =>
+                    {
+                        not_accepted()
+                    }
+                    other => other,
+                }
+            }
+        },
+        Stanza::Presence(p) => match p.type_ {
+            PresenceType::Subscribe | PresenceType::Subscribed => decide(Action::AddContact),
+            PresenceType::Unsubscribe | PresenceType::Unsubscribed | PresenceType::Probe => {
+                Gate::Pass
+            }
+            PresenceType::Error => or_drop(decide(Action::Message)),
+            PresenceType::None | PresenceType::Unavailable => match decide(Action::Message) {
+                Gate::Pass
+                    if needs_acceptance && !relation(shared, recipient, &own, accepted).await =>
+                {
+                    not_accepted()
+                }
+                other => other,
+            },
+        },
+        Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => {
+            if !relation(shared, recipient, &own, shares_presence).await {
+                return Gate::Refuse(Failure::Plain(
+                    DefinedCondition::ServiceUnavailable,
+                    if to.try_as_full().is_ok() {
+                        NOT_ONLINE
+                    } else {
+                        NO_SUCH_USER
+                    },
+                ));
+            }
+            decide(Action::Message)
+        }
+        Stanza::Iq(iq) => {
+            if sender.control.answered(to, iq.id()) {
+                return Gate::Pass;
+            }
+            or_drop(decide(Action::Message))
+        }
+    }
+}
+
+/// The answer to an IQ for an account that does not exist or does not share its presence
+/// with the asker (RFC 6121 §8.5.1: both alike).
+const NO_SUCH_USER: &str = "no such user, or not one of your contacts";
+/// The answer to an IQ for a resource that is not online or whose account does not share its
+/// presence with the asker.
+const NOT_ONLINE: &str = "the recipient is not online, or not one of your contacts";
+
+/// Sends the sender the error the gate chose for its stanza.
+fn refuse(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
+    let error = match failure {
+        Failure::Plain(condition, text) => {
+            StanzaError::new(error_type_of(&condition), condition, "en", text)
+        }
+        Failure::Denied(reason) => policy_error(reason),
+    };
+    if let Some(reply) = error_reply(stanza, error) {
+        let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
+    }
 }
 
 /// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), for messages.
@@ -290,32 +411,6 @@ async fn user_message(
     message: Message,
 ) {
     let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
-    let own = sender.jid.to_bare();
-    // Every message but errors follows the rules: a headline must not get around them.
-    if message.type_ != MessageType::Error
-        && let Decision::Deny(reason) = shared.policy.decide(
-            roster::local(&own),
-            roster::local(recipient),
-            Action::Message,
-        )
-    {
-        return deny(shared, sender, &Stanza::Message(message), reason);
-    }
-    if one_to_one
-        && shared.config.im.chat_requires_acceptance
-        && *recipient != own
-        && !accepted(shared, recipient, &own).await
-    {
-        let stanza = Stanza::Message(message);
-        return bounce(
-            shared,
-            sender,
-            &stanza,
-            ErrorType::Cancel,
-            DefinedCondition::NotAllowed,
-            "you can only chat with contacts who accepted your request",
-        );
-    }
     let message = match to.try_as_full() {
         Ok(full) => match shared
             .router
@@ -395,7 +490,10 @@ async fn user_message(
 
 /// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
 fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
-    let Err(back) = shared.router.deliver_to_full(to, Box::new(Stanza::Iq(iq))) else {
+    let Err(back) = shared
+        .router
+        .deliver_iq_to_full(sender.jid, to, Box::new(Stanza::Iq(iq)))
+    else {
         return;
     };
     if let Stanza::Iq(iq @ (Iq::Get { .. } | Iq::Set { .. })) = *back {
@@ -406,7 +504,7 @@ fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
             &stanza,
             ErrorType::Cancel,
             DefinedCondition::ServiceUnavailable,
-            "the recipient is not online",
+            NOT_ONLINE,
         );
     }
 }
@@ -427,10 +525,9 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
         search::directory_iq(shared, sender, is_get, payload).await
     } else if own && payload.is("session", crate::ns::SESSION) {
         Ok(None)
-    } else if own || exists(shared, to).await {
-        services::account_iq(is_get, payload)
     } else {
-        Err((DefinedCondition::ServiceUnavailable, "no such user").into())
+        // Another account: the gate let through only a contact who sees its presence.
+        services::account_iq(is_get, payload)
     };
     reply_iq(shared, sender, &iq, answer);
 }
@@ -495,12 +592,6 @@ pub fn policy_error(reason: Reason) -> StanzaError {
     );
     error.texts.insert("fr".into(), reason.french().to_owned());
     error
-}
-
-fn deny(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, reason: Reason) {
-    if let Some(reply) = error_reply(stanza, policy_error(reason)) {
-        let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
-    }
 }
 
 /// Sends the sender an error for its stanza, unless it was itself an error.

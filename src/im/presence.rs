@@ -8,6 +8,7 @@ use xmpp_parsers::stanza::Stanza;
 use crate::Shared;
 use crate::im::Sender;
 use crate::im::subscription::{subscription_presence, to_available};
+use crate::policy::{Action, Decision};
 use crate::router::{BareDelivery, SessionControl};
 
 /// Presence with no `to` (RFC 6121 §4.2, §4.4, §4.5).
@@ -67,6 +68,7 @@ fn spread(shared: &Shared, jid: &FullJid, control: &SessionControl, presence: Pr
 fn deliver_presence(shared: &Shared, to: &Jid, presence: Presence) {
     match to.try_as_full() {
         Ok(full) => {
+            let presence = as_allowed(shared, &full.to_bare(), presence);
             let _ = shared
                 .router
                 .deliver_to_full(full, Box::new(Stanza::Presence(presence)));
@@ -91,7 +93,7 @@ async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
         for handle in shared.router.resources(&contact) {
             if let Some(mut presence) = handle.control.last_presence() {
                 presence.to = Some(Jid::from(sender.jid.clone()));
-                to_self(Stanza::Presence(presence));
+                to_self(Stanza::Presence(as_allowed(shared, &user, presence)));
             }
         }
     }
@@ -118,6 +120,35 @@ async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
     if sender.control.priority() >= 0 {
         crate::im::offline::deliver(shared, sender).await;
     }
+}
+
+/// A contact's presence as `to` may see it. Contacts whom the communication rules no longer
+/// allow to write to each other (a pupil moved to another class) still see whether the other is
+/// online, away or busy, since the contact stays in their list until one of them deletes it,
+/// but no status text or payload: those are writing.
+pub fn as_allowed(shared: &Shared, to: &BareJid, mut presence: Presence) -> Presence {
+    if !matches!(
+        presence.type_,
+        PresenceType::None | PresenceType::Unavailable
+    ) {
+        return presence;
+    }
+    let Some(from) = presence.from.as_ref().map(|f| f.to_bare()) else {
+        return presence;
+    };
+    if from == *to {
+        return presence;
+    }
+    let decision = shared.policy.decide(
+        crate::im::roster::local(&from),
+        crate::im::roster::local(to),
+        Action::Message,
+    );
+    if let Decision::Deny(_) = decision {
+        presence.statuses.clear();
+        presence.payloads.clear();
+    }
+    presence
 }
 
 /// Called when a session ends without saying unavailable: its contacts learn it is gone
@@ -166,6 +197,7 @@ pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
     for handle in shared.router.resources(contact) {
         if let Some(mut presence) = handle.control.last_presence() {
             presence.to = Some(Jid::from(sender.jid.clone()));
+            let presence = as_allowed(shared, &user, presence);
             let _ = shared
                 .router
                 .deliver_to_full(sender.jid, Box::new(Stanza::Presence(presence)));

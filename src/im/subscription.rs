@@ -31,6 +31,7 @@ pub fn subscription_presence(type_: PresenceType, from: &BareJid, to: &BareJid) 
 
 /// Delivers a presence to every available resource of `user`.
 pub fn to_available(shared: &Shared, user: &BareJid, presence: Presence) {
+    let presence = crate::im::presence::as_allowed(shared, user, presence);
     let _ = shared.router.deliver_to_bare(
         user,
         Box::new(Stanza::Presence(presence)),

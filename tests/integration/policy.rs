@@ -495,3 +495,194 @@ async fn search_shows_only_reachable_users_who_logged_in_and_did_not_opt_out() {
     eleve2.logout().await;
     server.stop().await;
 }
+
+/// Every kind of stanza from a pupil to one the rules keep apart is refused or dropped before
+/// it reaches them, and the answers tell nothing of whether a resource is online.
+#[tokio::test]
+async fn no_stanza_kind_gets_around_the_rules() {
+    let server = provisioned().await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve3 = online(&server, "eleve3").await;
+    eleve3.send("<presence xmlns='jabber:client'/>").await;
+    let mut eleve3_phone = online(&server, "eleve3").await;
+    eleve3_phone.send("<presence xmlns='jabber:client'/>").await;
+    let target = eleve3.jid.to_string();
+    let offline = "eleve3@localhost/guessed";
+    let refused = |answer: &str, id: &str, condition: &str| {
+        assert!(
+            answer.contains(&format!("id='{id}'"))
+                && answer.contains("type='error'")
+                && answer.contains(&format!("<{condition}")),
+            "{id}: {answer}"
+        );
+    };
+
+    // Refused with forbidden: everything the rules govern.
+    let sends = [
+        (
+            "headline",
+            format!(
+                "<message xmlns='jabber:client' to='eleve3@localhost' type='headline' id='headline'><body>SECRET</body></message>"
+            ),
+        ),
+        (
+            "unavailable",
+            format!(
+                "<presence xmlns='jabber:client' to='eleve3@localhost' type='unavailable' id='unavailable'><status>SECRET</status></presence>"
+            ),
+        ),
+        (
+            "available",
+            format!(
+                "<presence xmlns='jabber:client' to='{target}' id='available'><status>SECRET</status></presence>"
+            ),
+        ),
+    ];
+    for (id, xml) in &sends {
+        eleve1.send(xml).await;
+        refused(&eleve1.expect(&format!("id='{id}'")).await, id, "forbidden");
+    }
+    // Errors that answer nothing the other side sent are dropped, not delivered.
+    eleve1.send("<presence xmlns='jabber:client' to='eleve3@localhost' type='error' id='perr'><status>SECRET</status><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>").await;
+    eleve1.send(&format!("<message xmlns='jabber:client' to='{target}' type='error' id='merr'><body>SECRET</body><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")).await;
+    eleve1.send(&format!("<iq xmlns='jabber:client' to='{target}' type='result' id='ires'><query xmlns='urn:example'>SECRET</query></iq>")).await;
+    // IQ requests get the same answer whether the resource is online or not.
+    eleve1.send(&format!("<iq xmlns='jabber:client' to='{target}' type='set' id='online'><query xmlns='urn:example'>SECRET</query></iq>")).await;
+    let to_online = eleve1.expect("id='online'").await;
+    eleve1.send(&format!("<iq xmlns='jabber:client' to='{offline}' type='set' id='offline'><query xmlns='urn:example'>SECRET</query></iq>")).await;
+    let to_offline = eleve1.expect("id='offline'").await;
+    refused(&to_online, "online", "service-unavailable");
+    assert_eq!(
+        to_online.replace(&target, "X").replace("id='online'", "id"),
+        to_offline
+            .replace(offline, "X")
+            .replace("id='offline'", "id"),
+    );
+    // Neither did disco#info to the bare JID tell the account exists.
+    eleve1.send("<iq xmlns='jabber:client' to='eleve3@localhost' type='get' id='disco'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let exists = eleve1.expect("id='disco'").await;
+    eleve1.send("<iq xmlns='jabber:client' to='nobody@localhost' type='get' id='disco'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let absent = eleve1.expect("id='disco'").await;
+    refused(&exists, "disco", "service-unavailable");
+    assert_eq!(
+        exists.replace("eleve3@localhost", "X"),
+        absent.replace("nobody@localhost", "X")
+    );
+    // Nothing reached either resource (eleve1's stanzas were all handled before its last
+    // answer came back, so before these round trips).
+    eleve1.drain().await;
+    eleve3.expect_none("SECRET").await;
+    eleve3.expect_none("eleve1@localhost").await;
+    eleve3_phone.expect_none("SECRET").await;
+    eleve3_phone.expect_none("eleve1@localhost").await;
+
+    // Same class, allowed by the rules but not an accepted contact: a headline is not a way
+    // around "chat with accepted contacts only".
+    let mut eleve2 = online(&server, "eleve2").await;
+    eleve1.send("<message xmlns='jabber:client' to='eleve2@localhost' type='headline' id='hl2'><body>SECRET</body></message>").await;
+    refused(&eleve1.expect("id='hl2'").await, "hl2", "not-allowed");
+    eleve1.drain().await;
+    eleve2.expect_none("SECRET").await;
+    server.stop().await;
+}
+
+/// An answer to a request passes the gate even where the rules forbid the way back, once.
+#[tokio::test]
+async fn answers_to_requests_pass_once() {
+    let server = provisioned().await;
+    // prof1 and eleve1 are contacts (same class); then the school forbids pupils to write to
+    // teachers, while teachers may still write to their pupils.
+    let mut prof1 = online(&server, "prof1").await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    eleve1.send("<presence xmlns='jabber:client'/>").await;
+    prof1.send("<presence xmlns='jabber:client'/>").await;
+    prof1
+        .send("<presence xmlns='jabber:client' to='eleve1@localhost' type='subscribe'/>")
+        .await;
+    eleve1.expect("type='subscribe'").await;
+    eleve1
+        .send("<presence xmlns='jabber:client' to='prof1@localhost' type='subscribed'/>")
+        .await;
+    prof1.expect("subscription='both'").await;
+    prof1.drain().await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/rules/student/teacher",
+        Some(&token),
+        Some(r#"{"scope":"none"}"#),
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    // The teacher may still ask; the pupil's client answers, and the answer arrives once.
+    let eleve = eleve1.jid.to_string();
+    prof1.send(&format!("<iq xmlns='jabber:client' to='{eleve}' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")).await;
+    let request = eleve1.expect("id='v1'").await;
+    assert!(request.contains("type='get'"), "{request}");
+    let answer = format!(
+        "<iq xmlns='jabber:client' to='{}' type='result' id='v1'><query xmlns='jabber:iq:version'><name>ANSWER</name></query></iq>",
+        prof1.jid
+    );
+    eleve1.send(&answer).await;
+    assert!(prof1.expect("id='v1'").await.contains("ANSWER"));
+    // The same answer again is not an answer any more: the rules apply, and it is dropped.
+    eleve1.send(&answer.replace("ANSWER", "AGAIN")).await;
+    eleve1.drain().await;
+    prof1.expect_none("AGAIN").await;
+    // And a request of the pupil's own is refused.
+    eleve1.send(&format!("<iq xmlns='jabber:client' to='{}' type='get' id='v2'><query xmlns='jabber:iq:version'/></iq>", prof1.jid)).await;
+    assert!(eleve1.expect("id='v2'").await.contains("<forbidden"));
+    server.stop().await;
+}
+
+/// Contacts whom the rules no longer allow to write to each other still see each other's
+/// availability, but no status text.
+#[tokio::test]
+async fn presence_between_contacts_kept_apart_carries_no_text() {
+    let server = provisioned().await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve2 = online(&server, "eleve2").await;
+    for client in [&mut eleve1, &mut eleve2] {
+        client.send("<presence xmlns='jabber:client'/>").await;
+    }
+    eleve1
+        .send("<presence xmlns='jabber:client' to='eleve2@localhost' type='subscribe'/>")
+        .await;
+    eleve2.expect("type='subscribe'").await;
+    eleve2
+        .send("<presence xmlns='jabber:client' to='eleve1@localhost' type='subscribed'/>")
+        .await;
+    eleve1.expect("subscription='both'").await;
+    eleve1
+        .send("<presence xmlns='jabber:client'><show>away</show><status>BEFORE</status></presence>")
+        .await;
+    eleve2.expect("BEFORE").await;
+    let token = server.server().admin_token().to_owned();
+    for (method, path) in [
+        ("DELETE", "/admin/api/v1/classes/6A/members/eleve2"),
+        ("PUT", "/admin/api/v1/classes/6B/members/eleve2"),
+    ] {
+        let (status, body) = http(server.http, method, path, Some(&token), None).await;
+        assert_eq!(status, 204, "{path}: {body}");
+    }
+    eleve1
+        .send("<presence xmlns='jabber:client'><show>dnd</show><status>AFTER</status></presence>")
+        .await;
+    let seen = eleve2.expect("<show>dnd</show>").await;
+    assert!(!seen.contains("AFTER"), "{seen}");
+    // A session of eleve2's that comes online later gets the same, without the text.
+    let mut later = online(&server, "eleve2").await;
+    later.send("<presence xmlns='jabber:client'/>").await;
+    let seen = later
+        .expect_all(&["from='eleve1@localhost", "<show>dnd</show>"])
+        .await;
+    assert!(!seen.contains("AFTER"), "{seen}");
+    // And the way back alike.
+    eleve2
+        .send("<presence xmlns='jabber:client'><show>xa</show><status>BACK</status></presence>")
+        .await;
+    let seen = eleve1.expect("<show>xa</show>").await;
+    assert!(!seen.contains("BACK"), "{seen}");
+    server.stop().await;
+}

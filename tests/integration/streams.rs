@@ -567,8 +567,9 @@ async fn shutdown_also_ends_streams_still_negotiating() {
 
 #[tokio::test]
 async fn a_session_that_does_not_read_is_closed_not_buffered() {
+    // Open chat: headlines between strangers go through instead of bouncing.
     let server = TestServer::start_with(|c| {
-        plaintext(c);
+        open_chat(c);
         c.limits.session_queue = 8;
     })
     .await;
