@@ -97,12 +97,20 @@ pub struct LimitsConfig {
 pub struct AuthConfig {
     /// PBKDF2 iterations used when a password is set (SCRAM, RFC 5802/7677).
     pub scram_iterations: u32,
-    /// Failed logins per account within `failure_window_secs` before further attempts on
-    /// that account are refused until the window ends.
+    /// Failed logins on one account from one address before each further attempt from there
+    /// must wait (1 s, then doubling up to `max_delay_secs`). Nobody is ever locked out.
     pub max_failures_per_account: u32,
-    /// The same, per client IP address.
+    /// Failed logins from one address, whatever the accounts, before the same delays apply to
+    /// accounts that never logged in from there.
     pub max_failures_per_ip: u32,
+    /// The same for addresses in `nat_networks` (a school's pupils behind one address).
+    pub max_failures_per_nat_ip: u32,
+    /// Networks (CIDR) whose addresses are shared by many users.
+    pub nat_networks: Vec<ipnet::IpNet>,
+    /// Failures are forgotten this long after the last one.
     pub failure_window_secs: u64,
+    /// The longest a throttled attempt waits.
+    pub max_delay_secs: u64,
     /// SASL steps run at once on the blocking pool (PLAIN hashes the password: CPU-heavy).
     /// 0 means the number of CPU cores.
     pub workers: usize,
@@ -249,6 +257,19 @@ impl Default for LimitsConfig {
     }
 }
 
+impl AuthConfig {
+    pub fn throttle_limits(&self) -> crate::auth::throttle::Limits {
+        crate::auth::throttle::Limits {
+            per_account_and_address: self.max_failures_per_account,
+            per_address: self.max_failures_per_ip,
+            per_nat_address: self.max_failures_per_nat_ip,
+            nat_networks: self.nat_networks.clone(),
+            window: Duration::from_secs(self.failure_window_secs),
+            max_delay: Duration::from_secs(self.max_delay_secs.max(1)),
+        }
+    }
+}
+
 impl LimitsConfig {
     pub fn xml(&self) -> crate::transport::XmlLimits {
         crate::transport::XmlLimits {
@@ -264,7 +285,10 @@ impl Default for AuthConfig {
             scram_iterations: 4096,
             max_failures_per_account: 5,
             max_failures_per_ip: 20,
+            max_failures_per_nat_ip: 200,
+            nat_networks: Vec::new(),
             failure_window_secs: 300,
+            max_delay_secs: 60,
             workers: 0,
         }
     }

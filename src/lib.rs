@@ -92,11 +92,7 @@ impl Server {
         let http_addrs = addrs_of(&http)?;
         let c2s_addrs = addrs_of(&c2s)?;
         let direct_tls_addrs = addrs_of(&direct)?;
-        let throttle = auth::throttle::Throttle::new(
-            config.auth.max_failures_per_account,
-            config.auth.max_failures_per_ip,
-            Duration::from_secs(config.auth.failure_window_secs),
-        );
+        let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
         let auth = auth::Authenticator::new(
             store.clone(),
             shared_domain.domain().as_str(),

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use xmpp_parsers::sasl::DefinedCondition;
 
 use crate::storage::{DynStore, ScramHash};
-use throttle::Throttle;
+use throttle::{Throttle, Throttled};
 
 /// The channel-binding type offered with the -PLUS mechanisms (RFC 9266), and its exporter label.
 pub const CHANNEL_BINDING_TYPE: &str = "tls-exporter";
@@ -80,7 +80,7 @@ pub struct Transport {
 pub struct Authenticator {
     store: DynStore,
     domain: Arc<str>,
-    throttle: Throttle,
+    throttle: Arc<Throttle>,
     workers: Semaphore,
 }
 
@@ -100,12 +100,15 @@ impl ChannelBindingCallback for ExporterBinding {
     }
 }
 
-/// One login's callback: it remembers which account was tried, for throttling.
+/// One login's callback: it remembers which account was tried, for throttling, and checks
+/// nothing for an account that must wait (see `throttle`).
 struct LoginCallback {
     store: DynStore,
     domain: Arc<str>,
     runtime: Handle,
     attempted: Arc<Mutex<Option<String>>>,
+    throttle: Arc<Throttle>,
+    peer_ip: IpAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +156,9 @@ impl SessionCallback for LoginCallback {
             // cannot tell whether the account exists.
             return Ok(());
         };
+        self.throttle
+            .check(Some(&username), self.peer_ip)
+            .map_err(|throttled| SessionError::Boxed(Box::new(throttled)))?;
         let hash = hash_of(session_data.mechanism().mechanism.as_str());
         let credential = self
             .runtime
@@ -193,6 +199,9 @@ impl SessionCallback for LoginCallback {
             }
         }
         if session_data.mechanism().mechanism.as_str() == "PLAIN" {
+            self.throttle
+                .check(Some(&username), self.peer_ip)
+                .map_err(|throttled| ValidationError::Boxed(Box::new(throttled)))?;
             let Some(password) = context
                 .get_ref::<Password>()
                 .and_then(|p| std::str::from_utf8(p).ok())
@@ -227,7 +236,7 @@ impl Authenticator {
         Self {
             store,
             domain: Arc::from(domain),
-            throttle,
+            throttle: Arc::new(throttle),
             workers: Semaphore::new(workers.max(1)),
         }
     }
@@ -263,12 +272,6 @@ impl Authenticator {
                 )
             });
         }
-        if self.throttle.is_blocked(None, transport.peer_ip) {
-            return Err(Failure::new(
-                DefinedCondition::TemporaryAuthFailure,
-                "too many failed logins from this address; try again later",
-            ));
-        }
         let registry = Registry::with_mechanisms(if transport.tls_exporter.is_some() {
             &WITH_CHANNEL_BINDING
         } else {
@@ -280,6 +283,8 @@ impl Authenticator {
             domain: self.domain.clone(),
             runtime: Handle::current(),
             attempted: attempted.clone(),
+            throttle: self.throttle.clone(),
+            peer_ip: transport.peer_ip,
         };
         let internal = || Failure::new(DefinedCondition::TemporaryAuthFailure, "internal error");
         let config = SASLConfig::builder()
@@ -334,16 +339,13 @@ impl Authenticator {
                 Step::Challenge(output)
             }
             Ok(State::Finished(_)) => match session.validation() {
-                Some(username) if !self.throttle.is_blocked(Some(&username), exchange.peer_ip) => {
+                Some(username) => {
+                    self.throttle.record_success(&username, exchange.peer_ip);
                     Step::Success {
                         username,
                         additional_data: output,
                     }
                 }
-                Some(_) => Step::Failure(Failure::new(
-                    DefinedCondition::TemporaryAuthFailure,
-                    "too many failed logins; try again later",
-                )),
                 None => {
                     self.throttle
                         .record_failure(attempted.as_deref(), exchange.peer_ip);
@@ -353,12 +355,28 @@ impl Authenticator {
                     ))
                 }
             },
+            // Not checked: the same answer whatever the password, and it does not count.
+            Err(err) if is_throttled(&err) => Step::Failure(THROTTLED),
             Err(err) => {
                 self.throttle
                     .record_failure(attempted.as_deref(), exchange.peer_ip);
                 Step::Failure(failure_of(&err))
             }
         }
+    }
+}
+
+/// The answer to every attempt that must wait.
+const THROTTLED: Failure = Failure::new(
+    DefinedCondition::TemporaryAuthFailure,
+    "too many failed logins; try again later",
+);
+
+fn is_throttled(err: &SessionError) -> bool {
+    match err {
+        SessionError::Boxed(inner) => inner.is::<Throttled>(),
+        SessionError::ValidationError(ValidationError::Boxed(inner)) => inner.is::<Throttled>(),
+        _ => false,
     }
 }
 

@@ -141,3 +141,97 @@ async fn stanza_size_is_checked_to_the_byte() {
     assert_stream_error(&text, "policy-violation", "the limit is 10000 bytes");
     server.stop().await;
 }
+
+/// One PLAIN attempt on a fresh stream from `from`: the server's answer.
+async fn plain_attempt(server: &TestServer, from: &str, user: &str, password: &str) -> String {
+    use base64::Engine;
+    let mut raw = Raw::connect_from(server.c2s, from.parse().unwrap()).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    ))
+    .await;
+    let answer = raw.expect(">").await;
+    if answer.contains("<success") {
+        return answer;
+    }
+    answer + &raw.expect("</failure>").await
+}
+
+fn throttled_logins(c: &mut causette::Config) {
+    plaintext(c);
+    c.auth.max_failures_per_account = 2;
+    c.auth.max_failures_per_ip = 3;
+    c.auth.max_delay_secs = 30;
+    c.auth.nat_networks = vec!["127.0.9.0/24".parse().unwrap()];
+    c.auth.max_failures_per_nat_ip = 6;
+}
+
+#[tokio::test]
+async fn guessing_from_one_address_locks_nobody_out_and_tells_nothing() {
+    let server = TestServer::start_with(throttled_logins).await;
+    server.add_user("lea", "right").await;
+    let attacker = "127.0.0.2";
+    for _ in 0..2 {
+        let answer = plain_attempt(&server, attacker, "lea", "guess").await;
+        assert!(answer.contains("<not-authorized"), "{answer}");
+    }
+    // From there, the right password and a wrong one now get the very same answer.
+    let right = plain_attempt(&server, attacker, "lea", "right").await;
+    let wrong = plain_attempt(&server, attacker, "lea", "other").await;
+    assert!(right.contains("<temporary-auth-failure"), "{right}");
+    assert_eq!(right, wrong);
+    // So does SCRAM, before any proof: the first message is answered with the same failure.
+    {
+        use base64::Engine;
+        let mut raw = Raw::connect_from(server.c2s, attacker.parse().unwrap()).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        let first = base64::engine::general_purpose::STANDARD.encode("n,,n=lea,r=abcdefgh");
+        raw.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>")).await;
+        let answer = raw.expect("</failure>").await;
+        assert!(!answer.contains("<challenge"), "{answer}");
+        assert!(answer.contains("<temporary-auth-failure"), "{answer}");
+    }
+    // Léa herself, from her own address, logs in at once.
+    let own = plain_attempt(&server, "127.0.0.3", "lea", "right").await;
+    assert!(own.contains("<success"), "{own}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spraying_names_from_a_school_address_slows_strangers_not_its_pupils() {
+    let server = TestServer::start_with(throttled_logins).await;
+    server.add_user("lea", "right").await;
+    server.add_user("hugo", "right").await;
+    let school = "127.0.0.4";
+    // Léa logged in from the school before.
+    assert!(
+        plain_attempt(&server, school, "lea", "right")
+            .await
+            .contains("<success")
+    );
+    for name in ["ghost1", "ghost2", "ghost3"] {
+        let answer = plain_attempt(&server, school, name, "x").await;
+        assert!(answer.contains("<not-authorized"), "{answer}");
+    }
+    // Past the address's budget: an account never seen there waits; Léa does not.
+    let hugo = plain_attempt(&server, school, "hugo", "right").await;
+    assert!(hugo.contains("<temporary-auth-failure"), "{hugo}");
+    let lea = plain_attempt(&server, school, "lea", "right").await;
+    assert!(lea.contains("<success"), "{lea}");
+    // A network declared as NAT has the larger budget.
+    let nat = "127.0.9.1";
+    for name in ["ghost1", "ghost2", "ghost3", "ghost4", "ghost5"] {
+        assert!(
+            plain_attempt(&server, nat, name, "x")
+                .await
+                .contains("<not-authorized")
+        );
+    }
+    let hugo = plain_attempt(&server, nat, "hugo", "right").await;
+    assert!(hugo.contains("<success"), "{hugo}");
+    server.stop().await;
+}

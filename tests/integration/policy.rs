@@ -521,15 +521,11 @@ async fn no_stanza_kind_gets_around_the_rules() {
     let sends = [
         (
             "headline",
-            format!(
-                "<message xmlns='jabber:client' to='eleve3@localhost' type='headline' id='headline'><body>SECRET</body></message>"
-            ),
+            "<message xmlns='jabber:client' to='eleve3@localhost' type='headline' id='headline'><body>SECRET</body></message>".to_string(),
         ),
         (
             "unavailable",
-            format!(
-                "<presence xmlns='jabber:client' to='eleve3@localhost' type='unavailable' id='unavailable'><status>SECRET</status></presence>"
-            ),
+            "<presence xmlns='jabber:client' to='eleve3@localhost' type='unavailable' id='unavailable'><status>SECRET</status></presence>".to_string(),
         ),
         (
             "available",

@@ -117,6 +117,18 @@ impl Raw {
         }
     }
 
+    /// Connects from another loopback address (127.0.0.0/8 is all loopback), as a client
+    /// elsewhere would.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).expect("bind");
+        let tcp = socket.connect(addr).await.expect("connect");
+        Self {
+            io: Box::pin(tcp),
+            buffer: String::new(),
+        }
+    }
+
     /// Connects to a direct-TLS port.
     pub async fn connect_tls(addr: SocketAddr, config: Arc<ClientConfig>) -> Self {
         let tcp = TcpStream::connect(addr).await.expect("connect");
