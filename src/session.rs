@@ -32,6 +32,38 @@ pub struct Bound {
     pub jid: FullJid,
     queue: mpsc::Receiver<Outbound>,
     control: Arc<SessionControl>,
+    /// Offline messages written and waiting for the client's acknowledgement.
+    offline_written: Option<OfflineWritten>,
+}
+
+/// A batch of offline messages written to the client, followed by a ping whose answer proves
+/// the client read them all (a stream is ordered): only then are they deleted.
+struct OfflineWritten {
+    ping_id: String,
+    last_id: i64,
+}
+
+impl Bound {
+    fn username(&self) -> &str {
+        self.jid.node().map_or("", |n| n.as_str())
+    }
+
+    /// Whether `element` is the client's answer to the ping after an offline batch; if so,
+    /// the last id of that batch.
+    fn offline_acknowledged(&mut self, element: &ClientElement) -> Option<i64> {
+        let written = self.offline_written.as_ref()?;
+        let ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(Stanza::Iq(
+            iq @ (Iq::Result { .. } | Iq::Error { .. }),
+        )))) = element
+        else {
+            return None;
+        };
+        let to_server = iq.to().is_none_or(|to| to.node().is_none());
+        if !to_server || iq.id() != written.ping_id {
+            return None;
+        }
+        self.offline_written.take().map(|w| w.last_id)
+    }
 }
 
 impl Bound {
@@ -68,6 +100,7 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, crate::st
         jid: jid.clone(),
         queue,
         control,
+        offline_written: None,
     })
 }
 
@@ -139,16 +172,33 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                     }
                 }
                 incoming = xml.next_element() => match incoming {
-                    // Boxed: stanza handling is deep and brief; the idle session must stay small.
-                    Incoming::Element(element) => match Box::pin(handle(&shared, bound, element)).await {
-                        Ok(direct) if direct.is_empty() => {}
-                        Ok(direct) => {
-                            if !Box::pin(write_all(xml, &direct)).await {
+                    Incoming::Element(element) => {
+                        if let Some(last_id) = bound.offline_acknowledged(&element) {
+                            im::offline::acknowledge(&shared, bound.username(), last_id).await;
+                            if !Box::pin(deliver_offline(xml, &shared, bound, last_id)).await {
                                 break End::Abort;
                             }
+                            continue;
                         }
-                        Err(fatal) => break End::Error(fatal),
-                    },
+                        // Boxed: stanza handling is deep and brief; the idle session must stay
+                        // small.
+                        match Box::pin(handle(&shared, bound, element)).await {
+                            Ok(handled) => {
+                                if !handled.direct.is_empty()
+                                    && !Box::pin(write_all(xml, &handled.direct)).await
+                                {
+                                    break End::Abort;
+                                }
+                                if handled.offline
+                                    && bound.offline_written.is_none()
+                                    && !Box::pin(deliver_offline(xml, &shared, bound, 0)).await
+                                {
+                                    break End::Abort;
+                                }
+                            }
+                            Err(fatal) => break End::Error(fatal),
+                        }
+                    }
                     Incoming::Idle => {
                         // XEP-0199: any answer, even an error, proves the client is there.
                         pings += 1;
@@ -172,6 +222,48 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
         End::Abort => {}
     }
     tracing::info!(jid = %bound.jid, "session ended");
+}
+
+/// Writes the next batch of offline messages after id `after`, then a ping; the batch is
+/// deleted when the client answers it (`Bound::offline_acknowledged`), and the next one
+/// follows. A client that goes away before answering gets the batch again at its next login.
+/// Each write has its own timeout: a slow reader gets its backlog at its own pace.
+async fn deliver_offline(
+    xml: &mut BoundStream<'_>,
+    shared: &Shared,
+    bound: &mut Bound,
+    after: i64,
+) -> bool {
+    let Some(batch) = im::offline::next_batch(shared, bound.username(), after).await else {
+        return true;
+    };
+    let ping_id = format!("offline-{}", batch.last_id);
+    let ping = Stanza::Iq(Iq::Get {
+        from: Some(Jid::from(shared.domain.clone())),
+        to: Some(Jid::from(bound.jid.clone())),
+        id: ping_id.clone(),
+        payload: Ping.into(),
+    });
+    for message in batch.messages {
+        let message = Stanza::Message(message);
+        if !matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, xml.feed(&message)).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+    }
+    if !matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, xml.send(&ping)).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
+    bound.offline_written = Some(OfflineWritten {
+        ping_id,
+        last_id: batch.last_id,
+    });
+    true
 }
 
 /// Writes stanzas with a single flush.
@@ -218,18 +310,30 @@ async fn write_batch(
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-/// Handles one element from the client; returns what the session must write itself.
+/// What the session does itself once a stanza is handled.
+#[derive(Default)]
+struct Handled {
+    /// Stanzas to write at once.
+    direct: Vec<Stanza>,
+    /// Deliver the offline messages.
+    offline: bool,
+}
+
+/// Handles one element from the client.
 async fn handle(
     shared: &Shared,
     bound: &Bound,
     element: Box<ClientElement>,
-) -> Result<Vec<Stanza>, Fatal> {
+) -> Result<Handled, Fatal> {
     let sender = Sender::new(&bound.jid, &bound.control);
     match *element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
             let stanza = stamp_from(stanza, &bound.jid)?;
             im::route(shared, &sender, stanza).await;
-            Ok(sender.take_direct())
+            Ok(Handled {
+                direct: sender.take_direct(),
+                offline: sender.offline_requested(),
+            })
         }
         ClientElement::Known(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
             ns,
@@ -237,16 +341,17 @@ async fn handle(
             header,
             error,
         })) if ns.as_str() == xmpp_parsers::ns::JABBER_CLIENT => {
-            if let Some(reply) = invalid_stanza_reply(
+            let direct = invalid_stanza_reply(
                 shared,
                 &bound.jid,
                 &name.to_string(),
                 header,
                 &error.to_string(),
-            ) {
-                return Ok(vec![reply]);
-            }
-            Ok(Vec::new())
+            );
+            Ok(Handled {
+                direct: direct.into_iter().collect(),
+                offline: false,
+            })
         }
         other => Err(unexpected(&other)),
     }

@@ -9,6 +9,7 @@ pub mod search;
 pub mod subscription;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::iq::Iq;
@@ -30,6 +31,8 @@ pub struct Sender<'a> {
     /// Stanzas for this very session that the session writes itself once the handler is
     /// done, instead of queueing them: initial presence may bring more than a queue holds.
     direct: Mutex<Vec<Stanza>>,
+    /// The session should deliver the offline messages once the handler is done.
+    offline: AtomicBool,
 }
 
 impl<'a> Sender<'a> {
@@ -38,7 +41,16 @@ impl<'a> Sender<'a> {
             jid,
             control,
             direct: Mutex::new(Vec::new()),
+            offline: AtomicBool::new(false),
         }
+    }
+
+    pub fn request_offline_messages(&self) {
+        self.offline.store(true, Ordering::Relaxed);
+    }
+
+    pub fn offline_requested(&self) -> bool {
+        self.offline.load(Ordering::Relaxed)
     }
 
     pub fn write_directly(&self, stanza: Stanza) {

@@ -1,5 +1,7 @@
 //! Offline storage (XEP-0160): chat and normal messages to a user with no available resource
-//! are kept, then delivered in order with a XEP-0203 delay stamp when the user comes online.
+//! are kept, then delivered in order with a XEP-0203 delay stamp when the user comes online,
+//! in bounded batches, each deleted only once the client has acknowledged it (see
+//! `session::deliver_offline`).
 
 use std::str::FromStr;
 
@@ -8,10 +10,8 @@ use minidom::Element;
 use xmpp_parsers::date::DateTime;
 use xmpp_parsers::delay::Delay;
 use xmpp_parsers::message::Message;
-use xmpp_parsers::stanza::Stanza;
 
 use crate::Shared;
-use crate::im::Sender;
 use crate::storage;
 
 pub enum Stored {
@@ -37,24 +37,42 @@ pub async fn store(shared: &Shared, username: &str, message: &Message) -> Stored
     }
 }
 
-/// Delivers, oldest first, what was kept for the user, to the session that came online.
-/// Written by the session itself rather than queued: there may be more than a queue holds.
-pub async fn deliver(shared: &Shared, sender: &Sender<'_>) {
-    let jid = sender.jid;
-    let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
-    let messages = match shared.store.take_offline(username).await {
-        Ok(m) => m,
+/// Messages written to a session before it must acknowledge them, at most.
+const BATCH_MESSAGES: u32 = 64;
+/// Bytes of stored messages one batch loads, at most (the first message always comes): a
+/// session holds no more than this of its backlog at once, however large the backlog.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The next messages kept for a user, oldest first, stamped with their delay (XEP-0203).
+pub struct Batch {
+    pub messages: Vec<Message>,
+    /// The id to acknowledge once the client has them.
+    pub last_id: i64,
+}
+
+/// The messages kept for `username` after id `after`, or `None` when none is left. Nothing
+/// is deleted until `acknowledge`: a client that goes away before it has them gets them at
+/// its next login.
+pub async fn next_batch(shared: &Shared, username: &str, after: i64) -> Option<Batch> {
+    let kept = match shared
+        .store
+        .offline_batch(username, after, BATCH_MESSAGES, BATCH_BYTES)
+        .await
+    {
+        Ok(kept) => kept,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read offline messages");
-            return;
+            return None;
         }
     };
-    for kept in messages {
+    let last_id = kept.last()?.id;
+    let mut messages = Vec::with_capacity(kept.len());
+    for kept in kept {
         let Some(mut message) = Element::from_str(&kept.stanza)
             .ok()
             .and_then(|e| Message::try_from(e).ok())
         else {
-            tracing::warn!("dropping an offline message that no longer parses");
+            tracing::warn!("skipping an offline message that no longer parses");
             continue;
         };
         let stamp = chrono::DateTime::from_timestamp(kept.received_at, 0)
@@ -68,6 +86,15 @@ pub async fn deliver(shared: &Shared, sender: &Sender<'_>) {
             }
             .into(),
         );
-        sender.write_directly(Stanza::Message(message));
+        messages.push(message);
+    }
+    Some(Batch { messages, last_id })
+}
+
+/// The client has the messages up to `last_id`: they are deleted.
+pub async fn acknowledge(shared: &Shared, username: &str, last_id: i64) {
+    if let Err(err) = shared.store.delete_offline_through(username, last_id).await {
+        // Kept, so delivered again at the next login: a duplicate rather than a loss.
+        tracing::warn!(error = %err, "cannot delete delivered offline messages");
     }
 }

@@ -118,7 +118,7 @@ async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
         Err(err) => tracing::warn!(error = %err, "cannot read pending subscription requests"),
     }
     if sender.control.priority() >= 0 {
-        crate::im::offline::deliver(shared, sender).await;
+        sender.request_offline_messages();
     }
 }
 

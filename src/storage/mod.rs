@@ -159,6 +159,8 @@ pub struct SubscriptionRequest {
 /// A message kept for an offline user: its XML and when it arrived (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfflineMessage {
+    /// Increases with each message kept: delivery goes in this order.
+    pub id: i64,
     pub stanza: String,
     pub received_at: i64,
 }
@@ -235,8 +237,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, Error>;
     /// Stores a message for an offline user; `LimitReached` when `limit` are already kept.
     async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
-    /// Takes (and deletes) the offline messages of a user, oldest first.
-    async fn take_offline(&self, username: &str) -> Result<Vec<OfflineMessage>, Error>;
+    /// Reads, oldest first, the messages kept for a user whose id is above `after`: at most
+    /// `limit`, and no more after the one that reaches `max_bytes` (the first always comes).
+    /// Nothing is deleted: see `delete_offline_through`.
+    async fn offline_batch(
+        &self,
+        username: &str,
+        after: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>, Error>;
+    /// Deletes the messages kept for a user up to id `last`, once the client has them.
+    async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error>;
     /// The whole directory, at start.
     async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
     /// Applies a batch of directory changes in one transaction, with one audit entry each.

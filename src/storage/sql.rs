@@ -628,28 +628,45 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn take_offline(&self, username: &str) -> Result<Vec<OfflineMessage>, Error> {
-        // DELETE … RETURNING takes and removes in one statement.
+    async fn offline_batch(
+        &self,
+        username: &str,
+        after: i64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>, Error> {
+        // The running length bounds what one batch loads, whatever the messages' sizes.
         let rows = sqlx::query(
-            "DELETE FROM offline_messages WHERE username = $1 RETURNING id, stanza, created_at",
+            "SELECT id, stanza, created_at FROM ( \
+                 SELECT id, stanza, created_at, \
+                        SUM(LENGTH(stanza)) OVER (ORDER BY id) - LENGTH(stanza) AS before \
+                 FROM offline_messages WHERE username = $1 AND id > $2 ORDER BY id LIMIT $3 \
+             ) AS batch WHERE before < $4 ORDER BY id",
         )
         .bind(username)
+        .bind(after)
+        .bind(i64::from(limit))
+        .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let mut messages = rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>(0)?,
-                    OfflineMessage {
-                        stanza: r.try_get(1)?,
-                        received_at: r.try_get(2)?,
-                    },
-                ))
+                Ok(OfflineMessage {
+                    id: r.try_get(0)?,
+                    stanza: r.try_get(1)?,
+                    received_at: r.try_get(2)?,
+                })
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        messages.sort_by_key(|(id, _)| *id);
-        Ok(messages.into_iter().map(|(_, m)| m).collect())
+            .collect()
+    }
+
+    async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error> {
+        sqlx::query("DELETE FROM offline_messages WHERE username = $1 AND id <= $2")
+            .bind(username)
+            .bind(last)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn load_directory(&self) -> Result<super::directory::DirectoryRows, Error> {

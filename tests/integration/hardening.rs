@@ -235,3 +235,77 @@ async fn spraying_names_from_a_school_address_slows_strangers_not_its_pupils() {
     assert!(hugo.contains("<success"), "{hugo}");
     server.stop().await;
 }
+
+fn open_chat(c: &mut causette::Config) {
+    plaintext(c);
+    c.im.chat_requires_acceptance = false;
+}
+
+/// Alice leaves `count` messages of `size` bytes of text for Bob, who is offline.
+async fn leave_messages(server: &TestServer, count: usize, size: usize) {
+    let mut alice = Xmpp::login(server, "alice", "pw").await;
+    let padding = "x".repeat(size);
+    for n in 0..count {
+        alice
+            .send(&format!(
+                "<message xmlns='jabber:client' to='bob@localhost' type='chat'><body>m{n}:{padding}</body></message>"
+            ))
+            .await;
+    }
+    alice.expect_none("type='error'").await;
+    alice.logout().await;
+}
+
+/// Bob logs in, says he is available, and reads every message left for him.
+async fn collect_messages(server: &TestServer, count: usize) {
+    let mut bob = Xmpp::login(server, "bob", "pw").await;
+    bob.send("<presence xmlns='jabber:client'/>").await;
+    for n in 0..count {
+        bob.expect(&format!("<body>m{n}:")).await;
+    }
+    bob.logout().await;
+    // All acknowledged: nothing is delivered twice.
+    let mut bob = Xmpp::login(server, "bob", "pw").await;
+    bob.send("<presence xmlns='jabber:client'/>").await;
+    bob.expect_none("<body>m").await;
+    bob.logout().await;
+}
+
+#[tokio::test]
+async fn offline_messages_survive_a_client_that_drops_before_reading_them() {
+    let server = TestServer::start_with(open_chat).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    leave_messages(&server, 300, 20).await;
+    // Bob's client says it is available, then drops the connection without reading.
+    let mut bob = Raw::connect(server.c2s)
+        .await
+        .login("bob", "pw", "dropping")
+        .await;
+    bob.send("<presence/>").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(bob);
+    collect_messages(&server, 300).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_loses_no_large_offline_message() {
+    let server = TestServer::start_with(open_chat).await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    leave_messages(&server, 40, 200_000).await;
+    // Bob's client reads the first batch, then goes away before acknowledging it.
+    let mut bob = Raw::connect(server.c2s)
+        .await
+        .login("bob", "pw", "slow")
+        .await;
+    bob.send("<presence/>").await;
+    let first = bob.expect("id='offline-").await;
+    assert!(first.contains("<body>m0:"));
+    // A batch is bounded in bytes, not only in messages.
+    assert!(!first.contains("<body>m3:"));
+    drop(bob);
+    collect_messages(&server, 40).await;
+    server.stop().await;
+}

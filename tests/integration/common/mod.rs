@@ -411,6 +411,20 @@ impl Xmpp {
             match event {
                 tokio_xmpp::Event::Stanza(stanza) => {
                     let element = tokio_xmpp::minidom::Element::from(stanza);
+                    // Like any client (XEP-0199): the server's pings are answered, which is
+                    // also how it learns that offline messages arrived.
+                    if element.name() == "iq"
+                        && element.attr("type") == Some("get")
+                        && element.attr("from") == Some("localhost")
+                        && element.has_child("ping", "urn:xmpp:ping")
+                    {
+                        let id = element.attr("id").unwrap_or_default().to_owned();
+                        self.send(&format!(
+                            "<iq xmlns='jabber:client' type='result' to='localhost' id='{id}'/>"
+                        ))
+                        .await;
+                        continue;
+                    }
                     return Some(String::from(&element).replace('"', "'"));
                 }
                 tokio_xmpp::Event::Disconnected(e) => panic!("{}: disconnected: {e:?}", self.jid),
@@ -480,7 +494,10 @@ impl Xmpp {
         self.pending.clear();
     }
 
-    pub async fn logout(self) {
+    /// Closes the stream once everything the server sent so far has been read (and its pings
+    /// answered), as a client does that leaves when the user quits, not in mid-delivery.
+    pub async fn logout(mut self) {
+        let _ = self.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
         self.client.send_end().await.expect("clean close");
     }
 }
