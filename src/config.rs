@@ -84,6 +84,17 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Stanzas queued for one session before it counts as a slow reader and is closed.
     pub session_queue: usize,
+    /// The same in bytes (estimated from the stanzas' text and markup).
+    pub session_queue_bytes: usize,
+    /// Resources one account may have bound at once; a further bind gets
+    /// `<resource-constraint/>`.
+    pub max_resources_per_account: usize,
+    /// Bytes per second a client may send once its budget of `inbound_burst_bytes` is spent;
+    /// past it the server reads more slowly (it does not close the stream).
+    pub max_inbound_bytes_per_sec: u32,
+    pub inbound_burst_bytes: u32,
+    /// Seconds one stanza may take to arrive in full, from its first byte.
+    pub stanza_timeout_secs: u64,
     /// Seconds a client has to finish TLS, SASL and binding.
     pub negotiation_timeout_secs: u64,
     /// Seconds of silence from a bound client before the server pings it (XEP-0199).
@@ -250,6 +261,11 @@ impl Default for LimitsConfig {
             max_element_depth: 48,
             max_connections: 50_000,
             session_queue: 256,
+            session_queue_bytes: 1024 * 1024,
+            max_resources_per_account: 10,
+            max_inbound_bytes_per_sec: 64 * 1024,
+            inbound_burst_bytes: 1024 * 1024,
+            stanza_timeout_secs: 60,
             negotiation_timeout_secs: 60,
             ping_after_secs: 120,
             ping_timeout_secs: 60,
@@ -271,10 +287,21 @@ impl AuthConfig {
 }
 
 impl LimitsConfig {
+    pub fn router(&self) -> crate::router::RouterLimits {
+        crate::router::RouterLimits {
+            max_queued_bytes: self.session_queue_bytes,
+            max_resources: self.max_resources_per_account,
+        }
+    }
+
     pub fn xml(&self) -> crate::transport::XmlLimits {
         crate::transport::XmlLimits {
             max_stanza_size: self.max_stanza_size,
             max_depth: self.max_element_depth,
+            rate: crate::transport::Rate {
+                bytes_per_sec: self.max_inbound_bytes_per_sec,
+                burst: self.inbound_burst_bytes,
+            },
         }
     }
 }
@@ -341,9 +368,26 @@ impl Config {
                 "limits.max_element_depth must be between 8 and 256".into(),
             ));
         }
-        if self.limits.session_queue == 0 || self.limits.max_connections == 0 {
+        let limits = &self.limits;
+        if limits.session_queue == 0
+            || limits.max_connections == 0
+            || limits.max_resources_per_account == 0
+            || limits.max_inbound_bytes_per_sec == 0
+            || limits.stanza_timeout_secs == 0
+        {
             return Err(Error::Invalid(
-                "limits.session_queue and limits.max_connections must be positive".into(),
+                "limits.session_queue, max_connections, max_resources_per_account, \
+                 max_inbound_bytes_per_sec and stanza_timeout_secs must be positive"
+                    .into(),
+            ));
+        }
+        if limits.session_queue_bytes < limits.max_stanza_size
+            || (limits.inbound_burst_bytes as usize) < limits.max_stanza_size
+        {
+            return Err(Error::Invalid(
+                "limits.session_queue_bytes and limits.inbound_burst_bytes must be at least \
+                 limits.max_stanza_size"
+                    .into(),
             ));
         }
         let fallback = self.im.fallback_category.trim();

@@ -103,7 +103,7 @@ impl Server {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             domain: shared_domain,
             store,
-            router: router::Router::new(),
+            router: router::Router::new(config.limits.router()),
             rosters: im::roster::Rosters::default(),
             policy,
             admin_token,

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
@@ -34,6 +34,8 @@ const MAX_OPEN_REQUESTS: usize = 32;
 /// State a session shares with the router and with whoever may close it.
 #[derive(Debug, Default)]
 pub struct SessionControl {
+    /// Estimated bytes of the stanzas in the session's queue (`stanza_cost`).
+    queued_bytes: AtomicUsize,
     close: Notify,
     reason: Mutex<Option<CloseReason>>,
     /// Has sent initial presence and not gone unavailable (RFC 6121 §4.2).
@@ -69,6 +71,12 @@ impl SessionControl {
             }
             self.close.notified().await;
         }
+    }
+
+    /// The session took a stanza out of its queue.
+    pub fn dequeued(&self, stanza: &Stanza) {
+        self.queued_bytes
+            .fetch_sub(stanza_cost(stanza), Ordering::Relaxed);
     }
 
     pub fn set_presence(&self, available: bool, priority: i8) {
@@ -164,21 +172,86 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    fn push(&self, stanza: Outbound) -> bool {
-        match self.queue.try_send(stanza) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbound queue full: closing slow session");
-                self.control.close(CloseReason {
-                    condition: DefinedCondition::PolicyViolation,
-                    text: "too many stanzas queued for this session: it does not read fast enough",
-                });
-                false
+    /// Queues a stanza unless the queue is full in stanzas or in bytes: then the session does
+    /// not read what it is sent, and is closed rather than allowed to grow memory.
+    fn push(&self, stanza: Outbound, max_bytes: usize) -> bool {
+        let cost = stanza_cost(&stanza);
+        let before = self.control.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        let over_bytes = before + cost > max_bytes;
+        let full = if over_bytes {
+            true
+        } else {
+            match self.queue.try_send(stanza) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+                // The session is ending: it unregisters itself.
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
-            // The session is ending: it unregisters itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        self.control.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        if full {
+            tracing::warn!(jid = %self.jid, "outbound queue full: closing slow session");
+            self.control.close(CloseReason {
+                condition: DefinedCondition::PolicyViolation,
+                text: "too much queued for this session: it does not read fast enough",
+            });
+        }
+        false
+    }
+}
+
+/// What a queued stanza is counted for against the session's byte limit: its text and markup,
+/// estimated without serialising it.
+pub fn stanza_cost(stanza: &Stanza) -> usize {
+    const OVERHEAD: usize = 128;
+    let texts = |texts: &mut dyn Iterator<Item = &String>| texts.map(String::len).sum::<usize>();
+    match stanza {
+        Stanza::Message(m) => {
+            OVERHEAD
+                + texts(&mut m.bodies.values())
+                + texts(&mut m.subjects.values())
+                + m.payloads.iter().map(element_cost).sum::<usize>()
+        }
+        Stanza::Presence(p) => {
+            OVERHEAD
+                + texts(&mut p.statuses.values())
+                + p.payloads.iter().map(element_cost).sum::<usize>()
+        }
+        Stanza::Iq(iq) => {
+            OVERHEAD
+                + match iq {
+                    xmpp_parsers::iq::Iq::Get { payload, .. }
+                    | xmpp_parsers::iq::Iq::Set { payload, .. } => element_cost(payload),
+                    xmpp_parsers::iq::Iq::Result { payload, .. } => {
+                        payload.as_ref().map_or(0, element_cost)
+                    }
+                    xmpp_parsers::iq::Iq::Error { error, payload, .. } => {
+                        texts(&mut error.texts.values()) + payload.as_ref().map_or(0, element_cost)
+                    }
+                }
         }
     }
+}
+
+/// An element's names, attributes and text, walked without recursion.
+fn element_cost(root: &minidom::Element) -> usize {
+    let mut total = 0;
+    let mut pending = vec![root];
+    while let Some(element) = pending.pop() {
+        total += 2 * element.name().len() + element.ns().len() + 5;
+        total += element
+            .attrs()
+            .iter()
+            .map(|((_, name), value)| name.len() + value.len() + 4)
+            .sum::<usize>();
+        for node in element.nodes() {
+            match node {
+                minidom::Node::Element(child) => pending.push(child),
+                minidom::Node::Text(text) => total += text.len(),
+            }
+        }
+    }
+    total
 }
 
 /// How a stanza to a bare JID picks its resources (RFC 6121 §8.5.2).
@@ -202,25 +275,48 @@ pub fn clone_stanza(stanza: &Stanza) -> Stanza {
     }
 }
 
-#[derive(Default)]
 pub struct Router {
     sessions: DashMap<BareJid, Vec<SessionHandle>>,
+    limits: RouterLimits,
 }
 
+/// What the router bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Estimated bytes queued for one session before it counts as a slow reader.
+    pub max_queued_bytes: usize,
+    /// Resources one account may have bound at once.
+    pub max_resources: usize,
+}
+
+/// The account already has as many resources bound as it may.
+#[derive(Debug, thiserror::Error)]
+#[error("too many resources bound for this account")]
+pub struct TooManyResources;
+
 impl Router {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(limits: RouterLimits) -> Self {
+        Self {
+            sessions: DashMap::new(),
+            limits,
+        }
     }
 
     /// Adds a bound session. Returns the session it replaces (same full JID), which the caller
-    /// closes with `<conflict/>`.
-    pub fn register(&self, handle: SessionHandle) -> Option<SessionHandle> {
+    /// closes with `<conflict/>`; refuses a new resource past the account's limit.
+    pub fn register(
+        &self,
+        handle: SessionHandle,
+    ) -> Result<Option<SessionHandle>, TooManyResources> {
         let mut resources = self.sessions.entry(handle.jid.to_bare()).or_default();
         if let Some(slot) = resources.iter_mut().find(|h| h.jid == handle.jid) {
-            return Some(std::mem::replace(slot, handle));
+            return Ok(Some(std::mem::replace(slot, handle)));
+        }
+        if resources.len() >= self.limits.max_resources {
+            return Err(TooManyResources);
         }
         resources.push(handle);
-        None
+        Ok(None)
     }
 
     /// Removes a session, only if the entry is still this session (a replacement may hold
@@ -268,7 +364,7 @@ impl Router {
         };
         match resources.iter().find(|h| h.jid == *to) {
             Some(handle) => {
-                handle.push(stanza);
+                handle.push(stanza, self.limits.max_queued_bytes);
                 Ok(())
             }
             None => Err(stanza),
@@ -291,7 +387,7 @@ impl Router {
                 if let Stanza::Iq(iq) = &*stanza {
                     handle.control.note_request(from, iq.id());
                 }
-                handle.push(stanza);
+                handle.push(stanza, self.limits.max_queued_bytes);
                 Ok(())
             }
             None => Err(stanza),
@@ -331,9 +427,12 @@ impl Router {
             return Err(stanza);
         };
         for handle in others {
-            handle.push(Box::new(clone_stanza(&stanza)));
+            handle.push(
+                Box::new(clone_stanza(&stanza)),
+                self.limits.max_queued_bytes,
+            );
         }
-        last.push(stanza);
+        last.push(stanza, self.limits.max_queued_bytes);
         Ok(targets.len())
     }
 }
@@ -361,19 +460,26 @@ mod tests {
         )
     }
 
+    fn router() -> Router {
+        Router::new(RouterLimits {
+            max_queued_bytes: 1 << 20,
+            max_resources: 8,
+        })
+    }
+
     fn msg() -> Outbound {
         Box::new(Stanza::Message(Message::chat(None)))
     }
 
     #[test]
     fn highest_priority_wins_and_ties_share() {
-        let router = Router::new();
+        let router = router();
         let (a, mut ra) = session("u@x/a", 5, true);
         let (b, mut rb) = session("u@x/b", 5, true);
         let (c, mut rc) = session("u@x/c", 1, true);
         let (d, mut rd) = session("u@x/d", 9, false);
         for h in [a, b, c, d] {
-            assert!(router.register(h).is_none());
+            assert!(router.register(h).unwrap().is_none());
         }
         let bare = BareJid::new("u@x").unwrap();
         assert_eq!(
@@ -394,9 +500,9 @@ mod tests {
 
     #[test]
     fn negative_priority_gets_no_bare_messages() {
-        let router = Router::new();
+        let router = router();
         let (a, _ra) = session("u@x/a", -1, true);
-        router.register(a);
+        router.register(a).unwrap();
         let bare = BareJid::new("u@x").unwrap();
         assert!(
             router
@@ -413,12 +519,15 @@ mod tests {
 
     #[test]
     fn replacement_and_guarded_unregister() {
-        let router = Router::new();
+        let router = router();
         let (old, _r1) = session("u@x/r", 0, true);
         let (new, _r2) = session("u@x/r", 0, true);
         let old_control = old.control.clone();
-        router.register(old);
-        let replaced = router.register(new.clone()).expect("old session replaced");
+        router.register(old).unwrap();
+        let replaced = router
+            .register(new.clone())
+            .unwrap()
+            .expect("old session replaced");
         assert!(Arc::ptr_eq(&replaced.control, &old_control));
         // The old session's exit must not remove its replacement.
         router.unregister(&new.jid, &old_control);
@@ -430,10 +539,10 @@ mod tests {
 
     #[test]
     fn full_queue_closes_the_slow_session() {
-        let router = Router::new();
+        let router = router();
         let (a, _ra) = session("u@x/a", 0, true);
         let control = a.control.clone();
-        router.register(a.clone());
+        router.register(a.clone()).unwrap();
         for _ in 0..5 {
             let _ = router.deliver_to_full(&a.jid, msg());
         }

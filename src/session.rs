@@ -78,10 +78,19 @@ impl Bound {
     }
 }
 
+/// Why a resource could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
+    #[error(transparent)]
+    TooManyResources(#[from] crate::router::TooManyResources),
+}
+
 /// Loads the account's roster if it is not online yet, then registers the bound resource
 /// with the router. A session already bound to the same full JID is closed with
 /// `<conflict/>` (RFC 6120 §7.7.2.2: the new one wins).
-pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, crate::storage::Error> {
+pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterError> {
     shared.rosters.attach(shared, &jid.to_bare()).await?;
     let (queue_tx, queue) = mpsc::channel(shared.config.limits.session_queue);
     let control = Arc::new(SessionControl::default());
@@ -90,11 +99,16 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, crate::st
         queue: queue_tx,
         control: control.clone(),
     };
-    if let Some(old) = shared.router.register(handle) {
-        old.control.close(CloseReason {
+    match shared.router.register(handle) {
+        Ok(Some(old)) => old.control.close(CloseReason {
             condition: DefinedCondition::Conflict,
             text: "replaced by a new connection bound to the same resource",
-        });
+        }),
+        Ok(None) => {}
+        Err(too_many) => {
+            shared.rosters.detach(&jid.to_bare()).await;
+            return Err(too_many.into());
+        }
     }
     Ok(Bound {
         jid: jid.clone(),
@@ -160,7 +174,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                     tokio::select! {
                         // Boxed, as a timeout with its timer and writes in flight is most of
                         // the loop's state, and the loop waits far more than it writes.
-                        written = Box::pin(write_batch(xml, first, &mut bound.queue)) => {
+                        written = Box::pin(write_batch(xml, first, &mut bound.queue, &bound.control)) => {
                             if !written {
                                 break End::Abort;
                             }
@@ -296,12 +310,17 @@ async fn write_batch(
     xml: &mut BoundStream<'_>,
     first: Outbound,
     queue: &mut mpsc::Receiver<Outbound>,
+    control: &SessionControl,
 ) -> bool {
     let write = async {
+        control.dequeued(&first);
         xml.feed(&*first).await?;
         for _ in 1..WRITE_BATCH {
             match queue.try_recv() {
-                Ok(next) => xml.feed(&*next).await?,
+                Ok(next) => {
+                    control.dequeued(&next);
+                    xml.feed(&*next).await?
+                }
                 Err(_) => break,
             }
         }

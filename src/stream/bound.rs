@@ -89,18 +89,28 @@ pub struct BoundStream<'a> {
     idle_since: Option<Instant>,
     read_timeout: Duration,
     response_timeout: Duration,
+    /// When the stanza being read began to arrive: one that trickles in must still end.
+    stanza_started: Option<Instant>,
+    stanza_timeout: Duration,
+}
+
+/// How long the stream waits for the client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Silence after which the session is told `Idle` (and pings).
+    pub read: Duration,
+    /// Further silence after which the stream fails.
+    pub response: Duration,
+    /// Time one stanza may take to arrive in full. It is checked when the read timer fires,
+    /// so that reading a stanza never moves a timer: a stanza may last up to the larger of
+    /// this and `read`.
+    pub stanza: Duration,
 }
 
 impl<'a> BoundStream<'a> {
-    /// `read_timeout`: silence after which the session is told `Idle` (and pings);
-    /// `response_timeout`: further silence after which the stream fails.
-    pub fn new(
-        conn: &'a mut Conn,
-        primed: Primed,
-        read_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Self {
+    pub fn new(conn: &'a mut Conn, primed: Primed, timeouts: Timeouts) -> Self {
         let now = Instant::now();
+        let (read_timeout, response_timeout) = (timeouts.read, timeouts.response);
         Self {
             reader: rxml::AsyncReader::wrap(conn, primed.parser),
             lang: primed.lang,
@@ -111,6 +121,8 @@ impl<'a> BoundStream<'a> {
             idle_since: None,
             read_timeout,
             response_timeout,
+            stanza_started: None,
+            stanza_timeout: timeouts.stanza,
         }
     }
 
@@ -198,6 +210,7 @@ impl<'a> BoundStream<'a> {
                     ) {
                         Ok(builder) => {
                             self.building = Some(Box::new(builder));
+                            self.stanza_started = Some(self.last_data);
                             None
                         }
                         Err(err) => Some(Incoming::Fatal(Fatal::new(
@@ -219,6 +232,7 @@ impl<'a> BoundStream<'a> {
             Ok(None) => None,
             Ok(Some(built)) => {
                 self.building = None;
+                self.stanza_started = None;
                 Some(match built {
                     Ok(element) => Incoming::Element(Box::new(element)),
                     Err(err) => {
@@ -247,8 +261,21 @@ impl<'a> BoundStream<'a> {
                 Some(since) => since + self.response_timeout,
                 None => self.last_data + self.read_timeout,
             };
+            // Text inside a stanza is buffered by the parser and stamps no `last_data`: a
+            // stanza that trickles in looks idle, and only its own deadline ends it.
+            let stanza_end = self.stanza_started.map(|s| s + self.stanza_timeout);
+            if stanza_end.is_some_and(|end| now >= end) {
+                return Poll::Ready(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::PolicyViolation,
+                    format!(
+                        "a stanza took longer than {} s to arrive",
+                        self.stanza_timeout.as_secs()
+                    ),
+                )));
+            }
+            let next = |at: Instant| stanza_end.map_or(at, |end| end.min(at));
             if now < due {
-                self.timer.as_mut().reset(due);
+                self.timer.as_mut().reset(next(due));
                 continue;
             }
             if self.idle_since.is_some() {
@@ -258,7 +285,7 @@ impl<'a> BoundStream<'a> {
                 )));
             }
             self.idle_since = Some(now);
-            self.timer.as_mut().reset(now + self.response_timeout);
+            self.timer.as_mut().reset(next(now + self.response_timeout));
             return Poll::Ready(Incoming::Idle);
         }
     }

@@ -329,8 +329,11 @@ async fn serve_stream<'a>(
     let stream = BoundStream::new(
         xml.into_inner(),
         primed,
-        Duration::from_secs(limits.ping_after_secs),
-        Duration::from_secs(limits.ping_timeout_secs),
+        bound::Timeouts {
+            read: Duration::from_secs(limits.ping_after_secs),
+            response: Duration::from_secs(limits.ping_timeout_secs),
+            stanza: Duration::from_secs(limits.stanza_timeout_secs),
+        },
     );
     After::Session(Box::new((stream, bound)))
 }
@@ -693,6 +696,29 @@ async fn bind(
         };
         let bound = match crate::session::register(&jid, shared).await {
             Ok(bound) => bound,
+            Err(crate::session::RegisterError::TooManyResources(_)) => {
+                // RFC 6120 §7.6.2.1.
+                let error = StanzaError::new(
+                    ErrorType::Wait,
+                    StanzaCondition::ResourceConstraint,
+                    "en",
+                    format!(
+                        "this account already has {} connections, the most it may have",
+                        shared.config.limits.max_resources_per_account
+                    ),
+                );
+                let refusal = Iq::Error {
+                    from: None,
+                    to: None,
+                    id,
+                    error,
+                    payload: None,
+                };
+                if xml.send(&refusal).await.is_err() {
+                    return None;
+                }
+                continue;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot load the roster");
                 let fatal = Fatal::new(

@@ -2,9 +2,11 @@
 //! stanza size and nesting limits below the XML parser (rxml has no limit of its own).
 
 mod guard;
+mod shaper;
 pub mod tls;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -36,12 +38,15 @@ pub enum Socket {
 
 pub use guard::LimitExceeded;
 use guard::XmlGuard;
+pub use shaper::Rate;
+use shaper::Shaper;
 
-/// The XML limits a connection enforces on what it reads.
+/// The limits a connection enforces on what it reads.
 #[derive(Debug, Clone, Copy)]
 pub struct XmlLimits {
     pub max_stanza_size: usize,
     pub max_depth: usize,
+    pub rate: Rate,
 }
 
 /// Bytes read from the socket in one go, at most. Reads land in a buffer on the stack first.
@@ -59,6 +64,9 @@ pub struct Conn {
     /// How much of `unparsed` the parser has consumed.
     consumed: usize,
     guard: XmlGuard,
+    shaper: Shaper,
+    /// Set while the client must wait before more is read (`Shaper`).
+    slowed: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A limit the client went past: returned by the next read, once the bytes before the
     /// offending one have been handed to the parser.
     exceeded: Option<LimitExceeded>,
@@ -82,6 +90,8 @@ impl Conn {
             unparsed: Vec::new(),
             consumed: 0,
             guard: XmlGuard::new(limits.max_depth, limits.max_stanza_size),
+            shaper: Shaper::new(limits.rate),
+            slowed: None,
             exceeded: None,
             muted: Arc::new(AtomicBool::new(false)),
             captured: Cell::new(None),
@@ -154,11 +164,24 @@ impl Conn {
         if self.restarted.take() {
             self.guard.stream_restarted();
         }
+        if let Some(sleep) = self.slowed.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+            self.slowed = None;
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(wait) = self.shaper.wait(now) {
+            let mut sleep = Box::pin(tokio::time::sleep_until(now + wait));
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.slowed = Some(sleep);
+                return Poll::Pending;
+            }
+        }
         let before = buf.filled().len();
         ready!(match &mut self.socket {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         })?;
+        self.shaper.spend(buf.filled().len() - before);
         if let Err((within, exceeded)) = self.guard.scan(&buf.filled()[before..]) {
             // The bytes before the offending one go to the parser (stanzas complete before it
             // are handled); the next read reports the violation.

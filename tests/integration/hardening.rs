@@ -236,9 +236,12 @@ async fn spraying_names_from_a_school_address_slows_strangers_not_its_pupils() {
     server.stop().await;
 }
 
+/// Messages between any users, as fast as the test sends them.
 fn open_chat(c: &mut causette::Config) {
     plaintext(c);
     c.im.chat_requires_acceptance = false;
+    c.limits.max_inbound_bytes_per_sec = 100_000_000;
+    c.limits.inbound_burst_bytes = 100_000_000;
 }
 
 /// Alice leaves `count` messages of `size` bytes of text for Bob, who is offline.
@@ -307,5 +310,155 @@ async fn a_slow_reader_loses_no_large_offline_message() {
     assert!(!first.contains("<body>m3:"));
     drop(bob);
     collect_messages(&server, 40).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_that_do_not_read_are_closed_by_bytes_queued_not_only_stanzas() {
+    let server = TestServer::start_with(|c| {
+        open_chat(c);
+        c.limits.session_queue_bytes = 300_000;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    // Two of Bob's sessions never read; each has room for 256 stanzas.
+    let mut stuck = Vec::new();
+    for resource in ["a", "b"] {
+        let mut bob = Raw::connect(server.c2s)
+            .await
+            .login("bob", "pw", resource)
+            .await;
+        bob.send("<presence/>").await;
+        stuck.push(bob);
+    }
+    let mut alice = Xmpp::login(&server, "alice", "pw").await;
+    let body = "x".repeat(100_000);
+    for _ in 0..100 {
+        alice
+            .send(&format!("<message xmlns='jabber:client' to='bob@localhost' type='headline'><body>{body}</body></message>"))
+            .await;
+    }
+    // A hundred headlines of 100 kB, fewer stanzas than a queue holds, are more bytes than it
+    // (and the sockets' buffers) may hold: both sessions are closed.
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+    while server.server().online_sessions() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "slow sessions kept");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pong = alice
+        .send_iq_to_server("get", "<ping xmlns='urn:xmpp:ping'/>")
+        .await;
+    assert!(pong.contains("type='result'"), "{pong}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resources_per_account_are_bounded() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_resources_per_account = 2;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let _first = Raw::connect(server.c2s)
+        .await
+        .login("alice", "pw", "one")
+        .await;
+    let _second = Raw::connect(server.c2s)
+        .await
+        .login("alice", "pw", "two")
+        .await;
+    // A third is refused with resource-constraint, and may try again once one leaves.
+    let mut third = Raw::connect(server.c2s).await;
+    third.authenticate(HEADER, "alice", "pw").await;
+    third.send(HEADER).await;
+    third.expect("</stream:features>").await;
+    let bind = "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>three</resource></bind></iq>";
+    third.send(bind).await;
+    let refused = third.expect("</iq>").await;
+    assert!(
+        refused.contains("type='error'") && refused.contains("<resource-constraint"),
+        "{refused}"
+    );
+    assert_eq!(server.server().online_sessions(), 2);
+    // Replacing a bound resource is not a new one.
+    let again = Raw::connect(server.c2s)
+        .await
+        .login("alice", "pw", "one")
+        .await;
+    assert_eq!(server.server().online_sessions(), 2);
+    drop(again);
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+    loop {
+        third.send(bind).await;
+        let answer = third.expect("</iq>").await;
+        if answer.contains("type='result'") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_sending_past_its_rate_is_read_more_slowly() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_stanza_size = 10_000;
+        c.limits.max_inbound_bytes_per_sec = 100_000;
+        c.limits.inbound_burst_bytes = 20_000;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect(server.c2s)
+        .await
+        .login("alice", "pw", "r")
+        .await;
+    let ping = |n: usize| {
+        format!("<iq type='get' id='p{n}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    };
+    let one = ping(0).len();
+    let count = 220_000 / one;
+    let started = std::time::Instant::now();
+    let mut batch = String::new();
+    for n in 0..count {
+        batch.push_str(&ping(n));
+    }
+    raw.send_hostile(&batch).await;
+    raw.expect(&format!("id='p{}'", count - 1)).await;
+    // 220 kB at 100 kB/s after a 20 kB burst: two seconds at least.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stanza_that_trickles_in_is_cut_off() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.ping_after_secs = 1;
+        c.limits.stanza_timeout_secs = 2;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut raw = Raw::connect(server.c2s)
+        .await
+        .login("alice", "pw", "r")
+        .await;
+    raw.send("<message to='alice@localhost'><body>").await;
+    let trickle = async {
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            raw.send_hostile("x").await;
+        }
+        raw.until_closed().await
+    };
+    let text = trickle.await;
+    assert_stream_error(&text, "policy-violation", "took longer than 2 s");
     server.stop().await;
 }

@@ -9,10 +9,13 @@ fn plaintext(c: &mut causette::Config) {
     c.tls.allow_plaintext_on_loopback = true;
 }
 
-/// Plaintext, and messages between any users: for RFC 6121 delivery rules alone.
+/// Plaintext, and messages between any users as fast as the test sends them: for RFC 6121
+/// delivery rules alone.
 fn open_chat(c: &mut causette::Config) {
     plaintext(c);
     c.im.chat_requires_acceptance = false;
+    c.limits.max_inbound_bytes_per_sec = 100_000_000;
+    c.limits.inbound_burst_bytes = 100_000_000;
 }
 
 async fn logged_in(server: &TestServer, user: &str, resource: &str) -> Raw {
