@@ -97,6 +97,13 @@ pub struct LimitsConfig {
     pub stanza_timeout_secs: u64,
     /// Seconds a client has to finish TLS, SASL and binding.
     pub negotiation_timeout_secs: u64,
+    /// Seconds a client has to send its stream header and finish TLS (direct or STARTTLS).
+    pub tls_timeout_secs: u64,
+    /// Connections still logging in (before a resource is bound), in total.
+    pub max_unauthenticated: usize,
+    /// The same from one address; from an address in `auth.nat_networks`, the NAT figure.
+    pub max_unauthenticated_per_ip: usize,
+    pub max_unauthenticated_per_nat_ip: usize,
     /// Seconds of silence from a bound client before the server pings it (XEP-0199).
     pub ping_after_secs: u64,
     /// Seconds the client then has to send anything before the stream is closed.
@@ -267,6 +274,10 @@ impl Default for LimitsConfig {
             inbound_burst_bytes: 1024 * 1024,
             stanza_timeout_secs: 60,
             negotiation_timeout_secs: 60,
+            tls_timeout_secs: 10,
+            max_unauthenticated: 5_000,
+            max_unauthenticated_per_ip: 20,
+            max_unauthenticated_per_nat_ip: 500,
             ping_after_secs: 120,
             ping_timeout_secs: 60,
         }
@@ -418,6 +429,19 @@ impl Config {
 
     pub fn negotiation_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.negotiation_timeout_secs)
+    }
+
+    pub fn tls_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.tls_timeout_secs.max(1))
+    }
+
+    pub fn admission(&self) -> crate::transport::admission::AdmissionLimits {
+        crate::transport::admission::AdmissionLimits {
+            max_unauthenticated: self.limits.max_unauthenticated,
+            max_unauthenticated_per_ip: self.limits.max_unauthenticated_per_ip,
+            max_unauthenticated_per_nat_ip: self.limits.max_unauthenticated_per_nat_ip,
+            nat_networks: self.auth.nat_networks.clone(),
+        }
     }
 
     pub fn auth_workers(&self) -> usize {

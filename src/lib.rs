@@ -60,6 +60,7 @@ pub(crate) struct Shared {
     auth: auth::Authenticator,
     tls: TlsAcceptor,
     connection_slots: Arc<Semaphore>,
+    admission: Arc<transport::admission::Admission>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -101,6 +102,7 @@ impl Server {
         );
         let shared = Arc::new(Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            admission: Arc::new(transport::admission::Admission::new(config.admission())),
             domain: shared_domain,
             store,
             router: router::Router::new(config.limits.router()),

@@ -99,6 +99,32 @@ pub fn classify_header_error(err: &io::Error) -> Option<Fatal> {
     classify_read_error(err)
 }
 
+/// A complete stream, opening header included, that carries only an error.
+pub fn raw_error_text(domain: &str, stream_id: &str, fatal: &Fatal) -> String {
+    let error = Element::from(fatal.to_stream_error());
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' id='{stream_id}' \
+         version='1.0'>{}</stream:stream>",
+        String::from(&error)
+    )
+}
+
+/// The stream error for a connection refused at the door.
+pub fn refusal_error(refusal: crate::transport::admission::Refusal) -> Fatal {
+    use crate::transport::admission::Refusal;
+    match refusal {
+        Refusal::Busy => Fatal::new(
+            DefinedCondition::ResourceConstraint,
+            "the server has too many connections; try again later",
+        ),
+        Refusal::TooManyFromAddress => Fatal::new(
+            DefinedCondition::PolicyViolation,
+            "too many connections from your address are still logging in; try again later",
+        ),
+    }
+}
+
 /// Sends a complete stream, opening header included, that carries only an error: for failures
 /// found before the server could send its own header (RFC 6120 §4.9.1.3).
 pub async fn send_raw_error<W: AsyncWrite + Unpin>(
@@ -107,13 +133,7 @@ pub async fn send_raw_error<W: AsyncWrite + Unpin>(
     stream_id: &str,
     fatal: &Fatal,
 ) {
-    let error = Element::from(fatal.to_stream_error());
-    let text = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-         xmlns:stream='http://etherx.jabber.org/streams' from='{domain}' id='{stream_id}' \
-         version='1.0'>{}</stream:stream>",
-        String::from(&error)
-    );
+    let text = raw_error_text(domain, stream_id, fatal);
     let write = async {
         io.write_all(text.as_bytes()).await?;
         io.shutdown().await

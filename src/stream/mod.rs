@@ -34,10 +34,11 @@ use xso::FromXml;
 use crate::Shared;
 use crate::auth::{Authenticator, Exchange, Failure as AuthFailure, Step, Transport};
 use crate::session::Bound;
+use crate::transport::admission::LoggingIn;
 use crate::transport::{Conn, ListenerKind, Socket};
 pub use bound::BoundStream;
-pub use errors::Fatal;
 use errors::{CLOSE_TIMEOUT, classify_header_error, classify_read_error, send_raw_error};
+pub use errors::{Fatal, raw_error_text, refusal_error};
 
 /// What the client may send at the top level of its stream. Unknown elements are kept so that
 /// they get the precise stream error (RFC 6120 §4.9.3).
@@ -60,20 +61,28 @@ pub type ClientStream<'a> = XmlStream<&'a mut Conn, ClientElement>;
 const MAX_SASL_FAILURES: u32 = 3;
 
 /// One connection, from its first byte to its close.
+/// `logging_in` counts the connection against the limits on connections still logging in,
+/// until a resource is bound.
 pub(crate) async fn run_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
+    logging_in: Box<LoggingIn>,
     shared: Arc<Shared>,
 ) {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
     async move {
-        let deadline = Instant::now() + shared.config.negotiation_timeout();
+        let mut logging_in = Some(logging_in);
+        let now = Instant::now();
+        let deadline = now + shared.config.negotiation_timeout();
+        // Until TLS is up a connection costs little to open and nothing to keep silent: it
+        // gets a shorter time.
+        let tls_deadline = deadline.min(now + shared.config.tls_timeout());
         let limits = shared.config.limits.xml();
         let socket = match kind {
             ListenerKind::StartTls => Socket::Plain(tcp),
             ListenerKind::DirectTls => {
-                match Box::pin(bounded(&shared, deadline, shared.tls.accept(tcp))).await {
+                match Box::pin(bounded(&shared, tls_deadline, shared.tls.accept(tcp))).await {
                     Ok(Ok(tls)) => Socket::Tls(Box::new(tls)),
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
@@ -84,7 +93,11 @@ pub(crate) async fn run_connection(
             }
         };
         let mut io = Conn::new(socket, limits);
-        let mut state = Negotiation { peer, deadline };
+        let mut state = Negotiation {
+            peer,
+            deadline,
+            tls_deadline,
+        };
         loop {
             // Each phase is boxed and awaited to its end: the task's own future stays a few
             // hundred bytes, negotiation's state is freed before the session starts, and an
@@ -104,11 +117,12 @@ pub(crate) async fn run_connection(
                     .await;
                     return;
                 }
-                After::StartTls => match Box::pin(upgrade(io, &shared, deadline)).await {
+                After::StartTls => match Box::pin(upgrade(io, &shared, tls_deadline)).await {
                     Some(upgraded) => io = upgraded,
                     None => return,
                 },
                 After::Session(session) => {
+                    logging_in.take();
                     tracing::Span::current().record("jid", tracing::field::display(&session.1.jid));
                     crate::session::start(session, shared.clone()).await;
                     return;
@@ -124,6 +138,19 @@ struct Negotiation {
     peer: SocketAddr,
     /// Everything up to a bound resource must be done by then.
     deadline: Instant,
+    /// The stream header and STARTTLS, where TLS is required, must be done by then.
+    tls_deadline: Instant,
+}
+
+impl Negotiation {
+    /// The deadline of the next step: TLS's while it is still required.
+    fn deadline(&self, info: &ConnInfo) -> Instant {
+        if info.tls_pending {
+            self.tls_deadline
+        } else {
+            self.deadline
+        }
+    }
 }
 
 /// How one stream ended, and what the connection does next.
@@ -257,7 +284,7 @@ async fn serve_stream<'a>(
     let stream_id = new_stream_id();
     let header = bounded(
         shared,
-        state.deadline,
+        state.deadline(&info),
         accept_stream(&mut *io, xmpp_parsers::ns::JABBER_CLIENT, timeouts(shared)),
     )
     .await;
@@ -516,7 +543,7 @@ async fn authenticate(
     let mut exchange: Option<Exchange> = None;
     let mut failures = 0;
     loop {
-        let element = match next_negotiation_element(xml, shared, state.deadline).await {
+        let element = match next_negotiation_element(xml, shared, state.deadline(info)).await {
             Ok(Negotiating::Element(element)) => element,
             Ok(Negotiating::UnknownMechanism) => {
                 let failure = sasl_failure(

@@ -1,6 +1,7 @@
 //! Sockets: TCP listeners, the TLS layer, the read buffer, and the guard that enforces the
 //! stanza size and nesting limits below the XML parser (rxml has no limit of its own).
 
+pub mod admission;
 mod guard;
 mod shaper;
 pub mod tls;
@@ -280,7 +281,9 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections until shutdown, each in its own task, at most `max_connections` at once.
+/// Accepts connections until shutdown, each in its own task. A connection past a limit
+/// (`max_connections`, or negotiating connections in total or from its address) is refused at
+/// once, with a stream error where the client can read one, instead of left hanging.
 pub(crate) async fn serve(
     listener: TcpListener,
     kind: ListenerKind,
@@ -288,13 +291,6 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     loop {
-        let permit = tokio::select! {
-            permit = shared.connection_slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.cancelled() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.cancelled() => break,
@@ -308,13 +304,36 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let Ok(permit) = shared.connection_slots.clone().try_acquire_owned() else {
+            refuse(&tcp, kind, &shared, admission::Refusal::Busy);
+            continue;
+        };
+        let logging_in = match shared.admission.admit(peer.ip()) {
+            Ok(logging_in) => Box::new(logging_in),
+            Err(refusal) => {
+                refuse(&tcp, kind, &shared, refusal);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tracker = shared.tasks.clone();
         tracker.spawn(async move {
-            crate::stream::run_connection(tcp, peer, kind, shared).await;
+            crate::stream::run_connection(tcp, peer, kind, logging_in, shared).await;
             drop(permit);
         });
+    }
+}
+
+/// Refuses a connection without a task: on the STARTTLS port, a whole stream carrying the
+/// error, written if the socket takes it at once; on the direct-TLS port, closing it is all a
+/// server can do before a handshake it will not spend time on.
+fn refuse(tcp: &TcpStream, kind: ListenerKind, shared: &Shared, refusal: admission::Refusal) {
+    tracing::debug!(?refusal, "connection refused");
+    if kind == ListenerKind::StartTls {
+        let fatal = crate::stream::refusal_error(refusal);
+        let text = crate::stream::raw_error_text(&shared.config.domain, "refused", &fatal);
+        let _ = tcp.try_write(text.as_bytes());
     }
 }
 

@@ -462,3 +462,95 @@ async fn a_stanza_that_trickles_in_is_cut_off() {
     assert_stream_error(&text, "policy-violation", "took longer than 2 s");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn silent_connections_from_one_address_are_bounded_and_refused_cleanly() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_unauthenticated_per_ip = 5;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let attacker: std::net::IpAddr = "127.0.0.7".parse().unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(Raw::connect_from(server.c2s, attacker).await);
+    }
+    // Wait until the server has taken all five in.
+    let mut probe = Raw::connect_from(server.c2s, attacker).await;
+    let refused = probe.until_closed().await;
+    assert_stream_error(
+        &refused,
+        "policy-violation",
+        "too many connections from your address",
+    );
+    // Everyone else is served, at once.
+    still_serving(&server, "alice").await;
+    let mut raw = Raw::connect_from(server.c2s, "127.0.0.8".parse().unwrap()).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    // A connection that leaves frees its place.
+    silent.pop();
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT;
+    loop {
+        let mut again = Raw::connect_from(server.c2s, attacker).await;
+        again.send(HEADER).await;
+        let answer = again.expect(">").await;
+        if !answer.contains("stream:error") && !answer.contains("policy-violation") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_server_refuses_at_once_instead_of_hanging() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_connections = 3;
+    })
+    .await;
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let mut raw = Raw::connect_from(server.c2s, format!("127.0.1.{n}").parse().unwrap()).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        held.push(raw);
+    }
+    let mut late = Raw::connect(server.c2s).await;
+    let refused = late.until_closed().await;
+    assert_stream_error(&refused, "resource-constraint", "too many connections");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_start_tls_is_closed_early() {
+    let server = TestServer::start_with(|c| c.limits.tls_timeout_secs = 1).await;
+    let started = std::time::Instant::now();
+    let mut silent = Raw::connect(server.c2s).await;
+    let text = silent.until_closed().await;
+    assert_stream_error(&text, "connection-timeout", "took too long");
+    // The header alone does not buy more time.
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    let text = raw.until_closed().await;
+    assert_stream_error(&text, "connection-timeout", "took too long");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    // Direct TLS: the handshake must come within the same time.
+    let tcp = tokio::net::TcpStream::connect(server.direct_tls)
+        .await
+        .unwrap();
+    let mut tcp = tcp;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut byte),
+    )
+    .await
+    .expect("closed within the TLS time");
+    assert!(matches!(read, Ok(0) | Err(_)));
+    server.stop().await;
+}
