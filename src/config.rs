@@ -192,6 +192,13 @@ pub struct ImConfig {
     pub max_categories_per_contact: usize,
     /// Messages kept for an offline user (XEP-0160) before further ones are refused.
     pub max_offline_messages: u32,
+    /// Categories (roster groups, empty or not) one user may have.
+    pub max_categories: usize,
+    /// Contact requests waiting for one user's answer.
+    pub max_pending_requests: u32,
+    /// Changes one account may ask for in a minute (roster and categories, contact requests,
+    /// the directory toggle, messages kept for offline contacts), with as many at once.
+    pub max_changes_per_minute: u32,
 }
 
 impl Default for ImConfig {
@@ -206,6 +213,9 @@ impl Default for ImConfig {
             max_category_name: 100,
             max_categories_per_contact: 20,
             max_offline_messages: 500,
+            max_categories: 100,
+            max_pending_requests: 200,
+            max_changes_per_minute: 120,
         }
     }
 }

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     admin_token: String,
     auth: auth::Authenticator,
     tls: TlsAcceptor,
+    /// What each account may change per minute.
+    writes: im::budget::WriteBudget,
     connection_slots: Arc<Semaphore>,
     admission: Arc<transport::admission::Admission>,
     tasks: TaskTracker,
@@ -101,6 +103,7 @@ impl Server {
             config.auth_workers(),
         );
         let shared = Arc::new(Shared {
+            writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             admission: Arc::new(transport::admission::Admission::new(config.admission())),
             domain: shared_domain,
@@ -282,7 +285,10 @@ async fn purge_throttle(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(period);
     loop {
         tokio::select! {
-            _ = ticker.tick() => shared.auth.throttle().purge(),
+            _ = ticker.tick() => {
+                shared.auth.throttle().purge();
+                shared.writes.purge();
+            }
             _ = shared.shutdown.cancelled() => return,
         }
     }

@@ -131,6 +131,18 @@ pub async fn handle_iq(
         CategoryOp::Create { name } => {
             let name = name.trim().to_owned();
             check_category_name(shared, &name)?;
+            let max = shared.config.im.max_categories;
+            if shared
+                .rosters
+                .categories(&user)
+                .is_some_and(|existing| !existing.contains(&name) && existing.len() >= max)
+            {
+                return Err((
+                    DefinedCondition::NotAllowed,
+                    "too many categories: delete one first",
+                )
+                    .into());
+            }
             let version = shared
                 .store
                 .create_category(username, &name)

@@ -1,6 +1,7 @@
 //! Instant messaging for local users: where each stanza from a bound session goes (RFC 6120
 //! §8, RFC 6121 §8 delivery rules), rosters, subscriptions, presence and offline messages.
 
+pub mod budget;
 pub mod categories;
 pub mod offline;
 pub mod presence;
@@ -148,6 +149,13 @@ async fn server_iq(
     payload: &minidom::Element,
 ) -> Answer {
     if payload.is("query", categories::NS) {
+        if !is_get
+            && !shared
+                .writes
+                .try_spend(sender.jid.node().map_or("", |n| n.as_str()))
+        {
+            return Err(TOO_MANY_CHANGES.into());
+        }
         return categories::handle_iq(shared, sender, is_get, payload).await;
     }
     if payload.is("query", search::NS) {
@@ -237,6 +245,11 @@ async fn user_presence(
         }
         return;
     }
+    if !shared.writes.try_spend(roster::local(&user)) {
+        let stanza = Stanza::Presence(presence);
+        let (condition, text) = TOO_MANY_CHANGES;
+        return bounce(shared, sender, &stanza, ErrorType::Wait, condition, text);
+    }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {
         PresenceType::Subscribe => subscription::subscribe(shared, &user, contact, status).await,
@@ -244,6 +257,17 @@ async fn user_presence(
         PresenceType::Unsubscribe => subscription::unsubscribe(shared, &user, contact).await,
         _ => subscription::unsubscribed(shared, &user, contact).await,
     };
+    if let Err(crate::storage::Error::LimitReached) = done {
+        let stanza = Stanza::Presence(presence);
+        return bounce(
+            shared,
+            sender,
+            &stanza,
+            ErrorType::Wait,
+            DefinedCondition::ResourceConstraint,
+            "a contact list or the requests waiting for an answer are full: remove or answer one first",
+        );
+    }
     if let Err(err) = done {
         tracing::warn!(error = %err, "subscription change failed");
         let stanza = Stanza::Presence(presence);
@@ -394,6 +418,12 @@ async fn gate(
     }
 }
 
+/// The answer to a change past the account's budget (`budget::WriteBudget`).
+const TOO_MANY_CHANGES: (DefinedCondition, &str) = (
+    DefinedCondition::ResourceConstraint,
+    "too many changes in a short time: wait a minute and try again",
+);
+
 /// The answer to an IQ for an account that does not exist or does not share its presence
 /// with the asker (RFC 6121 §8.5.1: both alike).
 const NO_SUCH_USER: &str = "no such user, or not one of your contacts";
@@ -478,6 +508,12 @@ async fn user_message(
             "no such user",
         );
     }
+    let own = sender.jid.to_bare();
+    if !shared.writes.try_spend(roster::local(&own)) {
+        let stanza = Stanza::Message(message);
+        let (condition, text) = TOO_MANY_CHANGES;
+        return bounce(shared, sender, &stanza, ErrorType::Wait, condition, text);
+    }
     let (condition, text) = match offline::store(shared, roster::local(recipient), &message).await {
         offline::Stored::Kept => return,
         offline::Stored::Full => (
@@ -529,7 +565,9 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
         Iq::Result { .. } | Iq::Error { .. } => return,
     };
     let own = *to == sender.jid.to_bare();
-    let answer = if own && payload.is("query", crate::ns::ROSTER) {
+    let answer = if own && !is_get && !shared.writes.try_spend(roster::local(to)) {
+        Err(TOO_MANY_CHANGES.into())
+    } else if own && payload.is("query", crate::ns::ROSTER) {
         roster::handle_iq(shared, sender, is_get, payload).await
     } else if own && payload.is("query", categories::NS) {
         categories::handle_iq(shared, sender, is_get, payload).await

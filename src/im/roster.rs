@@ -86,6 +86,30 @@ impl Rosters {
         self.online.get(user).map(|o| o.roster.clone())
     }
 
+    /// How many items a roster holds: from memory for online accounts, else from the store.
+    async fn count(&self, shared: &Shared, user: &BareJid) -> Result<usize, Error> {
+        if let Some(roster) = self.cached(user)
+            && let Ok(state) = roster.read()
+        {
+            return Ok(state.items.len());
+        }
+        let stored = shared.store.roster_item_count(local(user)).await?;
+        Ok(usize::try_from(stored).unwrap_or(usize::MAX))
+    }
+
+    /// The categories a user has: groups in use and empty ones. `None` when the roster is not
+    /// in memory (the account is offline).
+    pub fn categories(&self, user: &BareJid) -> Option<std::collections::BTreeSet<String>> {
+        let roster = self.cached(user)?;
+        let state = roster.read().ok()?;
+        let mut names: std::collections::BTreeSet<String> =
+            state.empty_categories.iter().cloned().collect();
+        for item in state.items.values() {
+            names.extend(item.groups.iter().cloned());
+        }
+        Some(names)
+    }
+
     /// Reads one item: from memory for online accounts, else from the store.
     pub async fn item(
         &self,
@@ -201,6 +225,13 @@ impl Rosters {
                         before,
                         after: Some(item),
                     });
+                }
+                // Every way a roster grows comes through here (roster sets, requests sent,
+                // requests accepted on the other's behalf): the limit holds for all of them.
+                if before.is_none()
+                    && self.count(shared, user).await? >= shared.config.im.max_roster_items
+                {
+                    return Err(Error::LimitReached);
                 }
                 let version = shared.store.save_roster_item(local(user), &item).await?;
                 (version, Some(item))
@@ -452,6 +483,16 @@ pub async fn handle_iq(
             DefinedCondition::NotAcceptable,
             "contact name too long (1023 characters at most)",
         );
+    }
+    let max_categories = shared.config.im.max_categories;
+    if let Some(existing) = shared.rosters.categories(&user) {
+        let new = groups.iter().filter(|g| !existing.contains(*g)).count();
+        if new > 0 && existing.len() + new > max_categories {
+            return refuse(
+                DefinedCondition::NotAllowed,
+                "too many categories: delete one first",
+            );
+        }
     }
     // Roster size is checked before the change, from the memory copy.
     let full = shared

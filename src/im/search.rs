@@ -212,6 +212,10 @@ pub async fn directory_iq(
                 .into());
         }
     };
+    if hidden == user.hidden {
+        // Nothing changes, so nothing is written or audited.
+        return Ok(None);
+    }
     crate::admin::apply(
         shared,
         &format!("user:{username}"),

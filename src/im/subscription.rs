@@ -62,6 +62,9 @@ pub fn send_unavailable(shared: &Shared, from: &BareJid, to: &BareJid) {
     }
 }
 
+/// Characters of a contact request's text that are kept for the contact.
+const MAX_REQUEST_TEXT: usize = 1000;
+
 /// `user` asks to see `contact`'s presence ("ajouter un contact").
 pub async fn subscribe(
     shared: &Shared,
@@ -104,7 +107,9 @@ pub async fn subscribe(
         // Pre-approved (RFC 6121 §3.4): accepted at once.
         return accept(shared, contact, user).await;
     }
-    shared
+    // The request waits, with its text, in the contact's store: both are bounded.
+    let status = status.map(|s| s.chars().take(MAX_REQUEST_TEXT).collect::<String>());
+    let saved = shared
         .store
         .save_subscription_request(
             local(contact),
@@ -112,8 +117,20 @@ pub async fn subscribe(
                 requester: user.to_string(),
                 status: status.clone(),
             },
+            shared.config.im.max_pending_requests,
         )
-        .await?;
+        .await;
+    if let Err(err) = saved {
+        // A failed request changes nothing: the requester's item goes back as it was.
+        let before = change.before;
+        rosters
+            .update(shared, user, &contact.to_string(), |_| match before {
+                Some(item) => Update::Save(item),
+                None => Update::Remove,
+            })
+            .await?;
+        return Err(err);
+    }
     let mut request = subscription_presence(PresenceType::Subscribe, user, contact);
     if let Some(status) = status {
         request.set_status("", status);

@@ -195,6 +195,8 @@ pub trait Store: Send + Sync + 'static {
     /// One roster item with its groups.
     async fn roster_item(&self, username: &str, contact: &str)
     -> Result<Option<RosterItem>, Error>;
+    /// How many items a roster holds.
+    async fn roster_item_count(&self, username: &str) -> Result<u64, Error>;
     /// Creates or replaces one roster item with its groups, atomically; returns the new
     /// roster version. Categories it puts a contact in stop being empty categories.
     async fn save_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64, Error>;
@@ -223,11 +225,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         username: &str,
     ) -> Result<Vec<SubscriptionRequest>, Error>;
-    /// Keeps (or refreshes) an inbound request.
+    /// Keeps (or refreshes) an inbound request; `LimitReached` when `limit` requests from
+    /// others are already waiting.
     async fn save_subscription_request(
         &self,
         username: &str,
         request: &SubscriptionRequest,
+        limit: u32,
     ) -> Result<(), Error>;
     /// Forgets an inbound request; whether there was one.
     async fn delete_subscription_request(

@@ -415,6 +415,15 @@ impl Store for SqlStore {
         })
     }
 
+    async fn roster_item_count(&self, username: &str) -> Result<u64, Error> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM roster_items WHERE username = $1")
+                .bind(username)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn roster_item(
         &self,
         username: &str,
@@ -574,6 +583,7 @@ impl Store for SqlStore {
         &self,
         username: &str,
         request: &SubscriptionRequest,
+        limit: u32,
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM subscription_requests WHERE username = $1 AND requester = $2")
@@ -581,16 +591,23 @@ impl Store for SqlStore {
             .bind(&request.requester)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO subscription_requests (username, requester, status, created_at) \
-             VALUES ($1, $2, $3, $4)",
+             SELECT $1, $2, $3, $4 \
+             WHERE (SELECT COUNT(*) FROM subscription_requests WHERE username = $5) < $6",
         )
         .bind(username)
         .bind(&request.requester)
         .bind(request.status.clone())
         .bind(now_unix())
+        .bind(username)
+        .bind(i64::from(limit))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Dropping the transaction rolls the refresh back too.
+            return Err(Error::LimitReached);
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -242,6 +242,7 @@ fn open_chat(c: &mut causette::Config) {
     c.im.chat_requires_acceptance = false;
     c.limits.max_inbound_bytes_per_sec = 100_000_000;
     c.limits.inbound_burst_bytes = 100_000_000;
+    c.im.max_changes_per_minute = 100_000;
 }
 
 /// Alice leaves `count` messages of `size` bytes of text for Bob, who is offline.
@@ -552,5 +553,133 @@ async fn a_connection_that_does_not_start_tls_is_closed_early() {
     .await
     .expect("closed within the TLS time");
     assert!(matches!(read, Ok(0) | Err(_)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn contact_requests_do_not_get_around_the_roster_limit_nor_categories_theirs() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.im.chat_requires_acceptance = false;
+        c.im.max_roster_items = 3;
+        c.im.max_categories = 4;
+        c.im.max_pending_requests = 2;
+    })
+    .await;
+    for user in ["alice", "b1", "b2", "b3", "b4", "b5", "c1", "c2", "c3"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut alice = Xmpp::login(&server, "alice", "pw").await;
+    alice.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+    alice.send("<presence xmlns='jabber:client'/>").await;
+    let mut refused = 0;
+    for (n, contact) in ["b1", "b2", "b3", "b4", "b5"].iter().enumerate() {
+        alice
+            .send(&format!("<presence xmlns='jabber:client' to='{contact}@localhost' type='subscribe' id='s{n}'/>"))
+            .await;
+        let answer = alice.expect_all(&[&format!("{contact}@localhost")]).await;
+        if answer.contains("type='error'") {
+            assert!(answer.contains("<resource-constraint"), "{answer}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2);
+    let roster = alice.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+    assert_eq!(roster.matches("<item ").count(), 3, "{roster}");
+
+    // Requests waiting for one person are bounded too, and a refused one leaves nothing.
+    for requester in ["c1", "c2", "c3"] {
+        let mut c = Xmpp::login(&server, requester, "pw").await;
+        c.send("<presence xmlns='jabber:client' to='b5@localhost' type='subscribe' id='r'/>")
+            .await;
+        let answer = c.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+        if requester == "c3" {
+            assert!(!answer.contains("b5@localhost"), "{answer}");
+            let error = c.expect("id='r'").await;
+            assert!(error.contains("<resource-constraint"), "{error}");
+        } else {
+            assert!(answer.contains("b5@localhost"), "{answer}");
+        }
+        c.logout().await;
+    }
+
+    // Categories: four at most, empty or not.
+    for n in 0..4 {
+        let answer = alice
+            .iq(
+                "set",
+                &format!(
+                    "<query xmlns='urn:causette:categories:0'><create name='cat{n}'/></query>"
+                ),
+            )
+            .await;
+        assert!(answer.contains("type='result'"), "{answer}");
+    }
+    let answer = alice
+        .iq(
+            "set",
+            "<query xmlns='urn:causette:categories:0'><create name='one too many'/></query>",
+        )
+        .await;
+    assert!(
+        answer.contains("<not-allowed") && answer.contains("too many categories"),
+        "{answer}"
+    );
+    let answer = alice
+        .iq("set", "<query xmlns='jabber:iq:roster'><item jid='b1@localhost'><group>new one</group></item></query>")
+        .await;
+    assert!(answer.contains("too many categories"), "{answer}");
+    alice.logout().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_pupil_cannot_flood_writes_and_a_no_op_toggle_writes_nothing() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.im.max_changes_per_minute = 5;
+        c.admin.demo_directory = true;
+    })
+    .await;
+    let token = server.server().admin_token().to_owned();
+    let audit = || async {
+        let (status, body) = crate::common::http(
+            server.http,
+            "GET",
+            "/admin/api/v1/audit?limit=1000",
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body.matches("\"actor\"").count()
+    };
+    let before = audit().await;
+    let mut lea = Xmpp::login(&server, "lea.martin", "demo").await;
+    let mut answers = Vec::new();
+    for n in 0..8 {
+        let hidden = if n % 2 == 0 { "false" } else { "true" };
+        answers.push(
+            lea.iq(
+                "set",
+                &format!("<query xmlns='urn:causette:directory:0' hidden='{hidden}'/>"),
+            )
+            .await,
+        );
+    }
+    // The first toggle changes nothing (she was visible), the next four do, then the budget
+    // is spent: a clear error, and nothing written.
+    assert!(
+        answers[..5].iter().all(|a| a.contains("type='result'")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[5..]
+            .iter()
+            .all(|a| a.contains("<resource-constraint") && a.contains("wait a minute")),
+        "{answers:?}"
+    );
+    assert_eq!(audit().await - before, 4);
+    lea.logout().await;
     server.stop().await;
 }
