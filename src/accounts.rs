@@ -21,7 +21,8 @@ fn username(raw: &str) -> Result<String, Error> {
     normalise_username(raw.trim()).ok_or_else(|| Error::InvalidUsername(raw.to_owned()))
 }
 
-async fn credentials(
+/// The stored credentials of a password; refuses a password that may not be set (empty).
+pub async fn credentials(
     password: String,
     iterations: u32,
 ) -> Result<Vec<storage::ScramCredential>, Error> {

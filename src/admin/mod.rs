@@ -443,6 +443,11 @@ async fn put_user(
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
     let Json(body) = body?;
+    // A password that cannot be set is refused before anything changes.
+    let credentials = match body.password {
+        Some(password) => Some(password_credentials(&shared, password).await?),
+        None => None,
+    };
     let status = change(
         &shared,
         &headers,
@@ -454,20 +459,37 @@ async fn put_user(
         }],
     )
     .await?;
-    if let Some(password) = body.password {
-        crate::accounts::set_password(
-            &shared.store,
-            &username,
-            password,
-            shared.config.auth.scram_iterations,
-        )
+    if let Some(credentials) = credentials {
+        set_credentials(&shared, &username, &credentials).await?;
+    }
+    Ok(status)
+}
+
+async fn password_credentials(
+    shared: &Shared,
+    password: String,
+) -> Result<Vec<crate::storage::ScramCredential>> {
+    crate::accounts::credentials(password, shared.config.auth.scram_iterations)
         .await
         .map_err(|e| match e {
             crate::accounts::Error::Password(p) => AdminError::BadRequest(p.to_string()),
             other => AdminError::Internal(other.to_string()),
-        })?;
-    }
-    Ok(status)
+        })
+}
+
+/// Sets the credentials of a directory user, whose account the directory change created.
+async fn set_credentials(
+    shared: &Shared,
+    username: &str,
+    credentials: &[crate::storage::ScramCredential],
+) -> Result<()> {
+    let name = crate::auth::normalise_username(username)
+        .ok_or_else(|| AdminError::BadRequest(format!("{username:?} is not a valid username")))?;
+    shared
+        .store
+        .set_credentials(&name, credentials)
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))
 }
 
 async fn delete_user(

@@ -455,6 +455,13 @@ enum Negotiating {
     Element(XmppStreamElement),
     /// An `<auth/>` naming a mechanism this server does not know.
     UnknownMechanism,
+    /// An `<auth/>` or `<response/>` whose content is not base64 (RFC 6120 §6.5.2).
+    IncorrectEncoding,
+}
+
+/// Whether a SASL element failed to parse because of its base64 content.
+fn is_bad_base64(error: &xso::error::Error) -> bool {
+    matches!(error, xso::error::Error::TextParseError(inner) if inner.is::<base64::DecodeError>())
 }
 
 /// Negotiation's next element, within the negotiation deadline.
@@ -473,9 +480,17 @@ async fn next_negotiation_element(
                     return Ok(Negotiating::Element(element));
                 }
                 ClientElement::Known(FallibleStreamElement::Err(
-                    StreamElementError::InvalidNonza { qname, .. },
-                )) if qname.0.as_str() == xmpp_parsers::ns::SASL && qname.1.as_str() == "auth" => {
-                    return Ok(Negotiating::UnknownMechanism);
+                    StreamElementError::InvalidNonza { qname, error },
+                )) if qname.0.as_str() == xmpp_parsers::ns::SASL
+                    && matches!(qname.1.as_str(), "auth" | "response") =>
+                {
+                    return Ok(if is_bad_base64(&error) {
+                        Negotiating::IncorrectEncoding
+                    } else if qname.1.as_str() == "auth" {
+                        Negotiating::UnknownMechanism
+                    } else {
+                        Negotiating::IncorrectEncoding
+                    });
                 }
                 other => unexpected(&other),
             },
@@ -551,6 +566,27 @@ async fn authenticate(
                     "unknown mechanism: use one of those offered in the stream features",
                 );
                 if xml.send(&failure).await.is_err() {
+                    return Authenticated::Closed;
+                }
+                continue;
+            }
+            Ok(Negotiating::IncorrectEncoding) => {
+                // The exchange in progress, if any, is over (RFC 6120 §6.4.5).
+                exchange = None;
+                failures += 1;
+                let failure = sasl_failure(
+                    sasl::DefinedCondition::IncorrectEncoding,
+                    "the SASL data must be base64 (RFC 4648)",
+                );
+                if xml.send(&failure).await.is_err() {
+                    return Authenticated::Closed;
+                }
+                if failures >= MAX_SASL_FAILURES {
+                    let fatal = Fatal::new(
+                        DefinedCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                    );
+                    close_with_error(xml, &fatal).await;
                     return Authenticated::Closed;
                 }
                 continue;
@@ -803,7 +839,12 @@ fn new_resource() -> String {
 fn make_jid(username: &str, domain: &str, resource: &str) -> Result<FullJid, &'static str> {
     let node = NodePart::new(username).map_err(|_| "invalid username")?;
     let domain = DomainPart::new(domain).map_err(|_| "invalid domain")?;
-    let resource = ResourcePart::new(resource)
-        .map_err(|_| "invalid resource: it must be valid UTF-8 of at most 1023 bytes (RFC 7622)")?;
+    let resource = ResourcePart::new(resource).map_err(|err| match err {
+        jid::Error::ResourceTooLong => "invalid resource: longer than 1023 bytes (RFC 7622)",
+        _ => {
+            "invalid resource: it has characters that resource names may not hold (RFC 7622), \
+             such as control characters, or emoji and other symbols newer than Unicode 3.2"
+        }
+    })?;
     Ok(FullJid::from_parts(Some(&node), &domain, &resource))
 }

@@ -683,3 +683,84 @@ async fn a_pupil_cannot_flood_writes_and_a_no_op_toggle_writes_nothing() {
     lea.logout().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn errors_say_what_is_wrong() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    // Malformed base64 in <auth> and in <response>: incorrect-encoding, not invalid-mechanism.
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>not*base64!</auth>")
+        .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<incorrect-encoding"), "{failure}");
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>")
+        .await;
+    raw.expect("</challenge>").await;
+    raw.send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>@@@</response>")
+        .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<incorrect-encoding"), "{failure}");
+    // An unknown mechanism is still invalid-mechanism.
+    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-UNKNOWN'>AA==</auth>")
+        .await;
+    let failure = raw.expect("</failure>").await;
+    assert!(failure.contains("<invalid-mechanism"), "{failure}");
+
+    // An emoji resource is refused for what it is, not as invalid UTF-8.
+    let mut raw = Raw::connect(server.c2s).await;
+    raw.authenticate(HEADER, "alice", "pw").await;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone 📱</resource></bind></iq>").await;
+    let refused = raw.expect("</iq>").await;
+    assert!(refused.contains("<bad-request"), "{refused}");
+    assert!(
+        !refused.contains("UTF-8") && refused.contains("emoji"),
+        "{refused}"
+    );
+    // An accented one is fine.
+    raw.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>téléphone</resource></bind></iq>").await;
+    let bound = raw.expect("</iq>").await;
+    assert!(
+        bound.contains("type='result'") && bound.contains("téléphone"),
+        "{bound}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_admin_request_changes_nothing() {
+    let server = TestServer::start_with(plaintext).await;
+    let token = server.server().admin_token().to_owned();
+    let http = |method, path: String, body: Option<&'static str>| {
+        let token = token.clone();
+        let addr = server.http;
+        async move { crate::common::http(addr, method, &path, Some(&token), body).await }
+    };
+    let (status, _) = http(
+        "PUT",
+        "/admin/api/v1/structures/0750001A".into(),
+        Some(r#"{"name":"Collège"}"#),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = http(
+        "PUT",
+        "/admin/api/v1/users/zoe".into(),
+        Some(
+            r#"{"display_name":"Zoé","profile":"student","structures":["0750001A"],"password":""}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http("GET", "/admin/api/v1/users/zoe".into(), None).await;
+    assert_eq!(status, 404, "the user was not created: {body}");
+    let users = causette::accounts::list(&server.server().store())
+        .await
+        .unwrap();
+    assert!(!users.contains(&"zoe".to_owned()), "{users:?}");
+    server.stop().await;
+}
