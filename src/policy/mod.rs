@@ -126,7 +126,8 @@ impl Policy {
         changes: &[DirectoryChange],
     ) -> Result<BTreeSet<String>, ApplyError> {
         let _writer = self.writer.lock().await;
-        let mut next = (*self.snapshot()).clone();
+        let base = self.snapshot();
+        let mut next = (*base).clone();
         let mut affected = BTreeSet::new();
         for (index, change) in changes.iter().enumerate() {
             next.apply(change)
@@ -154,10 +155,41 @@ impl Policy {
             }
         }
         store.apply_directory(actor, changes).await?;
-        if let Ok(mut state) = self.state.write() {
-            *state = Arc::new(next);
-        }
+        self.install(base, next, changes);
         Ok(affected)
+    }
+
+    /// Makes `next` (the changes applied to `base`) live. Logins note themselves in the state
+    /// while the store is written (`note_login`): if the state moved on from `base`, the
+    /// changes are applied again to the state as it is now, so that no first login is lost.
+    /// The copy is made outside the lock, which is held only to compare and swap.
+    fn install(
+        &self,
+        mut base: Arc<DirectoryState>,
+        mut next: DirectoryState,
+        changes: &[DirectoryChange],
+    ) {
+        loop {
+            {
+                let mut state = self
+                    .state
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if Arc::ptr_eq(&state, &base) {
+                    *state = Arc::new(next);
+                    return;
+                }
+            }
+            base = self.snapshot();
+            next = (*base).clone();
+            for change in changes {
+                if let Err(invalid) = next.apply(change) {
+                    // Only first logins can have moved the state on, and they change nothing
+                    // a change is checked against.
+                    tracing::error!(%invalid, "a directory change no longer applies");
+                }
+            }
+        }
     }
 
     /// Whether a user may log in: not when their profile's chat access is off.

@@ -764,3 +764,71 @@ async fn a_failed_admin_request_changes_nothing() {
     assert!(!users.contains(&"zoe".to_owned()), "{users:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn first_logins_are_not_lost_to_concurrent_directory_changes() {
+    let server = TestServer::start_with(|c| {
+        plaintext(c);
+        c.limits.max_unauthenticated_per_ip = 100;
+    })
+    .await;
+    let token = server.server().admin_token().to_owned();
+    let addr = server.http;
+    let call = move |method: &'static str, path: String, body: String| {
+        let token = token.clone();
+        async move { crate::common::http(addr, method, &path, Some(&token), Some(&body)).await }
+    };
+    let (status, _) = call(
+        "PUT",
+        "/admin/api/v1/structures/0750001A".into(),
+        r#"{"name":"Collège"}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let users: Vec<String> = (0..40).map(|n| format!("pupil{n}")).collect();
+    for user in &users {
+        let (status, body) = call(
+            "PUT",
+            format!("/admin/api/v1/users/{user}"),
+            r#"{"display_name":"P","profile":"student","structures":["0750001A"],"password":"pw"}"#
+                .into(),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // The ENT renames the school over and over while everyone logs in for the first time.
+    let changes = tokio::spawn({
+        let call = call.clone();
+        async move {
+            for n in 0..150 {
+                let (status, _) = call(
+                    "PUT",
+                    "/admin/api/v1/structures/0750001A".into(),
+                    format!(r#"{{"name":"Collège {n}"}}"#),
+                )
+                .await;
+                assert_eq!(status, 204);
+            }
+        }
+    });
+    let mut logins = tokio::task::JoinSet::new();
+    for user in users.clone() {
+        let c2s = server.c2s;
+        logins.spawn(async move { Raw::connect(c2s).await.login(&user, "pw", "r").await });
+    }
+    let mut sessions = Vec::new();
+    while let Some(session) = logins.join_next().await {
+        sessions.push(session.unwrap());
+    }
+    changes.await.unwrap();
+    for user in &users {
+        let (status, body) =
+            call("GET", format!("/admin/api/v1/users/{user}"), String::new()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("\"first_login\":null"),
+            "{user} lost its first login: {body}"
+        );
+    }
+    server.stop().await;
+}
