@@ -212,6 +212,7 @@ impl Server {
         // their own close request, so that their loop takes no shared lock per stanza.
         self.shared.shutdown.cancel();
         self.shared.router.close_all(router::CloseReason {
+            french: None,
             condition: xmpp_parsers::stream_error::DefinedCondition::SystemShutdown,
             text: stream::SHUTTING_DOWN,
         });

@@ -25,6 +25,8 @@ pub type Outbound = Box<Stanza>;
 pub struct CloseReason {
     pub condition: DefinedCondition,
     pub text: &'static str,
+    /// The text in French, for closes a user must understand (decisions of the ENT).
+    pub french: Option<&'static str>,
 }
 
 const MAX_DIRECTED: usize = 64;
@@ -194,6 +196,7 @@ impl SessionHandle {
             self.control.close(CloseReason {
                 condition: DefinedCondition::PolicyViolation,
                 text: "too much queued for this session: it does not read fast enough",
+                french: None,
             });
         }
         false

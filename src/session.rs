@@ -101,6 +101,7 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterE
     };
     match shared.router.register(handle) {
         Ok(Some(old)) => old.control.close(CloseReason {
+            french: None,
             condition: DefinedCondition::Conflict,
             text: "replaced by a new connection bound to the same resource",
         }),
@@ -121,7 +122,8 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterE
 /// How a session ends.
 enum End {
     /// With a stream error.
-    Error(Fatal),
+    /// Boxed: the loop's state keeps room for it.
+    Error(Box<Fatal>),
     /// By closing the stream, after the client closed its own or went away.
     Clean,
     /// By dropping the connection: writing to it no longer works.
@@ -160,13 +162,17 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
     let mut pings: u64 = 0;
     // Bound after `close_all` went through the router: nobody else will tell this session.
     let end = if shared.shutdown.is_cancelled() {
-        End::Error(shutting_down())
+        End::Error(Box::new(shutting_down()))
     } else {
         loop {
             tokio::select! {
                 biased;
                 reason = &mut close_request => {
-                    break End::Error(Fatal::new(reason.condition, reason.text));
+                    let fatal = Fatal::new(reason.condition, reason.text);
+                    break End::Error(Box::new(match reason.french {
+                        Some(french) => fatal.with_french(french),
+                        None => fatal,
+                    }));
                 }
                 Some(first) = bound.queue.recv() => {
                     // A client that stops reading blocks this write: a close request or shutdown
@@ -210,7 +216,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                                     break End::Abort;
                                 }
                             }
-                            Err(fatal) => break End::Error(fatal),
+                            Err(fatal) => break End::Error(Box::new(fatal)),
                         }
                     }
                     Incoming::Idle => {
@@ -221,7 +227,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                         }
                     }
                     Incoming::Closed => break End::Clean,
-                    Incoming::Fatal(fatal) => break End::Error(fatal),
+                    Incoming::Fatal(fatal) => break End::Error(Box::new(fatal)),
                 }
             }
         }

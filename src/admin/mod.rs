@@ -70,10 +70,13 @@ impl From<JsonRejection> for AdminError {
 type Result<T> = std::result::Result<T, AdminError>;
 
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
+    // RFC 9110 §11.1: the scheme is case-insensitive.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or_default();
     let expected = shared.admin_token.as_bytes();
     let matches = given.len() == expected.len()
@@ -105,11 +108,13 @@ pub(crate) async fn apply(
             CloseReason {
                 condition: DefinedCondition::NotAuthorized,
                 text: "your account was deleted by the ENT",
+                french: Some("votre compte a été supprimé par l'ENT"),
             }
         } else if !shared.policy.still_allowed(&username) {
             CloseReason {
                 condition: DefinedCondition::PolicyViolation,
                 text: "the chat is no longer available for your profile",
+                french: Some("le chat n'est plus ouvert à votre profil"),
             }
         } else {
             continue;

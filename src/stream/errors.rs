@@ -14,6 +14,7 @@ use crate::transport::LimitExceeded;
 pub struct Fatal {
     pub condition: DefinedCondition,
     pub text: String,
+    pub french: Option<&'static str>,
 }
 
 impl Fatal {
@@ -21,12 +22,21 @@ impl Fatal {
         Self {
             condition,
             text: text.into(),
+            french: None,
         }
+    }
+
+    pub fn with_french(mut self, text: &'static str) -> Self {
+        self.french = Some(text);
+        self
     }
 
     pub fn to_stream_error(&self) -> StreamError {
         let mut texts = std::collections::BTreeMap::new();
         texts.insert("en".into(), self.text.clone());
+        if let Some(french) = self.french {
+            texts.insert("fr".into(), french.to_owned());
+        }
         StreamError {
             condition: self.condition.clone(),
             texts,

@@ -832,3 +832,36 @@ async fn first_logins_are_not_lost_to_concurrent_directory_changes() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_takes_the_bearer_scheme_in_any_case() {
+    let server = TestServer::start().await;
+    let token = server.server().admin_token().to_owned();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, body) = crate::common::http_authorized(
+            server.http,
+            "GET",
+            "/admin/api/v1/structures",
+            Some(&format!("{scheme} {token}")),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    for wrong in [
+        format!("Basic {token}"),
+        "bearer nope".to_owned(),
+        token.clone(),
+    ] {
+        let (status, _) = crate::common::http_authorized(
+            server.http,
+            "GET",
+            "/admin/api/v1/structures",
+            Some(&wrong),
+            None,
+        )
+        .await;
+        assert_eq!(status, 401, "{wrong}");
+    }
+    server.stop().await;
+}

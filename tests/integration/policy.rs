@@ -235,6 +235,11 @@ async fn profile_access_off_closes_sessions_and_refuses_logins() {
     assert_eq!(off.0, 204, "{}", off.1);
     let closed = student.until_closed().await;
     assert!(closed.contains("<policy-violation"), "{closed}");
+    // In French too, as every decision of the ENT that a user meets.
+    assert!(
+        closed.contains("xml:lang='fr'") && closed.contains("n'est plus ouvert"),
+        "{closed}"
+    );
     // Logins of that profile are refused with a clear text; other profiles go on.
     let refused = plain_login(&server, "eleve1").await;
     assert!(refused.contains("<account-disabled"), "{refused}");

@@ -510,11 +510,23 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    http_authorized(addr, method, path, authorization.as_deref(), body).await
+}
+
+/// The same with the `Authorization` header's value as given.
+pub async fn http_authorized(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let mut request =
         format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    if let Some(authorization) = authorization {
+        request.push_str(&format!("Authorization: {authorization}\r\n"));
     }
     let body = body.unwrap_or("");
     request.push_str(&format!(
