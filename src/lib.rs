@@ -188,7 +188,7 @@ impl Server {
         actor: &str,
         changes: &[storage::directory::DirectoryChange],
     ) -> Result<(), policy::ApplyError> {
-        admin::apply(&self.shared, actor, changes).await
+        admin::apply(&self.shared, actor, changes, &[]).await
     }
 
     pub fn store(&self) -> DynStore {
@@ -262,7 +262,7 @@ fn admin_token(config: &Config) -> Result<String, StartError> {
 }
 
 async fn load_demo_directory(shared: &Shared) -> Result<(), StartError> {
-    admin::apply(shared, "demo", &admin::demo::changes())
+    admin::apply(shared, "demo", &admin::demo::changes(), &[])
         .await
         .map_err(|e| StartError::Demo(e.to_string()))?;
     for (username, ..) in admin::demo::USERS {

@@ -191,12 +191,19 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let (changes, lines) = causette::admin::parse_import(&text)
+            let batch = causette::admin::import::parse_import(&text)
                 .map_err(|e| anyhow::anyhow!("nothing imported: {e}"))?;
+            let credentials =
+                causette::admin::import::credentials(batch.passwords, config.auth.scram_iterations)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("nothing imported: {e}"))?;
             let store = storage::open(&config.database_url(), 1).await?;
             let policy = causette::policy::Policy::load(&store).await?;
-            let result = policy.apply(&store, "cli:import", &changes).await;
+            let result = policy
+                .apply(&store, "cli:import", &batch.changes, &credentials)
+                .await;
             store.close().await;
+            let (changes, lines) = (batch.changes, batch.lines);
             match result {
                 Ok(_) => println!("imported {} changes from {}", changes.len(), file.display()),
                 Err(causette::policy::ApplyError::Invalid { index, invalid }) => {

@@ -5,6 +5,7 @@
 //! transaction with its audit entries, made live, and then enforced on open sessions.
 
 pub mod demo;
+pub mod import;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use crate::Shared;
 use crate::policy::ApplyError;
 use crate::router::CloseReason;
+use crate::storage::ScramCredential;
 use crate::storage::directory::{DirectoryChange, Profile, Scope};
 
 /// The OpenAPI description of this API, also kept in docs/.
@@ -97,8 +99,12 @@ pub(crate) async fn apply(
     shared: &Shared,
     actor: &str,
     changes: &[DirectoryChange],
+    credentials: &[(String, Vec<ScramCredential>)],
 ) -> std::result::Result<(), ApplyError> {
-    let affected = shared.policy.apply(&shared.store, actor, changes).await?;
+    let affected = shared
+        .policy
+        .apply(&shared.store, actor, changes, credentials)
+        .await?;
     let state = shared.policy.snapshot();
     for username in affected {
         let deleted = changes
@@ -145,7 +151,16 @@ async fn change(
     headers: &HeaderMap,
     changes: Vec<DirectoryChange>,
 ) -> Result<StatusCode> {
-    apply(shared, &actor(headers), &changes)
+    change_with_credentials(shared, headers, changes, &[]).await
+}
+
+async fn change_with_credentials(
+    shared: &Shared,
+    headers: &HeaderMap,
+    changes: Vec<DirectoryChange>,
+    credentials: &[(String, Vec<ScramCredential>)],
+) -> Result<StatusCode> {
+    apply(shared, &actor(headers), &changes, credentials)
         .await
         .map_err(|e| match e {
             ApplyError::Invalid { invalid, .. } if invalid.is_not_found() => {
@@ -448,26 +463,27 @@ async fn put_user(
 ) -> Result<StatusCode> {
     authorize(&shared, &headers)?;
     let Json(body) = body?;
-    // A password that cannot be set is refused before anything changes.
-    let credentials = match body.password {
-        Some(password) => Some(password_credentials(&shared, password).await?),
-        None => None,
-    };
-    let status = change(
+    // A password that cannot be set is refused before anything changes; one that can is set
+    // in the directory change's own transaction.
+    let mut credentials = Vec::new();
+    if let Some(password) = body.password {
+        let name = crate::auth::normalise_username(&username).ok_or_else(|| {
+            AdminError::BadRequest(format!("{username:?} is not a valid username"))
+        })?;
+        credentials.push((name, password_credentials(&shared, password).await?));
+    }
+    change_with_credentials(
         &shared,
         &headers,
         vec![DirectoryChange::PutUser {
-            username: username.clone(),
+            username,
             display_name: body.display_name,
             profile: body.profile,
             structures: body.structures,
         }],
+        &credentials,
     )
-    .await?;
-    if let Some(credentials) = credentials {
-        set_credentials(&shared, &username, &credentials).await?;
-    }
-    Ok(status)
+    .await
 }
 
 async fn password_credentials(
@@ -480,21 +496,6 @@ async fn password_credentials(
             crate::accounts::Error::Password(p) => AdminError::BadRequest(p.to_string()),
             other => AdminError::Internal(other.to_string()),
         })
-}
-
-/// Sets the credentials of a directory user, whose account the directory change created.
-async fn set_credentials(
-    shared: &Shared,
-    username: &str,
-    credentials: &[crate::storage::ScramCredential],
-) -> Result<()> {
-    let name = crate::auth::normalise_username(username)
-        .ok_or_else(|| AdminError::BadRequest(format!("{username:?} is not a valid username")))?;
-    shared
-        .store
-        .set_credentials(&name, credentials)
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))
 }
 
 async fn delete_user(
@@ -703,31 +704,18 @@ async fn remove_group_member(
     .await
 }
 
-/// Parses a JSON Lines batch; a bad line names its number (from 1).
-pub fn parse_import(text: &str) -> std::result::Result<(Vec<DirectoryChange>, Vec<usize>), String> {
-    let mut changes = Vec::new();
-    let mut lines = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let change: DirectoryChange =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", index + 1))?;
-        changes.push(change);
-        lines.push(index + 1);
-    }
-    Ok((changes, lines))
-}
-
 /// Applies a parsed batch, naming the line of the change that fails.
 pub(crate) async fn import_batch(
     shared: &Shared,
     actor: &str,
-    changes: &[DirectoryChange],
-    lines: &[usize],
+    import: import::Import,
 ) -> std::result::Result<usize, (bool, String)> {
-    match apply(shared, actor, changes).await {
-        Ok(()) => Ok(changes.len()),
+    let credentials = import::credentials(import.passwords, shared.config.auth.scram_iterations)
+        .await
+        .map_err(|e| (false, e))?;
+    let lines = &import.lines;
+    match apply(shared, actor, &import.changes, &credentials).await {
+        Ok(()) => Ok(import.changes.len()),
         Err(ApplyError::Invalid { index, invalid }) => Err((
             false,
             format!(
@@ -750,9 +738,10 @@ async fn import(
     body: String,
 ) -> Result<Json<Imported>> {
     authorize(&shared, &headers)?;
-    let (changes, lines) = parse_import(&body).map_err(AdminError::BadRequest)?;
+    let batch = import::parse_import(&body)
+        .map_err(|e| AdminError::BadRequest(format!("nothing imported: {e}")))?;
     let who = format!("{}:import", actor(&headers));
-    let applied = import_batch(&shared, &who, &changes, &lines)
+    let applied = import_batch(&shared, &who, batch)
         .await
         .map_err(|(internal, message)| {
             if internal {

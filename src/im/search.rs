@@ -220,6 +220,7 @@ pub async fn directory_iq(
         shared,
         &format!("user:{username}"),
         &[DirectoryChange::SetHidden { username, hidden }],
+        &[],
     )
     .await
     .map_err(|_| {

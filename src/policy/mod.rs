@@ -124,6 +124,7 @@ impl Policy {
         store: &DynStore,
         actor: &str,
         changes: &[DirectoryChange],
+        credentials: &[(String, Vec<storage::ScramCredential>)],
     ) -> Result<BTreeSet<String>, ApplyError> {
         let _writer = self.writer.lock().await;
         let base = self.snapshot();
@@ -154,7 +155,7 @@ impl Policy {
                 _ => {}
             }
         }
-        store.apply_directory(actor, changes).await?;
+        store.apply_directory(actor, changes, credentials).await?;
         self.install(base, next, changes);
         Ok(affected)
     }

@@ -116,36 +116,46 @@ pub enum DirectoryChange {
     DeleteGroup {
         id: String,
     },
+    // Field names are those of the matching admin call's path (see `admin::import`); the
+    // former names are still read, for files written before.
     AddClassMember {
+        #[serde(rename = "id", alias = "class")]
         class: String,
         username: String,
     },
     RemoveClassMember {
+        #[serde(rename = "id", alias = "class")]
         class: String,
         username: String,
     },
     AddGroupMember {
+        #[serde(rename = "id", alias = "group")]
         group: String,
         username: String,
     },
     RemoveGroupMember {
+        #[serde(rename = "id", alias = "group")]
         group: String,
         username: String,
     },
     LinkParent {
+        #[serde(rename = "username", alias = "parent")]
         parent: String,
         child: String,
     },
     UnlinkParent {
+        #[serde(rename = "username", alias = "parent")]
         parent: String,
         child: String,
     },
     SetProfileAccess {
+        #[serde(rename = "id", alias = "structure")]
         structure: String,
         profile: Profile,
         enabled: bool,
     },
     SetRule {
+        #[serde(rename = "id", alias = "structure")]
         structure: String,
         from: Profile,
         to: Profile,

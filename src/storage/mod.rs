@@ -255,12 +255,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error>;
     /// The whole directory, at start.
     async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
-    /// Applies a batch of directory changes in one transaction, with one audit entry each.
-    /// The caller has validated them against the directory.
+    /// Applies a batch of directory changes in one transaction, with one audit entry each,
+    /// and sets the passwords of users it provisions (`credentials`, by username) in the same
+    /// transaction. The caller has validated the changes against the directory.
     async fn apply_directory(
         &self,
         actor: &str,
         changes: &[directory::DirectoryChange],
+        credentials: &[(String, Vec<ScramCredential>)],
     ) -> Result<(), Error>;
     /// Notes a user's first login (only the first is kept).
     async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;

@@ -694,9 +694,24 @@ impl Store for SqlStore {
         &self,
         actor: &str,
         changes: &[super::directory::DirectoryChange],
+        credentials: &[(String, Vec<ScramCredential>)],
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
         directory_sql::apply(&mut tx, actor, changes, now_unix()).await?;
+        for (username, credentials) in credentials {
+            let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::NotFound);
+            }
+            sqlx::query("DELETE FROM credentials WHERE username = $1")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            insert_credentials(&mut tx, username, credentials).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

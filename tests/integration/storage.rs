@@ -171,7 +171,7 @@ pub async fn directory_story(store: &DynStore, tag: &str) {
         },
     ];
     let policy = Policy::load(store).await.unwrap();
-    policy.apply(store, "test", &changes).await.unwrap();
+    policy.apply(store, "test", &changes, &[]).await.unwrap();
     store.record_first_login(&u1, 1234).await.unwrap();
     // A fresh load sees the same directory.
     let reloaded = Policy::load(store).await.unwrap().snapshot();
@@ -202,6 +202,7 @@ pub async fn directory_story(store: &DynStore, tag: &str) {
                 },
                 DeleteStructure { id: s.clone() },
             ],
+            &[],
         )
         .await
         .unwrap();
