@@ -3,6 +3,7 @@
 mod browser;
 mod common;
 mod contacts;
+mod faults;
 mod hardening;
 mod interop;
 mod load;
