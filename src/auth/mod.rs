@@ -229,6 +229,9 @@ pub struct Exchange {
     peer_ip: IpAddr,
     /// The client sent no initial response: the next `<response/>` is the first message.
     pub awaiting_initial_response: bool,
+    scram: bool,
+    /// Client messages fed to the exchange so far.
+    messages: u8,
 }
 
 impl Authenticator {
@@ -303,6 +306,8 @@ impl Authenticator {
             attempted,
             peer_ip: transport.peer_ip,
             awaiting_initial_response: false,
+            scram: mechanism.starts_with("SCRAM-"),
+            messages: 0,
         })
     }
 
@@ -314,6 +319,17 @@ impl Authenticator {
                 "the exchange is already over",
             ));
         };
+        let first = exchange.messages == 0;
+        exchange.messages = exchange.messages.saturating_add(1);
+        if exchange.scram && !scram::attributes_well_formed(&input, first) {
+            let attempted = exchange.attempted.lock().ok().and_then(|s| s.clone());
+            self.throttle
+                .record_failure(attempted.as_deref(), exchange.peer_ip);
+            return Step::Failure(Failure::new(
+                DefinedCondition::MalformedRequest,
+                "malformed SCRAM message (RFC 5802 §7)",
+            ));
+        }
         let Ok(_permit) = self.workers.acquire().await else {
             return Step::Failure(Failure::new(
                 DefinedCondition::TemporaryAuthFailure,

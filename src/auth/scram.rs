@@ -84,9 +84,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether every attribute of a SCRAM client message is at least `x=` (RFC 5802 §7): the GS2
+/// header's authzid part of the first message aside, which may be empty. rsasl 2.3 slices
+/// each attribute's first two bytes without checking its length, and panics on `a,b,…`.
+pub fn attributes_well_formed(message: &[u8], first: bool) -> bool {
+    let mut parts = message.split(|b| *b == b',');
+    if first {
+        // The channel-binding flag (rsasl checks it), then the authzid: empty or `a=…`.
+        let _flag = parts.next();
+        if parts.next().is_some_and(|authzid| authzid.len() == 1) {
+            return false;
+        }
+    }
+    parts.all(|attribute| attribute.len() >= 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scram_attributes_are_checked_before_rsasl_sees_them() {
+        assert!(attributes_well_formed(b"n,,n=user,r=abc", true));
+        assert!(attributes_well_formed(
+            b"p=tls-exporter,a=user,n=user,r=abc",
+            true
+        ));
+        assert!(!attributes_well_formed(b"n,a,n=user,r=abc", true));
+        assert!(!attributes_well_formed(b"n,,n,r=abc", true));
+        assert!(attributes_well_formed(b"c=biws,r=abc,p=cHJvb2Y=", false));
+        // The crash the fuzzer found: a one-byte attribute in the final message.
+        assert!(!attributes_well_formed(b"c", false));
+        assert!(!attributes_well_formed(b"c=biws,r=abc,,p=x", false));
+    }
 
     #[test]
     fn plain_check_accepts_only_the_password() {

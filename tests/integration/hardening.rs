@@ -1038,3 +1038,36 @@ async fn every_import_op_takes_its_admin_calls_fields() {
     by_api.stop().await;
     by_import.stop().await;
 }
+
+/// Found by the `sasl` fuzz target: rsasl panicked on a one-byte SCRAM attribute.
+#[tokio::test]
+async fn a_malformed_scram_message_gets_malformed_request() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    for (first, last) in [("n,,n=alice,r=abcdefgh", "c"), ("n,a,n=alice,r=abc", "")] {
+        let mut raw = Raw::connect(server.c2s).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        raw.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            b64(first)
+        ))
+        .await;
+        let answer = if last.is_empty() {
+            raw.expect("</failure>").await
+        } else {
+            raw.expect("</challenge>").await;
+            raw.send(&format!(
+                "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                b64(last)
+            ))
+            .await;
+            raw.expect("</failure>").await
+        };
+        assert!(answer.contains("<malformed-request"), "{answer}");
+    }
+    still_serving(&server, "alice").await;
+    server.stop().await;
+}
