@@ -7,6 +7,8 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod storage;
 
 mod im;

@@ -382,6 +382,25 @@ async fn handle(
     }
 }
 
+/// What the session computes of an element a client sent, before routing it.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_element(element: ClientElement) {
+    let ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) =
+        element
+    else {
+        let _ = unexpected(&element);
+        return;
+    };
+    let Ok(jid) = FullJid::new("user@localhost/fuzz") else {
+        return;
+    };
+    if let Ok(stanza) = stamp_from(stanza, &jid) {
+        let _ = crate::router::stanza_cost(&stanza);
+        let error = StanzaError::new(ErrorType::Cancel, StanzaCondition::Forbidden, "en", "fuzz");
+        let _ = crate::im::error_reply(&stanza, error);
+    }
+}
+
 /// RFC 6120 §8.1.2.1: the server stamps the sender's full JID. A client may put its own bare
 /// or full JID there, nothing else.
 fn stamp_from(mut stanza: Stanza, jid: &FullJid) -> Result<Stanza, Fatal> {

@@ -486,6 +486,20 @@ async fn put_user(
     .await
 }
 
+/// Reads a JSON body as each admin call would.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_bodies(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<NameBody>(bytes);
+    let _ = serde_json::from_slice::<EnabledBody>(bytes);
+    let _ = serde_json::from_slice::<ScopeBody>(bytes);
+    let _ = serde_json::from_slice::<UserBody>(bytes);
+    let _ = serde_json::from_slice::<ClassBody>(bytes);
+    let _ = serde_json::from_slice::<GroupBody>(bytes);
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = profile_of(text);
+    }
+}
+
 async fn password_credentials(
     shared: &Shared,
     password: String,

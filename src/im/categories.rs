@@ -130,7 +130,7 @@ pub async fn handle_iq(
     match op {
         CategoryOp::Create { name } => {
             let name = name.trim().to_owned();
-            check_category_name(shared, &name)?;
+            check_category_name(&shared.config.im, &name)?;
             let max = shared.config.im.max_categories;
             if shared
                 .rosters
@@ -157,7 +157,7 @@ pub async fn handle_iq(
         }
         CategoryOp::Rename { from, to } => {
             let to = to.trim().to_owned();
-            check_category_name(shared, &to)?;
+            check_category_name(&shared.config.im, &to)?;
             let (version, changed) = shared
                 .store
                 .rename_category(username, &from, &to)

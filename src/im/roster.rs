@@ -473,7 +473,8 @@ pub async fn handle_iq(
             return Err(reason.into());
         }
     }
-    let groups = match validate_groups(shared, item.groups.iter().map(|g| g.0.as_str())) {
+    let groups = match validate_groups(&shared.config.im, item.groups.iter().map(|g| g.0.as_str()))
+    {
         Ok(groups) => groups,
         Err(reply) => return Err(reply.into()),
     };
@@ -531,19 +532,25 @@ pub async fn handle_iq(
 }
 
 /// Category names, checked and without duplicates.
+/// Checks roster groups as a roster set does, with the default limits.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_groups<'a>(names: impl Iterator<Item = &'a str>) {
+    let _ = validate_groups(&crate::config::ImConfig::default(), names);
+}
+
 pub fn validate_groups<'a>(
-    shared: &Shared,
+    im: &crate::config::ImConfig,
     names: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<String>, (DefinedCondition, &'static str)> {
     let mut groups: Vec<String> = Vec::new();
     for name in names {
         let name = name.trim();
-        check_category_name(shared, name)?;
+        check_category_name(im, name)?;
         if !groups.iter().any(|g| g == name) {
             groups.push(name.to_owned());
         }
     }
-    if groups.len() > shared.config.im.max_categories_per_contact {
+    if groups.len() > im.max_categories_per_contact {
         return Err((
             DefinedCondition::NotAcceptable,
             "too many categories for one contact",
@@ -553,7 +560,7 @@ pub fn validate_groups<'a>(
 }
 
 pub fn check_category_name(
-    shared: &Shared,
+    im: &crate::config::ImConfig,
     name: &str,
 ) -> Result<(), (DefinedCondition, &'static str)> {
     if name.is_empty() {
@@ -562,7 +569,7 @@ pub fn check_category_name(
             "category names cannot be empty",
         ));
     }
-    if name.chars().count() > shared.config.im.max_category_name {
+    if name.chars().count() > im.max_category_name {
         return Err((DefinedCondition::NotAcceptable, "category name too long"));
     }
     Ok(())

@@ -68,6 +68,13 @@ fn fold(text: &str) -> String {
         .collect()
 }
 
+/// Reads a submitted search form as the handler does.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_form(query: &Element) {
+    let (term, _) = term_of(query);
+    let _ = fold(term.unwrap_or_default().trim());
+}
+
 /// The search term of a submitted form, or of the legacy fields.
 fn term_of(query: &Element) -> (Option<String>, bool) {
     if let Some(form) = query.get_child("x", DATA_FORMS) {

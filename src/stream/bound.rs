@@ -77,10 +77,7 @@ impl Primed {
 pub struct BoundStream<'a> {
     /// The connection and its parser: writes go to the connection through it.
     reader: rxml::AsyncReader<&'a mut Conn>,
-    lang: XmlLangStack,
-    /// The stanza being read: boxed, since a connection waits between stanzas far longer than
-    /// it reads them.
-    building: Option<Box<ElementBuilder>>,
+    elements: Elements,
     /// Serialised and not yet written; freed once written.
     pending: Vec<u8>,
     timer: Pin<Box<Sleep>>,
@@ -89,9 +86,17 @@ pub struct BoundStream<'a> {
     idle_since: Option<Instant>,
     read_timeout: Duration,
     response_timeout: Duration,
+    stanza_timeout: Duration,
+}
+
+/// Turns the parser's events into the client's top-level elements.
+pub struct Elements {
+    lang: XmlLangStack,
+    /// The stanza being read: boxed, since a connection waits between stanzas far longer than
+    /// it reads them.
+    building: Option<Box<ElementBuilder>>,
     /// When the stanza being read began to arrive: one that trickles in must still end.
     stanza_started: Option<Instant>,
-    stanza_timeout: Duration,
 }
 
 /// How long the stream waits for the client.
@@ -111,17 +116,16 @@ impl<'a> BoundStream<'a> {
     pub fn new(conn: &'a mut Conn, primed: Primed, timeouts: Timeouts) -> Self {
         let now = Instant::now();
         let (read_timeout, response_timeout) = (timeouts.read, timeouts.response);
+        let (parser, elements) = Elements::after(primed);
         Self {
-            reader: rxml::AsyncReader::wrap(conn, primed.parser),
-            lang: primed.lang,
-            building: None,
+            reader: rxml::AsyncReader::wrap(conn, parser),
+            elements,
             pending: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(now + read_timeout)),
             last_data: now,
             idle_since: None,
             read_timeout,
             response_timeout,
-            stanza_started: None,
             stanza_timeout: timeouts.stanza,
         }
     }
@@ -164,7 +168,7 @@ impl<'a> BoundStream<'a> {
         loop {
             // Whitespace between stanzas (keepalives) comes as events of its own instead of
             // piling up in the parser.
-            let buffering = self.building.is_some();
+            let buffering = self.elements.building.is_some();
             self.reader.parser_mut().set_text_buffering(buffering);
             match Pin::new(&mut self.reader).poll_read(cx) {
                 Poll::Ready(Ok(Some(event))) => {
@@ -173,7 +177,7 @@ impl<'a> BoundStream<'a> {
                         self.last_data = Instant::now();
                         self.idle_since = None;
                     }
-                    if let Some(incoming) = self.take_event(event) {
+                    if let Some(incoming) = self.elements.take_event(event, self.last_data) {
                         return Poll::Ready(incoming);
                     }
                 }
@@ -199,57 +203,6 @@ impl<'a> BoundStream<'a> {
         self.reader.inner_mut()
     }
 
-    fn take_event(&mut self, event: rxml::Event) -> Option<Incoming> {
-        self.lang.handle_event(&event);
-        let context = xso::Context::empty().with_language(self.lang.current());
-        let Some(builder) = self.building.as_mut() else {
-            return match event {
-                rxml::Event::StartElement(_, name, attributes) => {
-                    match <Result<ClientElement, xso::error::Error>>::from_events(
-                        name, attributes, &context,
-                    ) {
-                        Ok(builder) => {
-                            self.building = Some(Box::new(builder));
-                            self.stanza_started = Some(self.last_data);
-                            None
-                        }
-                        Err(err) => Some(Incoming::Fatal(Fatal::new(
-                            DefinedCondition::BadFormat,
-                            err.to_string(),
-                        ))),
-                    }
-                }
-                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => None,
-                rxml::Event::Text(..) => Some(Incoming::Fatal(Fatal::new(
-                    DefinedCondition::BadFormat,
-                    "text is not allowed between stanzas",
-                ))),
-                rxml::Event::EndElement(_) => Some(Incoming::Closed),
-                rxml::Event::XmlDeclaration(..) => None,
-            };
-        };
-        match builder.feed(event, &context) {
-            Ok(None) => None,
-            Ok(Some(built)) => {
-                self.building = None;
-                self.stanza_started = None;
-                Some(match built {
-                    Ok(element) => Incoming::Element(Box::new(element)),
-                    Err(err) => {
-                        Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
-                    }
-                })
-            }
-            Err(err) => {
-                self.building = None;
-                Some(Incoming::Fatal(Fatal::new(
-                    DefinedCondition::BadFormat,
-                    err.to_string(),
-                )))
-            }
-        }
-    }
-
     /// `Idle` after `read_timeout` of silence, a failure after `response_timeout` more. The
     /// timer is moved only when it fires, never per stanza: resetting it takes the runtime's
     /// timer lock, which every session shares.
@@ -263,7 +216,10 @@ impl<'a> BoundStream<'a> {
             };
             // Text inside a stanza is buffered by the parser and stamps no `last_data`: a
             // stanza that trickles in looks idle, and only its own deadline ends it.
-            let stanza_end = self.stanza_started.map(|s| s + self.stanza_timeout);
+            let stanza_end = self
+                .elements
+                .stanza_started
+                .map(|s| s + self.stanza_timeout);
             if stanza_end.is_some_and(|end| now >= end) {
                 return Poll::Ready(Incoming::Fatal(Fatal::new(
                     DefinedCondition::PolicyViolation,
@@ -369,6 +325,71 @@ impl<'a> BoundStream<'a> {
         self.pending.extend_from_slice(STREAM_FOOTER);
         self.flush().await?;
         self.conn().shutdown().await
+    }
+}
+
+impl Elements {
+    /// The parser of the elements that follow `primed`'s stream header, and their reader.
+    pub fn after(primed: Primed) -> (rxml::Parser, Self) {
+        let elements = Self {
+            lang: primed.lang,
+            building: None,
+            stanza_started: None,
+        };
+        (primed.parser, elements)
+    }
+
+    /// Takes one event; returns what the session must know once an element is complete (or
+    /// the stream is over). `now` marks the start of a stanza, for its time limit.
+    pub fn take_event(&mut self, event: rxml::Event, now: Instant) -> Option<Incoming> {
+        self.lang.handle_event(&event);
+        let context = xso::Context::empty().with_language(self.lang.current());
+        let Some(builder) = self.building.as_mut() else {
+            return match event {
+                rxml::Event::StartElement(_, name, attributes) => {
+                    match <Result<ClientElement, xso::error::Error>>::from_events(
+                        name, attributes, &context,
+                    ) {
+                        Ok(builder) => {
+                            self.building = Some(Box::new(builder));
+                            self.stanza_started = Some(now);
+                            None
+                        }
+                        Err(err) => Some(Incoming::Fatal(Fatal::new(
+                            DefinedCondition::BadFormat,
+                            err.to_string(),
+                        ))),
+                    }
+                }
+                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => None,
+                rxml::Event::Text(..) => Some(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::BadFormat,
+                    "text is not allowed between stanzas",
+                ))),
+                rxml::Event::EndElement(_) => Some(Incoming::Closed),
+                rxml::Event::XmlDeclaration(..) => None,
+            };
+        };
+        match builder.feed(event, &context) {
+            Ok(None) => None,
+            Ok(Some(built)) => {
+                self.building = None;
+                self.stanza_started = None;
+                Some(match built {
+                    Ok(element) => Incoming::Element(Box::new(element)),
+                    Err(err) => {
+                        Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
+                    }
+                })
+            }
+            Err(err) => {
+                self.building = None;
+                Some(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::BadFormat,
+                    err.to_string(),
+                )))
+            }
+        }
     }
 }
 

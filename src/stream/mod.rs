@@ -1,7 +1,7 @@
 //! Stream negotiation (RFC 6120 §4–§7): header checks, features, STARTTLS, SASL and resource
 //! binding, then hands the bound stream to the session.
 
-mod bound;
+pub(crate) mod bound;
 mod errors;
 mod features;
 
@@ -805,6 +805,73 @@ async fn bind(
         tracing::info!(jid = %bound.jid, "resource bound");
         note_login(shared, username).await;
         return Some(bound);
+    }
+}
+
+/// Reads a client's negotiation from `bytes` as a connection would (without TLS or SASL
+/// checks): every element goes through the mapping negotiation applies to it.
+#[cfg(feature = "fuzzing")]
+pub async fn fuzz_negotiation(bytes: &[u8]) {
+    let io = tokio::io::join(bytes, tokio::io::sink());
+    let timeouts = Timeouts {
+        read_timeout: Duration::from_secs(3600),
+        response_timeout: Duration::from_secs(3600),
+    };
+    let accepted = match accept_stream(io, xmpp_parsers::ns::JABBER_CLIENT, timeouts).await {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            let _ = classify_header_error(&err);
+            return;
+        }
+    };
+    let Ok(pending) = accepted
+        .send_header(StreamHeader {
+            from: Some(Cow::Borrowed("localhost")),
+            to: None,
+            id: Some(Cow::Borrowed("fuzz")),
+        })
+        .await
+    else {
+        return;
+    };
+    let Ok(mut xml) = pending
+        .send_features::<ClientElement>(&xmpp_parsers::stream_features::StreamFeatures::default())
+        .await
+    else {
+        return;
+    };
+    while let Some(read) = xml.next().await {
+        let element = match read {
+            Ok(element) => element,
+            Err(ReadError::HardError(err)) => {
+                let _ = classify_read_error(&err);
+                return;
+            }
+            Err(_) => return,
+        };
+        match &element {
+            ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Sasl(
+                sasl::Nonza::Auth(auth),
+            ))) => {
+                let _ = mechanism_name(&auth.mechanism);
+            }
+            ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(
+                Stanza::Iq(Iq::Set { payload, .. }),
+            ))) => {
+                if let Ok(query) = BindQuery::try_from(payload.clone())
+                    && let Some(resource) = query.resource
+                {
+                    let _ = make_jid("user", "localhost", &resource);
+                }
+            }
+            ClientElement::Known(FallibleStreamElement::Err(
+                StreamElementError::InvalidNonza { error, .. },
+            )) => {
+                let _ = is_bad_base64(error);
+            }
+            _ => {}
+        }
+        let _ = unexpected(&element);
     }
 }
 

@@ -2,7 +2,7 @@
 //! stanza size and nesting limits below the XML parser (rxml has no limit of its own).
 
 pub mod admission;
-mod guard;
+pub(crate) mod guard;
 mod shaper;
 pub mod tls;
 
