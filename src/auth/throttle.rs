@@ -16,7 +16,7 @@
 //! `KNOWN_FOR`; [`Throttle::purge`], run periodically, keeps memory bounded by the failures of
 //! one window and at most `MAX_KNOWN` known pairs.
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -104,8 +104,10 @@ pub struct Throttle {
     limits: Limits,
     pairs: Counter<(String, IpAddr)>,
     addresses: Counter<IpAddr>,
-    /// Account+address pairs that logged in successfully, and when last.
-    known: DashMap<(String, IpAddr), Instant>,
+    /// Account+address pairs that logged in successfully, and when last; keyed by a keyed
+    /// hash of the pair, as every account that logs in has one.
+    known: DashMap<u64, Instant>,
+    hasher: RandomState,
 }
 
 /// Why an attempt is not checked: how long it must wait.
@@ -120,7 +122,12 @@ impl Throttle {
             pairs: Counter::new(),
             addresses: Counter::new(),
             known: DashMap::new(),
+            hasher: RandomState::new(),
         }
+    }
+
+    fn pair_key(&self, username: &str, ip: IpAddr) -> u64 {
+        self.hasher.hash_one((username, ip))
     }
 
     fn address_budget(&self, ip: IpAddr) -> u32 {
@@ -136,7 +143,7 @@ impl Throttle {
     pub fn check(&self, username: Option<&str>, ip: IpAddr) -> Result<(), Throttled> {
         let now = Instant::now();
         let pair = username.map(|u| (u.to_owned(), ip));
-        let known = pair.as_ref().is_some_and(|p| self.known.contains_key(p));
+        let known = username.is_some_and(|u| self.known.contains_key(&self.pair_key(u, ip)));
         let by_address = if known {
             None
         } else {
@@ -164,10 +171,10 @@ impl Throttle {
 
     /// A login succeeded: the pair's failures are forgiven and the address is known for it.
     pub fn record_success(&self, username: &str, ip: IpAddr) {
-        let pair = (username.to_owned(), ip);
-        self.pairs.forget(&pair);
-        if self.known.len() < MAX_KNOWN || self.known.contains_key(&pair) {
-            self.known.insert(pair, Instant::now());
+        self.pairs.forget(&(username.to_owned(), ip));
+        let key = self.pair_key(username, ip);
+        if self.known.len() < MAX_KNOWN || self.known.contains_key(&key) {
+            self.known.insert(key, Instant::now());
         }
     }
 

@@ -3,6 +3,7 @@
 //! an audit row; a pupil's script must not turn them into a flood. A token bucket per account,
 //! refilled at `per_minute` a minute, holding as many.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -15,7 +16,9 @@ struct Bucket {
 
 pub struct WriteBudget {
     per_minute: f64,
-    accounts: DashMap<String, Bucket>,
+    /// Keyed by a keyed hash of the username: most accounts that log in have an entry.
+    accounts: DashMap<u64, Bucket>,
+    hasher: RandomState,
 }
 
 impl WriteBudget {
@@ -23,6 +26,7 @@ impl WriteBudget {
         Self {
             per_minute: f64::from(per_minute.max(1)),
             accounts: DashMap::new(),
+            hasher: RandomState::new(),
         }
     }
 
@@ -32,10 +36,13 @@ impl WriteBudget {
     }
 
     fn spend_at(&self, username: &str, now: Instant) -> bool {
-        let mut bucket = self.accounts.entry(username.to_owned()).or_insert(Bucket {
-            tokens: self.per_minute,
-            refilled: now,
-        });
+        let mut bucket = self
+            .accounts
+            .entry(self.hasher.hash_one(username))
+            .or_insert(Bucket {
+                tokens: self.per_minute,
+                refilled: now,
+            });
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
         bucket.refilled = now;

@@ -565,7 +565,9 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
         Iq::Result { .. } | Iq::Error { .. } => return,
     };
     let own = *to == sender.jid.to_bare();
-    let answer = if own && !is_get && !shared.writes.try_spend(roster::local(to)) {
+    // The session IQ changes nothing; every other set on one's own account may write.
+    let writes = own && !is_get && !payload.is("session", crate::ns::SESSION);
+    let answer = if writes && !shared.writes.try_spend(roster::local(to)) {
         Err(TOO_MANY_CHANGES.into())
     } else if own && payload.is("query", crate::ns::ROSTER) {
         roster::handle_iq(shared, sender, is_get, payload).await
