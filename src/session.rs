@@ -32,16 +32,13 @@ pub struct Bound {
     pub jid: FullJid,
     queue: mpsc::Receiver<Outbound>,
     control: Arc<SessionControl>,
-    /// Offline messages written and waiting for the client's acknowledgement.
-    offline_written: Option<OfflineWritten>,
+    /// The last id of a batch of offline messages written to the client, followed by a ping
+    /// (`offline-<id>`) whose answer proves the client read them all (a stream is ordered):
+    /// only then are they deleted.
+    offline_written: Option<i64>,
 }
 
-/// A batch of offline messages written to the client, followed by a ping whose answer proves
-/// the client read them all (a stream is ordered): only then are they deleted.
-struct OfflineWritten {
-    ping_id: String,
-    last_id: i64,
-}
+const OFFLINE_PING: &str = "offline-";
 
 impl Bound {
     fn username(&self) -> &str {
@@ -51,7 +48,7 @@ impl Bound {
     /// Whether `element` is the client's answer to the ping after an offline batch; if so,
     /// the last id of that batch.
     fn offline_acknowledged(&mut self, element: &ClientElement) -> Option<i64> {
-        let written = self.offline_written.as_ref()?;
+        let written = self.offline_written?;
         let ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(Stanza::Iq(
             iq @ (Iq::Result { .. } | Iq::Error { .. }),
         )))) = element
@@ -59,10 +56,14 @@ impl Bound {
             return None;
         };
         let to_server = iq.to().is_none_or(|to| to.node().is_none());
-        if !to_server || iq.id() != written.ping_id {
+        let acknowledged = iq
+            .id()
+            .strip_prefix(OFFLINE_PING)
+            .and_then(|id| id.parse::<i64>().ok());
+        if !to_server || acknowledged != Some(written) {
             return None;
         }
-        self.offline_written.take().map(|w| w.last_id)
+        self.offline_written.take()
     }
 }
 
@@ -257,7 +258,7 @@ async fn deliver_offline(
     let Some(batch) = im::offline::next_batch(shared, bound.username(), after).await else {
         return true;
     };
-    let ping_id = format!("offline-{}", batch.last_id);
+    let ping_id = format!("{OFFLINE_PING}{}", batch.last_id);
     let ping = Stanza::Iq(Iq::Get {
         from: Some(Jid::from(shared.domain.clone())),
         to: Some(Jid::from(bound.jid.clone())),
@@ -279,10 +280,7 @@ async fn deliver_offline(
     ) {
         return false;
     }
-    bound.offline_written = Some(OfflineWritten {
-        ping_id,
-        last_id: batch.last_id,
-    });
+    bound.offline_written = Some(batch.last_id);
     true
 }
 

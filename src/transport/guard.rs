@@ -52,15 +52,16 @@ enum State {
 pub struct XmlGuard {
     state: State,
     /// Open elements, the stream element included.
-    depth: usize,
+    depth: u32,
     /// Bytes since the last point between stanzas.
-    in_stanza: usize,
-    max_depth: usize,
-    max_stanza: usize,
+    in_stanza: u32,
+    // u32s: every connection keeps a guard.
+    max_depth: u32,
+    max_stanza: u32,
 }
 
 /// Elements at this depth are stanzas: the stream element is depth 1.
-const STANZA_DEPTH: usize = 2;
+const STANZA_DEPTH: u32 = 2;
 
 impl XmlGuard {
     /// `max_depth`: levels a stanza may nest, the stanza itself included (a `<message>` with a
@@ -70,8 +71,8 @@ impl XmlGuard {
             state: State::Text,
             depth: 0,
             in_stanza: 0,
-            max_depth,
-            max_stanza,
+            max_depth: u32::try_from(max_depth).unwrap_or(u32::MAX / 2),
+            max_stanza: u32::try_from(max_stanza).unwrap_or(u32::MAX),
         }
     }
 
@@ -112,7 +113,7 @@ impl XmlGuard {
                 (State::Open, _) => {
                     self.depth += 1;
                     if self.depth > self.max_depth + STANZA_DEPTH - 1 {
-                        return Err((i, LimitExceeded::Depth(self.max_depth)));
+                        return Err((i, LimitExceeded::Depth(self.max_depth as usize)));
                     }
                     State::StartTag { slash: false }
                 }
@@ -201,17 +202,18 @@ impl XmlGuard {
 
     /// Counts `n` more bytes of a stanza; on going past the limit, how many of them fit.
     fn count(&mut self, n: usize) -> Result<(), usize> {
-        let room = self.max_stanza.saturating_sub(self.in_stanza);
+        let room = (self.max_stanza - self.in_stanza) as usize;
         if n > room {
             self.in_stanza = self.max_stanza;
             return Err(room);
         }
-        self.in_stanza += n;
+        // n <= room, and room fits in a u32.
+        self.in_stanza += n as u32;
         Ok(())
     }
 
     fn size_error(&self) -> LimitExceeded {
-        LimitExceeded::StanzaSize(self.max_stanza)
+        LimitExceeded::StanzaSize(self.max_stanza as usize)
     }
 }
 
