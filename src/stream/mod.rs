@@ -559,7 +559,7 @@ async fn authenticate(
     let mut failures = 0;
     loop {
         let element = match next_negotiation_element(xml, shared, state.deadline(info)).await {
-            Ok(Negotiating::Element(element)) => element,
+            Ok(Negotiating::Element(element)) => Some(element),
             Ok(Negotiating::UnknownMechanism) => {
                 let failure = sasl_failure(
                     sasl::DefinedCondition::InvalidMechanism,
@@ -570,38 +570,23 @@ async fn authenticate(
                 }
                 continue;
             }
-            Ok(Negotiating::IncorrectEncoding) => {
-                // The exchange in progress, if any, is over (RFC 6120 §6.4.5).
-                exchange = None;
-                failures += 1;
-                let failure = sasl_failure(
-                    sasl::DefinedCondition::IncorrectEncoding,
-                    "the SASL data must be base64 (RFC 4648)",
-                );
-                if xml.send(&failure).await.is_err() {
-                    return Authenticated::Closed;
-                }
-                if failures >= MAX_SASL_FAILURES {
-                    let fatal = Fatal::new(
-                        DefinedCondition::PolicyViolation,
-                        "too many failed authentication attempts",
-                    );
-                    close_with_error(xml, &fatal).await;
-                    return Authenticated::Closed;
-                }
-                continue;
-            }
+            Ok(Negotiating::IncorrectEncoding) => None,
             Err(()) => return Authenticated::Closed,
         };
         let step = match element {
-            XmppStreamElement::Starttls(starttls::Nonza::Request(_)) if !info.tls => {
+            // The exchange in progress, if any, is over (RFC 6120 §6.4.5).
+            None => Step::Failure(AuthFailure {
+                condition: sasl::DefinedCondition::IncorrectEncoding,
+                text: "the SASL data must be base64 (RFC 4648)",
+            }),
+            Some(XmppStreamElement::Starttls(starttls::Nonza::Request(_))) if !info.tls => {
                 return Authenticated::StartTls;
             }
-            XmppStreamElement::Sasl(_) if info.tls_pending => Step::Failure(AuthFailure {
+            Some(XmppStreamElement::Sasl(_)) if info.tls_pending => Step::Failure(AuthFailure {
                 condition: sasl::DefinedCondition::EncryptionRequired,
                 text: "negotiate TLS first (STARTTLS)",
             }),
-            XmppStreamElement::Sasl(sasl::Nonza::Auth(auth)) => {
+            Some(XmppStreamElement::Sasl(sasl::Nonza::Auth(auth))) => {
                 match shared
                     .auth
                     .start(mechanism_name(&auth.mechanism), &info.transport)
@@ -620,21 +605,23 @@ async fn authenticate(
                     }
                 }
             }
-            XmppStreamElement::Sasl(sasl::Nonza::Response(response)) => match exchange.as_mut() {
-                Some(started) => {
-                    started.awaiting_initial_response = false;
-                    shared.auth.step(started, response.data).await
+            Some(XmppStreamElement::Sasl(sasl::Nonza::Response(response))) => {
+                match exchange.as_mut() {
+                    Some(started) => {
+                        started.awaiting_initial_response = false;
+                        shared.auth.step(started, response.data).await
+                    }
+                    None => Step::Failure(AuthFailure {
+                        condition: sasl::DefinedCondition::MalformedRequest,
+                        text: "no authentication exchange is in progress",
+                    }),
                 }
-                None => Step::Failure(AuthFailure {
-                    condition: sasl::DefinedCondition::MalformedRequest,
-                    text: "no authentication exchange is in progress",
-                }),
-            },
-            XmppStreamElement::Sasl(sasl::Nonza::Abort(_)) => Step::Failure(AuthFailure {
+            }
+            Some(XmppStreamElement::Sasl(sasl::Nonza::Abort(_))) => Step::Failure(AuthFailure {
                 condition: sasl::DefinedCondition::Aborted,
                 text: "authentication aborted",
             }),
-            XmppStreamElement::Stanza(_) => {
+            Some(XmppStreamElement::Stanza(_)) => {
                 let fatal = Fatal::new(
                     DefinedCondition::NotAuthorized,
                     "authenticate before sending stanzas",
@@ -642,7 +629,7 @@ async fn authenticate(
                 close_with_error(xml, &fatal).await;
                 return Authenticated::Closed;
             }
-            other => {
+            Some(other) => {
                 let fatal = unexpected(&ClientElement::Known(FallibleStreamElement::Ok(other)));
                 close_with_error(xml, &fatal).await;
                 return Authenticated::Closed;
