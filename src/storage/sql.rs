@@ -115,6 +115,26 @@ fn hash_from_name(name: &str) -> Option<ScramHash> {
     ScramHash::ALL.into_iter().find(|h| h.mechanism() == name)
 }
 
+/// Replaces an existing account's credentials; `NotFound` when there is no such account.
+async fn replace_credentials(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    credentials: &[ScramCredential],
+) -> Result<(), Error> {
+    let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_none() {
+        return Err(Error::NotFound);
+    }
+    sqlx::query("DELETE FROM credentials WHERE username = $1")
+        .bind(username)
+        .execute(&mut **tx)
+        .await?;
+    insert_credentials(tx, username, credentials).await
+}
+
 async fn insert_credentials(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     username: &str,
@@ -314,18 +334,7 @@ impl Store for SqlStore {
         credentials: &[ScramCredential],
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(Error::NotFound);
-        }
-        sqlx::query("DELETE FROM credentials WHERE username = $1")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        insert_credentials(&mut tx, username, credentials).await?;
+        replace_credentials(&mut tx, username, credentials).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -699,18 +708,7 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         directory_sql::apply(&mut tx, actor, changes, now_unix()).await?;
         for (username, credentials) in credentials {
-            let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Err(Error::NotFound);
-            }
-            sqlx::query("DELETE FROM credentials WHERE username = $1")
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-            insert_credentials(&mut tx, username, credentials).await?;
+            replace_credentials(&mut tx, username, credentials).await?;
         }
         tx.commit().await?;
         Ok(())
