@@ -1,7 +1,10 @@
 """Interop check with an independent client library (slixmpp).
 
 Two users log in over STARTTLS with the server's SASL offer, Bob announces presence, Alice
-sends him a message, Bob answers, and Alice checks the answer. Exit status 0 on success.
+sends him a message, Bob answers, and Alice checks the answer. Then Bob leaves, Alice writes
+to him, and Bob's next login gets the offline messages once: slixmpp answers the server's
+ping after each batch, which is how the server knows they arrived and may delete them. Exit
+status 0 on success.
 
 Usage: slixmpp_chat.py HOST PORT CAFILE ALICE_JID ALICE_PW BOB_JID BOB_PW
 """
@@ -26,6 +29,8 @@ class Client(slixmpp.ClientXMPP):
         self.messages = asyncio.Queue()
         self.seen = {}
         self.add_event_handler("presence_available", self.on_available)
+        self.add_event_handler("presence_unavailable", self.on_unavailable)
+        self.gone = {}
         self.mechanism = None
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
@@ -42,6 +47,12 @@ class Client(slixmpp.ClientXMPP):
 
     def on_available(self, presence):
         self.seen.setdefault(presence["from"].bare, asyncio.Event()).set()
+
+    def on_unavailable(self, presence):
+        self.gone.setdefault(presence["from"].bare, asyncio.Event()).set()
+
+    def saw_leave(self, bare):
+        return self.gone.setdefault(bare, asyncio.Event()).wait()
 
     def saw(self, bare):
         return self.seen.setdefault(bare, asyncio.Event()).wait()
@@ -90,8 +101,40 @@ async def main():
     assert answer["body"] == "bien reçu", answer
     assert answer["from"].bare == b_jid, answer["from"]
     print("slixmpp interop: login, add/accept, presence and messages both ways OK")
+
+    # Offline messages: kept while Bob is away, delivered at his next login, and only once.
+    await leave(bob)
+    await asyncio.wait_for(alice.saw_leave(b_jid), TIMEOUT)
+    bodies = [f"hors ligne {n}" for n in range(3)]
+    for body in bodies:
+        alice.send_message(mto=b_jid, mbody=body, mtype="chat")
+    await asyncio.sleep(0.5)
+    bob = await log_in(b_jid, b_pw, cafile, host, port)
+    got = [await asyncio.wait_for(bob.messages.get(), TIMEOUT) for _ in bodies]
+    assert [m["body"] for m in got] == bodies, [m["body"] for m in got]
+    assert all(m.xml.find("{urn:xmpp:delay}delay") is not None for m in got), got
+    # Time for slixmpp to answer the ping that follows the batch.
+    await asyncio.sleep(1)
+    await leave(bob)
+    bob = await log_in(b_jid, b_pw, cafile, host, port)
+    await asyncio.sleep(1.5)
+    assert bob.messages.empty(), "offline messages were delivered twice"
+    print("slixmpp interop: offline messages delivered once, acknowledged by slixmpp OK")
     for client in (alice, bob):
-        client.disconnect()
+        await leave(client)
+
+
+async def log_in(jid, password, cafile, host, port):
+    client = Client(jid, password, cafile)
+    client.connect(host=host, port=int(port))
+    await asyncio.wait_for(client.online.wait(), TIMEOUT)
+    return client
+
+
+async def leave(client):
+    closing = client.disconnect()
+    if asyncio.isfuture(closing) or asyncio.iscoroutine(closing):
+        await asyncio.wait_for(closing, TIMEOUT)
     await asyncio.sleep(0.2)
 
 
