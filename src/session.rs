@@ -195,7 +195,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
                 incoming = xml.next_element() => match incoming {
                     Incoming::Element(element) => {
                         if let Some(last_id) = bound.offline_acknowledged(&element) {
-                            im::offline::acknowledge(&shared, bound.username(), last_id).await;
+                            Box::pin(im::offline::acknowledge(&shared, bound.username(), last_id)).await;
                             if !Box::pin(deliver_offline(xml, &shared, bound, last_id)).await {
                                 break End::Abort;
                             }
@@ -334,7 +334,6 @@ async fn write_batch(
 }
 
 /// What the session does itself once a stanza is handled.
-#[derive(Default)]
 struct Handled {
     /// Stanzas to write at once.
     direct: Vec<Stanza>,

@@ -152,7 +152,7 @@ async fn server_iq(
         if !is_get
             && !shared
                 .writes
-                .try_spend(sender.jid.node().map_or("", |n| n.as_str()))
+                .try_spend(roster::local(&sender.jid.to_bare()))
         {
             return Err(TOO_MANY_CHANGES.into());
         }
