@@ -144,20 +144,8 @@ async fn stanza_size_is_checked_to_the_byte() {
 
 /// One PLAIN attempt on a fresh stream from `from`: the server's answer.
 async fn plain_attempt(server: &TestServer, from: &str, user: &str, password: &str) -> String {
-    use base64::Engine;
-    let mut raw = Raw::connect_from(server.c2s, from.parse().unwrap()).await;
-    raw.send(HEADER).await;
-    raw.expect("</stream:features>").await;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    raw.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-    ))
-    .await;
-    let answer = raw.expect(">").await;
-    if answer.contains("<success") {
-        return answer;
-    }
-    answer + &raw.expect("</failure>").await
+    let raw = Raw::connect_from(server.c2s, from.parse().unwrap()).await;
+    crate::common::plain_attempt(raw, user, password).await
 }
 
 fn throttled_logins(c: &mut causette::Config) {

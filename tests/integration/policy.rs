@@ -199,20 +199,7 @@ async fn messages_follow_live_directory_changes() {
 }
 
 async fn plain_login(server: &TestServer, user: &str) -> String {
-    use base64::Engine;
-    let mut raw = Raw::connect(server.c2s).await;
-    raw.send(crate::common::HEADER).await;
-    raw.expect("</stream:features>").await;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
-    raw.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-    ))
-    .await;
-    let answer = raw.expect(">").await;
-    if answer.contains("<success") {
-        return answer;
-    }
-    raw.expect("</failure>").await
+    crate::common::plain_attempt(Raw::connect(server.c2s).await, user, "pw").await
 }
 
 #[tokio::test]

@@ -249,6 +249,23 @@ impl Raw {
     }
 }
 
+/// One PLAIN attempt on a fresh stream: the server's `<success/>` or whole `<failure/>`.
+pub async fn plain_attempt(mut raw: Raw, user: &str, password: &str) -> String {
+    use base64::Engine;
+    raw.send(HEADER).await;
+    raw.expect("</stream:features>").await;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    ))
+    .await;
+    let answer = raw.expect(">").await;
+    if answer.contains("<success") {
+        return answer;
+    }
+    answer + &raw.expect("</failure>").await
+}
+
 /// tokio-xmpp's client, connected over STARTTLS to the test server and trusting its
 /// certificate; with `channel_binding`, SCRAM runs as -PLUS with tls-exporter.
 #[derive(Clone)]
