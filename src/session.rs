@@ -258,13 +258,11 @@ async fn deliver_offline(
     let Some(batch) = im::offline::next_batch(shared, bound.username(), after).await else {
         return true;
     };
-    let ping_id = format!("{OFFLINE_PING}{}", batch.last_id);
-    let ping = Stanza::Iq(Iq::Get {
-        from: Some(Jid::from(shared.domain.clone())),
-        to: Some(Jid::from(bound.jid.clone())),
-        id: ping_id.clone(),
-        payload: Ping.into(),
-    });
+    let ping = server_ping(
+        shared,
+        &bound.jid,
+        format!("{OFFLINE_PING}{}", batch.last_id),
+    );
     for message in batch.messages {
         let message = Stanza::Message(message);
         if !matches!(
@@ -295,14 +293,19 @@ async fn write_all(xml: &mut BoundStream<'_>, stanzas: &[Stanza]) -> bool {
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
-/// Sends an XEP-0199 ping to the client.
-async fn ping(xml: &mut BoundStream<'_>, shared: &Shared, to: &FullJid, count: u64) -> bool {
-    let ping = Stanza::Iq(Iq::Get {
+/// An XEP-0199 ping from the server to a session.
+fn server_ping(shared: &Shared, to: &FullJid, id: String) -> Stanza {
+    Stanza::Iq(Iq::Get {
         from: Some(Jid::from(shared.domain.clone())),
         to: Some(Jid::from(to.clone())),
-        id: format!("c2s-ping-{count}"),
+        id,
         payload: Ping.into(),
-    });
+    })
+}
+
+/// Sends an XEP-0199 ping to the client.
+async fn ping(xml: &mut BoundStream<'_>, shared: &Shared, to: &FullJid, count: u64) -> bool {
+    let ping = server_ping(shared, to, format!("c2s-ping-{count}"));
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, xml.send(&ping)).await,
         Ok(Ok(()))

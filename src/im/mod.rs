@@ -95,8 +95,9 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
         return to_server(shared, sender, stanza).await;
     }
     let bare = to.to_bare();
-    if bare != sender.jid.to_bare() {
-        match gate(shared, sender, &to, &bare, &stanza).await {
+    let own = sender.jid.to_bare();
+    if bare != own {
+        match gate(shared, sender, &own, &to, &bare, &stanza).await {
             Gate::Pass => {}
             Gate::Drop => return,
             Gate::Refuse(failure) => return refuse(shared, sender, &stanza, failure),
@@ -340,15 +341,15 @@ enum Gate {
 async fn gate(
     shared: &Shared,
     sender: &Sender<'_>,
+    own: &BareJid,
     to: &Jid,
     recipient: &BareJid,
     stanza: &Stanza,
 ) -> Gate {
-    let own = sender.jid.to_bare();
     let decide =
         |action| match shared
             .policy
-            .decide(roster::local(&own), roster::local(recipient), action)
+            .decide(roster::local(own), roster::local(recipient), action)
         {
             Decision::Allow => Gate::Pass,
             Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
@@ -357,29 +358,27 @@ async fn gate(
         Gate::Refuse(_) => Gate::Drop,
         other => other,
     };
-    let needs_acceptance = shared.config.im.chat_requires_acceptance;
-    let not_accepted = || {
-        Gate::Refuse(Failure::Plain(
-            DefinedCondition::NotAllowed,
-            "you can only chat with contacts who accepted your request",
-        ))
+    // What the sender writes to the other: the rules, then an accepted contact if required.
+    let writing = || async {
+        match decide(Action::Message) {
+            Gate::Pass
+                if shared.config.im.chat_requires_acceptance
+                    && !relation(shared, recipient, own, accepted).await =>
+            {
+                Gate::Refuse(Failure::Plain(
+                    DefinedCondition::NotAllowed,
+                    "you can only chat with contacts who accepted your request",
+                ))
+            }
+            other => other,
+        }
     };
     match stanza {
         Stanza::Message(m) => match m.type_ {
             MessageType::Error => or_drop(decide(Action::Message)),
             // Bounced further on: users take no groupchat messages.
             MessageType::Groupchat => Gate::Pass,
-            MessageType::Chat | MessageType::Normal | MessageType::Headline => {
-                match decide(Action::Message) {
-                    Gate::Pass
-                        if needs_acceptance
-                            && !relation(shared, recipient, &own, accepted).await =>
-                    {
-                        not_accepted()
-                    }
-                    other => other,
-                }
-            }
+            MessageType::Chat | MessageType::Normal | MessageType::Headline => writing().await,
         },
         Stanza::Presence(p) => match p.type_ {
             PresenceType::Subscribe | PresenceType::Subscribed => decide(Action::AddContact),
@@ -387,17 +386,10 @@ async fn gate(
                 Gate::Pass
             }
             PresenceType::Error => or_drop(decide(Action::Message)),
-            PresenceType::None | PresenceType::Unavailable => match decide(Action::Message) {
-                Gate::Pass
-                    if needs_acceptance && !relation(shared, recipient, &own, accepted).await =>
-                {
-                    not_accepted()
-                }
-                other => other,
-            },
+            PresenceType::None | PresenceType::Unavailable => writing().await,
         },
         Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => {
-            if !relation(shared, recipient, &own, shares_presence).await {
+            if !relation(shared, recipient, own, shares_presence).await {
                 return Gate::Refuse(Failure::Plain(
                     DefinedCondition::ServiceUnavailable,
                     if to.try_as_full().is_ok() {
@@ -433,13 +425,7 @@ const NOT_ONLINE: &str = "the recipient is not online, or not one of your contac
 
 /// Sends the sender the error the gate chose for its stanza.
 fn refuse(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
-    let error = match failure {
-        Failure::Plain(condition, text) => {
-            StanzaError::new(error_type_of(&condition), condition, "en", text)
-        }
-        Failure::Denied(reason) => policy_error(reason),
-    };
-    if let Some(reply) = error_reply(stanza, error) {
+    if let Some(reply) = error_reply(stanza, stanza_error(failure)) {
         let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
     }
 }
@@ -607,18 +593,23 @@ fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: Answer) {
             from: iq.to().cloned(),
             to: iq.from().cloned(),
             id: iq.id().to_owned(),
-            error: match failure {
-                Failure::Plain(condition, text) => {
-                    StanzaError::new(error_type_of(&condition), condition, "en", text)
-                }
-                Failure::Denied(reason) => policy_error(reason),
-            },
+            error: stanza_error(failure),
             payload: None,
         },
     };
     let _ = shared
         .router
         .deliver_to_full(sender.jid, Box::new(Stanza::Iq(reply)));
+}
+
+/// The stanza error a failed request gets.
+fn stanza_error(failure: Failure) -> StanzaError {
+    match failure {
+        Failure::Plain(condition, text) => {
+            StanzaError::new(error_type_of(&condition), condition, "en", text)
+        }
+        Failure::Denied(reason) => policy_error(reason),
+    }
 }
 
 pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
