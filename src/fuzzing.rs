@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::auth::throttle::{Limits, Throttle};
 use crate::auth::{Authenticator, Step, Transport};
-use crate::stream::bound::{Elements, Primed};
+use crate::stream::elements::{Elements, Primed};
 use crate::transport::guard::XmlGuard;
 
 /// The server's default limits on client XML.

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod storage;
 
 mod im;
+mod listener;
 mod ns;
 pub mod policy;
 mod router;
@@ -31,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+use listener::ListenerKind;
 use storage::DynStore;
-use transport::ListenerKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -87,7 +88,14 @@ impl Server {
         config.validate()?;
         let shared_domain = BareJid::new(&config.domain)
             .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
-        let tls = TlsAcceptor::from(transport::tls::server_config(&config)?);
+        let tls = TlsAcceptor::from(transport::tls::server_config(
+            &transport::tls::Certificate {
+                cert: config.tls.cert.as_deref(),
+                key: config.tls.key.as_deref(),
+                domain: &config.domain,
+                data_dir: &config.data_dir,
+            },
+        )?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
         let policy = policy::Policy::load(&store).await?;
         let admin_token = admin_token(&config)?;
@@ -140,7 +148,7 @@ impl Server {
             (direct, ListenerKind::DirectTls),
         ] {
             for listener in listeners {
-                shared.tasks.spawn(transport::serve(
+                shared.tasks.spawn(listener::serve(
                     listener,
                     kind,
                     shared.clone(),

@@ -20,7 +20,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use crate::Shared;
 use crate::im::{self, Sender};
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
-use crate::stream::{BoundStream, ClientElement, Fatal, Incoming, shutting_down, unexpected};
+use crate::stream::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 
 /// Stanzas written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
@@ -138,10 +138,10 @@ enum End {
 const IDLE_STATE_BUDGET: usize = 512;
 
 /// The session's future, boxed, so that the connection's task stays small.
-pub fn start(
-    session: Box<(BoundStream<'_>, Bound)>,
+pub fn start<L: Link>(
+    session: Box<(L, Bound)>,
     shared: Arc<Shared>,
-) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + '_>> {
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send>> {
     let future = run(session, shared);
     debug_assert!(
         std::mem::size_of_val(&future) <= IDLE_STATE_BUDGET,
@@ -153,7 +153,7 @@ pub fn start(
 
 /// Runs a bound session to its end. The stream stays in its box: an async fn keeps both its
 /// arguments and their moved copies in its state.
-async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
+async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
     let (xml, bound) = &mut *session;
     let control = bound.control.clone();
     // Made once and polled by every turn of the loop: making it anew each turn registered and
@@ -237,8 +237,8 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
     im::presence::session_ended(&shared, &bound.jid, &bound.control);
     Box::pin(shared.rosters.detach(&bound.jid.to_bare())).await;
     match end {
-        End::Error(fatal) => Box::pin(xml.close_with_error(&fatal)).await,
-        End::Clean => Box::pin(xml.close()).await,
+        End::Error(fatal) => Box::pin(xml.close(Some(&fatal))).await,
+        End::Clean => Box::pin(xml.close(None)).await,
         // The socket is stuck or gone: dropping it is all that is left to do.
         End::Abort => {}
     }
@@ -250,7 +250,7 @@ async fn run(mut session: Box<(BoundStream<'_>, Bound)>, shared: Arc<Shared>) {
 /// follows. A client that goes away before answering gets the batch again at its next login.
 /// Each write has its own timeout: a slow reader gets its backlog at its own pace.
 async fn deliver_offline(
-    xml: &mut BoundStream<'_>,
+    xml: &mut impl Link,
     shared: &Shared,
     bound: &mut Bound,
     after: i64,
@@ -283,7 +283,7 @@ async fn deliver_offline(
 }
 
 /// Writes stanzas with a single flush.
-async fn write_all(xml: &mut BoundStream<'_>, stanzas: &[Stanza]) -> bool {
+async fn write_all(xml: &mut impl Link, stanzas: &[Stanza]) -> bool {
     let write = async {
         for stanza in stanzas {
             xml.feed(stanza).await?;
@@ -304,7 +304,7 @@ fn server_ping(shared: &Shared, to: &FullJid, id: String) -> Stanza {
 }
 
 /// Sends an XEP-0199 ping to the client.
-async fn ping(xml: &mut BoundStream<'_>, shared: &Shared, to: &FullJid, count: u64) -> bool {
+async fn ping(xml: &mut impl Link, shared: &Shared, to: &FullJid, count: u64) -> bool {
     let ping = server_ping(shared, to, format!("c2s-ping-{count}"));
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, xml.send(&ping)).await,
@@ -314,7 +314,7 @@ async fn ping(xml: &mut BoundStream<'_>, shared: &Shared, to: &FullJid, count: u
 
 /// Writes what the queue holds, up to a batch, with a single flush.
 async fn write_batch(
-    xml: &mut BoundStream<'_>,
+    xml: &mut impl Link,
     first: Outbound,
     queue: &mut mpsc::Receiver<Outbound>,
     control: &SessionControl,

@@ -15,15 +15,15 @@ use tokio_xmpp::xmlstream::{PendingFeaturesSend, XmlStream};
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use super::ClientElement;
+use super::tap::Tap;
 use crate::auth::CHANNEL_BINDING_TYPE;
 use crate::ns;
-use crate::transport::Conn;
 
 pub async fn send<'a>(
-    pending: PendingFeaturesSend<&'a mut Conn>,
+    pending: PendingFeaturesSend<&'a mut Tap>,
     mute: &std::sync::atomic::AtomicBool,
     features: &Element,
-) -> io::Result<XmlStream<&'a mut Conn, ClientElement>> {
+) -> io::Result<XmlStream<&'a mut Tap, ClientElement>> {
     mute.store(true, Ordering::Relaxed);
     // send_features flushes before returning, so every muted byte is the placeholder's.
     let placeholder = pending.send_features(&StreamFeatures::default()).await;

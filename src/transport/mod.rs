@@ -6,31 +6,15 @@ pub(crate) mod guard;
 mod shaper;
 pub mod tls;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
-
-use crate::Shared;
-
-/// How a listener starts its streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// Plain TCP; the stream offers STARTTLS.
-    StartTls,
-    /// TLS from the first byte (XEP-0368).
-    DirectTls,
-}
 
 pub enum Socket {
     Plain(TcpStream),
@@ -71,18 +55,9 @@ pub struct Conn {
     /// A limit the client went past: returned by the next read, once the bytes before the
     /// offending one have been handed to the parser.
     exceeded: Option<LimitExceeded>,
-    /// While set, writes are swallowed: see `stream::features::send`.
-    muted: Arc<AtomicBool>,
-    /// While set, what the parser consumes is copied here, up to `MAX_CAPTURE` bytes: see
-    /// `capture`. A Cell, like `restarted`: they are set through the shared reference that
-    /// tokio-xmpp's stream hands out.
-    captured: Cell<Option<Vec<u8>>>,
-    /// Set by `restart_stream`, applied to the guard at the next read.
-    restarted: Cell<bool>,
+    /// Set by `restart_stream`, applied to the guard at the next read from the socket.
+    restarted: bool,
 }
-
-/// The most bytes `Conn::capture` keeps.
-pub const MAX_CAPTURE: usize = 4096;
 
 impl Conn {
     pub fn new(socket: Socket, limits: XmlLimits) -> Self {
@@ -94,36 +69,19 @@ impl Conn {
             shaper: Shaper::new(limits.rate),
             slowed: None,
             exceeded: None,
-            muted: Arc::new(AtomicBool::new(false)),
-            captured: Cell::new(None),
-            restarted: Cell::new(false),
+            restarted: false,
         }
     }
 
-    /// The client is about to open a new stream (after SASL success): starts copying what the
-    /// parser consumes, up to `MAX_CAPTURE` bytes, since the session's parser is primed with
-    /// the client's new stream header (see `stream::bound`).
-    pub fn restart_stream(&self) {
-        self.restarted.set(true);
-        self.captured.set(Some(Vec::new()));
+    /// The client is about to open a new XML document on this connection (RFC 6120 §4.3.3):
+    /// the guard starts over with what is read next.
+    pub fn restart_stream(&mut self) {
+        self.restarted = true;
     }
 
-    /// Stops copying and returns what was consumed since `capture`.
-    pub fn take_captured(&self) -> Option<Vec<u8>> {
-        self.captured.take()
-    }
-
-    fn keep_consumed(&mut self, bytes: std::ops::Range<usize>) {
-        if let Some(captured) = self.captured.get_mut() {
-            let room = MAX_CAPTURE.saturating_sub(captured.len());
-            let bytes = &self.unparsed[bytes];
-            captured.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        }
-    }
-
-    /// A switch that makes this connection swallow what is written to it.
-    pub fn mute_switch(&self) -> Arc<AtomicBool> {
-        self.muted.clone()
+    /// Bytes read and not yet consumed by the parser.
+    pub fn buffered(&self) -> &[u8] {
+        &self.unparsed[self.consumed..]
     }
 
     /// The socket, for the TLS handshake of STARTTLS. Bytes the client sent after its
@@ -162,7 +120,7 @@ impl Conn {
         if let Some(exceeded) = self.exceeded {
             return Poll::Ready(Err(io::Error::other(exceeded)));
         }
-        if self.restarted.take() {
+        if std::mem::take(&mut self.restarted) {
             self.guard.stream_restarted();
         }
         if let Some(sleep) = self.slowed.as_mut() {
@@ -204,16 +162,11 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.consumed == this.unparsed.len() {
-            if this.captured.get_mut().is_none() {
-                return this.poll_read_socket(cx, buf);
-            }
-            // Through the buffer, so that the capture sees the bytes.
-            ready!(Pin::new(&mut *this).poll_fill_buf(cx))?;
+            return this.poll_read_socket(cx, buf);
         }
         let available = &this.unparsed[this.consumed..];
         let n = available.len().min(buf.remaining());
         buf.put_slice(&available[..n]);
-        this.keep_consumed(this.consumed..this.consumed + n);
         this.consumed += n;
         Poll::Ready(Ok(()))
     }
@@ -245,9 +198,7 @@ impl AsyncBufRead for Conn {
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
         let this = self.get_mut();
-        let end = (this.consumed + amount).min(this.unparsed.len());
-        this.keep_consumed(this.consumed..end);
-        this.consumed = end;
+        this.consumed = (this.consumed + amount).min(this.unparsed.len());
     }
 }
 
@@ -257,9 +208,6 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.muted.load(Ordering::Relaxed) {
-            return Poll::Ready(Ok(data.len()));
-        }
         match &mut self.get_mut().socket {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, data),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
@@ -278,62 +226,6 @@ impl AsyncWrite for Conn {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// Accepts connections until shutdown, each in its own task. A connection past a limit
-/// (`max_connections`, or negotiating connections in total or from its address) is refused at
-/// once, with a stream error where the client can read one, instead of left hanging.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    kind: ListenerKind,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.cancelled() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Typically EMFILE: back off instead of spinning on the error.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = shared.connection_slots.clone().try_acquire_owned() else {
-            refuse(&tcp, kind, &shared, admission::Refusal::Busy);
-            continue;
-        };
-        let logging_in = match shared.admission.admit(peer.ip()) {
-            Ok(logging_in) => Box::new(logging_in),
-            Err(refusal) => {
-                refuse(&tcp, kind, &shared, refusal);
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let shared = shared.clone();
-        let tracker = shared.tasks.clone();
-        tracker.spawn(async move {
-            crate::stream::run_connection(tcp, peer, kind, logging_in, shared).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Refuses a connection without a task: on the STARTTLS port, a whole stream carrying the
-/// error, written if the socket takes it at once; on the direct-TLS port, closing it is all a
-/// server can do before a handshake it will not spend time on.
-fn refuse(tcp: &TcpStream, kind: ListenerKind, shared: &Shared, refusal: admission::Refusal) {
-    tracing::debug!(?refusal, "connection refused");
-    if kind == ListenerKind::StartTls {
-        let fatal = crate::stream::refusal_error(refusal);
-        let text = crate::stream::raw_error_text(&shared.config.domain, "refused", &fatal);
-        let _ = tcp.try_write(text.as_bytes());
     }
 }
 

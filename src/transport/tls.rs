@@ -7,7 +7,19 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Config;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::Socket;
+
+/// Where the certificate comes from: the configured files, or one generated for `domain` and
+/// kept under `data_dir/tls/`.
+pub struct Certificate<'a> {
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub domain: &'a str,
+    pub data_dir: &'a Path,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,10 +46,10 @@ pub enum Error {
 /// ALPN protocol of direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
-pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, Error> {
-    let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => ensure_self_signed(config)?,
+pub fn server_config(certificate: &Certificate<'_>) -> Result<Arc<ServerConfig>, Error> {
+    let (cert_path, key_path) = match (certificate.cert, certificate.key) {
+        (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned()),
+        _ => ensure_self_signed(certificate.domain, certificate.data_dir)?,
     };
     let certs = read_certs(&cert_path)?;
     let key = read_key(&key_path)?;
@@ -50,11 +62,11 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, Error> {
     Ok(Arc::new(server))
 }
 
-/// Paths of the generated certificate for `config`, created if missing.
-fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
-    let dir = config.data_dir.join("tls");
-    let cert_path = dir.join(format!("{}.crt", config.domain));
-    let key_path = dir.join(format!("{}.key", config.domain));
+/// Paths of the generated certificate for `domain`, created if missing.
+fn ensure_self_signed(domain: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let dir = data_dir.join("tls");
+    let cert_path = dir.join(format!("{domain}.crt"));
+    let key_path = dir.join(format!("{domain}.key"));
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
@@ -62,7 +74,7 @@ fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
         path: dir.clone(),
         source,
     })?;
-    let names = vec![config.domain.clone(), format!("*.{}", config.domain)];
+    let names = vec![domain.to_owned(), format!("*.{domain}")];
     let certified = rcgen::generate_simple_self_signed(names)?;
     write_file(&cert_path, certified.cert.pem().as_bytes(), 0o644)?;
     write_file(
@@ -75,6 +87,12 @@ fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
         "generated a self-signed certificate; configure tls.cert and tls.key for production"
     );
     Ok((cert_path, key_path))
+}
+
+/// The server side of a TLS handshake on `tcp`: for direct TLS from the first byte, or after
+/// `<proceed/>` (STARTTLS). Callers bound the time it may take.
+pub async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream) -> std::io::Result<Socket> {
+    Ok(Socket::Tls(Box::new(acceptor.accept(tcp).await?)))
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {

@@ -1,5 +1,5 @@
-//! The XML stream of a bound session: rxml's parser and xso's builders over the connection,
-//! with the state an idle connection keeps cut to what it needs.
+//! The TCP link of a bound session: rxml's parser and xso's builders over the connection it
+//! owns, with the state an idle connection keeps cut to what it needs.
 //!
 //! Negotiation runs on tokio-xmpp's `XmlStream`; once a resource is bound the connection
 //! switches to this stream. tokio-xmpp keeps, per connection and for ever, the parser's 8 KiB
@@ -9,7 +9,7 @@
 //!
 //! The switch loses nothing: the parser of the negotiation stops exactly after the `>` of the
 //! bind request, so the bytes after it are still in the connection, and the new parser is
-//! primed with the client's own stream header (captured by `Conn` as it was read) so that it
+//! primed with the client's own stream header (captured by `Tap` as it was read) so that it
 //! knows the namespaces, prefixes and `xml:lang` the client declared there.
 
 use std::future::Future;
@@ -20,15 +20,15 @@ use std::time::Duration;
 
 use rxml::Parse;
 use rxml::writer::TrackNamespace;
-use rxml::xml_lang::XmlLangStack;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 use xmpp_parsers::stream_error::DefinedCondition;
-use xso::{AsXml, FromEventsBuilder, FromXml};
+use xso::AsXml;
 
+use super::elements::{Elements, Primed};
 use super::errors::{CLOSE_TIMEOUT, classify_read_error};
-use super::{ClientElement, Fatal, Incoming};
-use crate::transport::{Conn, MAX_CAPTURE};
+use super::{Fatal, Incoming, Link};
+use crate::transport::Conn;
 
 /// Serialised stanzas waiting for the socket are written out beyond this, even mid-batch.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -37,46 +37,10 @@ const STREAM_FOOTER: &[u8] = b"</stream:stream>";
 
 type Encoder = rxml::writer::Encoder<rxml::writer::SimpleNamespaces>;
 
-type ElementBuilder = <Result<ClientElement, xso::error::Error> as FromXml>::Builder;
-
-/// A parser that has read the client's stream header and waits for its first stanza.
-pub struct Primed {
-    parser: rxml::Parser,
-    lang: XmlLangStack,
-}
-
-impl Primed {
-    /// Parses `header`, the bytes of the client's last stream header as the connection read
-    /// them (XML declaration included), up to the header's own start tag.
-    pub fn from_header(header: &[u8]) -> Result<Self, Fatal> {
-        let unusable = || {
-            Fatal::new(
-                DefinedCondition::PolicyViolation,
-                format!("the stream header must be under {MAX_CAPTURE} bytes"),
-            )
-        };
-        let mut parser = rxml::Parser::default();
-        let mut lang = XmlLangStack::new();
-        let mut rest = header;
-        loop {
-            match parser.parse(&mut rest, false) {
-                Ok(Some(event @ rxml::Event::StartElement(..))) => {
-                    lang.handle_event(&event);
-                    return Ok(Self { parser, lang });
-                }
-                Ok(Some(_)) => continue,
-                // The header was already accepted by the negotiation's parser: only a capture
-                // cut short ends here.
-                Ok(None) | Err(_) => return Err(unusable()),
-            }
-        }
-    }
-}
-
-/// Read and write halves of a bound session's stream.
-pub struct BoundStream<'a> {
+/// A bound session's TCP connection.
+pub struct TcpLink {
     /// The connection and its parser: writes go to the connection through it.
-    reader: rxml::AsyncReader<&'a mut Conn>,
+    reader: rxml::AsyncReader<Conn>,
     elements: Elements,
     /// Serialised and not yet written; freed once written.
     pending: Vec<u8>,
@@ -87,16 +51,6 @@ pub struct BoundStream<'a> {
     read_timeout: Duration,
     response_timeout: Duration,
     stanza_timeout: Duration,
-}
-
-/// Turns the parser's events into the client's top-level elements.
-pub struct Elements {
-    lang: XmlLangStack,
-    /// The stanza being read: boxed, since a connection waits between stanzas far longer than
-    /// it reads them.
-    building: Option<Box<ElementBuilder>>,
-    /// When the stanza being read began to arrive: one that trickles in must still end.
-    stanza_started: Option<Instant>,
 }
 
 /// How long the stream waits for the client.
@@ -112,8 +66,8 @@ pub struct Timeouts {
     pub stanza: Duration,
 }
 
-impl<'a> BoundStream<'a> {
-    pub fn new(conn: &'a mut Conn, primed: Primed, timeouts: Timeouts) -> Self {
+impl TcpLink {
+    pub fn new(conn: Conn, primed: Primed, timeouts: Timeouts) -> Self {
         let now = Instant::now();
         let (read_timeout, response_timeout) = (timeouts.read, timeouts.response);
         let (parser, elements) = Elements::after(primed);
@@ -154,12 +108,6 @@ impl<'a> BoundStream<'a> {
                 .expect("a stream header is well-formed");
         }
         encoder
-    }
-
-    /// The next element from the client, or why there is none. Cancel-safe: what was read of
-    /// a stanza stays in the stream.
-    pub fn next_element(&mut self) -> impl Future<Output = Incoming> + '_ {
-        std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
@@ -246,20 +194,6 @@ impl<'a> BoundStream<'a> {
         }
     }
 
-    /// Serialises `element` for the next flush; writes out what is pending past the high-water
-    /// mark. An element that cannot be serialised is left out whole.
-    pub async fn feed(&mut self, element: &impl AsXml) -> io::Result<()> {
-        let before = self.pending.len();
-        if let Err(err) = self.encode(element) {
-            self.pending.truncate(before);
-            return Err(err);
-        }
-        if self.pending.len() >= WRITE_HIGH_WATER {
-            self.write_pending().await?;
-        }
-        Ok(())
-    }
-
     /// Every stream has the same header, and an element is encoded whole without yielding, so
     /// one encoder per thread serves all sessions: kept per session, its namespace maps cost an
     /// idle connection 0.5 KB; made per write, 3.5 % of the server's CPU at 16,000 messages/s.
@@ -294,32 +228,6 @@ impl<'a> BoundStream<'a> {
         self.conn().write_all(&pending).await
     }
 
-    /// Writes what was fed, then frees the buffer.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        self.write_pending().await?;
-        self.conn().flush().await
-    }
-
-    pub async fn send(&mut self, element: &impl AsXml) -> io::Result<()> {
-        self.feed(element).await?;
-        self.flush().await
-    }
-
-    /// Closes the stream cleanly, answering the client's `</stream:stream>` or ending ours.
-    pub async fn close(&mut self) {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.write_footer()).await;
-    }
-
-    /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1).
-    pub async fn close_with_error(&mut self, fatal: &Fatal) {
-        tracing::debug!(condition = ?fatal.condition, text = %fatal.text, "closing stream with error");
-        let close = async {
-            self.feed(&fatal.to_stream_error()).await?;
-            self.write_footer().await
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-    }
-
     async fn write_footer(&mut self) -> io::Result<()> {
         // Our header was written with the `stream` prefix (see `new`).
         self.pending.extend_from_slice(STREAM_FOOTER);
@@ -328,68 +236,40 @@ impl<'a> BoundStream<'a> {
     }
 }
 
-impl Elements {
-    /// The parser of the elements that follow `primed`'s stream header, and their reader.
-    pub fn after(primed: Primed) -> (rxml::Parser, Self) {
-        let elements = Self {
-            lang: primed.lang,
-            building: None,
-            stanza_started: None,
-        };
-        (primed.parser, elements)
+impl Link for TcpLink {
+    fn next_element(&mut self) -> impl Future<Output = Incoming> + Send + '_ {
+        std::future::poll_fn(|cx| self.poll_next(cx))
     }
 
-    /// Takes one event; returns what the session must know once an element is complete (or
-    /// the stream is over). `now` marks the start of a stanza, for its time limit.
-    pub fn take_event(&mut self, event: rxml::Event, now: Instant) -> Option<Incoming> {
-        self.lang.handle_event(&event);
-        let context = xso::Context::empty().with_language(self.lang.current());
-        let Some(builder) = self.building.as_mut() else {
-            return match event {
-                rxml::Event::StartElement(_, name, attributes) => {
-                    match <Result<ClientElement, xso::error::Error>>::from_events(
-                        name, attributes, &context,
-                    ) {
-                        Ok(builder) => {
-                            self.building = Some(Box::new(builder));
-                            self.stanza_started = Some(now);
-                            None
-                        }
-                        Err(err) => Some(Incoming::Fatal(Fatal::new(
-                            DefinedCondition::BadFormat,
-                            err.to_string(),
-                        ))),
-                    }
-                }
-                rxml::Event::Text(_, text) if xso::is_xml_whitespace(text.as_bytes()) => None,
-                rxml::Event::Text(..) => Some(Incoming::Fatal(Fatal::new(
-                    DefinedCondition::BadFormat,
-                    "text is not allowed between stanzas",
-                ))),
-                rxml::Event::EndElement(_) => Some(Incoming::Closed),
-                rxml::Event::XmlDeclaration(..) => None,
-            };
-        };
-        match builder.feed(event, &context) {
-            Ok(None) => None,
-            Ok(Some(built)) => {
-                self.building = None;
-                self.stanza_started = None;
-                Some(match built {
-                    Ok(element) => Incoming::Element(Box::new(element)),
-                    Err(err) => {
-                        Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))
-                    }
-                })
-            }
-            Err(err) => {
-                self.building = None;
-                Some(Incoming::Fatal(Fatal::new(
-                    DefinedCondition::BadFormat,
-                    err.to_string(),
-                )))
-            }
+    /// Serialises `element` for the next flush; writes out what is pending past the high-water
+    /// mark. An element that cannot be serialised is left out whole.
+    async fn feed(&mut self, element: &(impl AsXml + Sync)) -> io::Result<()> {
+        let before = self.pending.len();
+        if let Err(err) = self.encode(element) {
+            self.pending.truncate(before);
+            return Err(err);
         }
+        if self.pending.len() >= WRITE_HIGH_WATER {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what was fed, then frees the buffer.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.write_pending().await?;
+        self.conn().flush().await
+    }
+
+    async fn close(&mut self, error: Option<&Fatal>) {
+        let close = async {
+            if let Some(fatal) = error {
+                tracing::debug!(condition = ?fatal.condition, text = %fatal.text, "closing stream with error");
+                self.feed(&fatal.to_stream_error()).await?;
+            }
+            self.write_footer().await
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 }
 
