@@ -70,6 +70,69 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
 }
 
+impl Shared {
+    /// Opens the store (migrating it), loads or generates the certificate and the admin token,
+    /// and loads the directory: everything but the listeners.
+    async fn new(config: Config) -> Result<Shared, StartError> {
+        config.validate()?;
+        let domain = BareJid::new(&config.domain)
+            .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
+        let tls = TlsAcceptor::from(transport::tls::server_config(
+            &transport::tls::Certificate {
+                cert: config.tls.cert.as_deref(),
+                key: config.tls.key.as_deref(),
+                domain: &config.domain,
+                data_dir: &config.data_dir,
+            },
+        )?);
+        let store = storage::open(&config.database_url(), config.database.max_connections).await?;
+        let policy = policy::Policy::load(&store).await?;
+        let admin_token = admin_token(&config)?;
+        let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
+        let auth = auth::Authenticator::new(
+            store.clone(),
+            domain.domain().as_str(),
+            throttle,
+            config.auth_workers(),
+        );
+        Ok(Shared {
+            writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
+            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            admission: Arc::new(transport::admission::Admission::new(config.admission())),
+            domain,
+            store,
+            router: router::Router::new(config.limits.router()),
+            rosters: im::roster::Rosters::default(),
+            policy,
+            admin_token,
+            auth,
+            tls,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            config,
+        })
+    }
+}
+
+/// The shared state of a server without listeners, on a temporary SQLite store, for the unit
+/// tests of the layers under the server.
+#[cfg(test)]
+pub(crate) async fn test_shared(
+    adjust: impl FnOnce(&mut Config),
+) -> (tempfile::TempDir, Arc<Shared>) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.admin.demo_directory = false;
+    // Fast enough for unit tests; the hashes are still real SCRAM.
+    config.auth.scram_iterations = 4096;
+    adjust(&mut config);
+    let shared = Shared::new(config).await.expect("shared state");
+    (dir, Arc::new(shared))
+}
+
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -86,48 +149,13 @@ impl Server {
     /// listener, and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        let shared_domain = BareJid::new(&config.domain)
-            .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
-        let tls = TlsAcceptor::from(transport::tls::server_config(
-            &transport::tls::Certificate {
-                cert: config.tls.cert.as_deref(),
-                key: config.tls.key.as_deref(),
-                domain: &config.domain,
-                data_dir: &config.data_dir,
-            },
-        )?);
-        let store = storage::open(&config.database_url(), config.database.max_connections).await?;
-        let policy = policy::Policy::load(&store).await?;
-        let admin_token = admin_token(&config)?;
         let c2s = transport::bind_all(&config.listen.c2s).await?;
         let direct = transport::bind_all(&config.listen.c2s_direct_tls).await?;
         let http = transport::bind_all(&config.http.listen).await?;
         let http_addrs = addrs_of(&http)?;
         let c2s_addrs = addrs_of(&c2s)?;
         let direct_tls_addrs = addrs_of(&direct)?;
-        let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
-        let auth = auth::Authenticator::new(
-            store.clone(),
-            shared_domain.domain().as_str(),
-            throttle,
-            config.auth_workers(),
-        );
-        let shared = Arc::new(Shared {
-            writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
-            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-            admission: Arc::new(transport::admission::Admission::new(config.admission())),
-            domain: shared_domain,
-            store,
-            router: router::Router::new(config.limits.router()),
-            rosters: im::roster::Rosters::default(),
-            policy,
-            admin_token,
-            auth,
-            tls,
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            config,
-        });
+        let shared = Arc::new(Shared::new(config).await?);
         if shared.config.admin.demo_directory && shared.policy.snapshot().structures.is_empty() {
             load_demo_directory(&shared).await?;
         }

@@ -19,6 +19,9 @@ use tokio_rustls::server::TlsStream;
 pub enum Socket {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// One end of an in-memory pipe, for the stream tests (paused time needs no socket).
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 pub use guard::LimitExceeded;
@@ -139,6 +142,8 @@ impl Conn {
         ready!(match &mut self.socket {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(test)]
+            Socket::Memory(s) => Pin::new(s).poll_read(cx, buf),
         })?;
         self.shaper.spend(buf.filled().len() - before);
         if let Err((within, exceeded)) = self.guard.scan(&buf.filled()[before..]) {
@@ -211,6 +216,8 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().socket {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, data),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
+            #[cfg(test)]
+            Socket::Memory(s) => Pin::new(s).poll_write(cx, data),
         }
     }
 
@@ -218,6 +225,8 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().socket {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(test)]
+            Socket::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -225,6 +234,8 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().socket {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(test)]
+            Socket::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

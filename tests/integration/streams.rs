@@ -428,57 +428,7 @@ async fn unknown_top_level_element() {
     server.stop().await;
 }
 
-/// Pings after 1 s of silence, a stream error 1 s later.
-fn fast_pings(c: &mut causette::Config) {
-    plaintext(c);
-    c.limits.ping_after_secs = 1;
-    c.limits.ping_timeout_secs = 1;
-}
-
-#[tokio::test]
-async fn idle_client_is_pinged_then_timed_out() {
-    let server = TestServer::start_with(fast_pings).await;
-    server.add_user("alice", "pw").await;
-    let mut raw = logged_in(&server, "alice", "r").await;
-    let ping = raw.expect("</iq>").await;
-    assert!(
-        ping.contains("urn:xmpp:ping") && ping.contains("type='get'"),
-        "{ping}"
-    );
-    // No answer: the server gives up with a stream error.
-    assert_stream_error(&raw.until_closed().await, "connection-timeout");
-    server.stop().await;
-}
-
-/// Data of any kind (here whitespace keepalives) holds the ping off, and an answered ping
-/// keeps the session: the server pings again after the next silence instead of closing.
-#[tokio::test]
-async fn active_or_answering_client_keeps_its_session() {
-    let server = TestServer::start_with(fast_pings).await;
-    server.add_user("alice", "pw").await;
-    let mut raw = logged_in(&server, "alice", "r").await;
-    for _ in 0..8 {
-        raw.send(" ").await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-    raw.send("<iq type='get' id='mine'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let before = raw.expect("</iq>").await;
-    assert!(before.contains("id='mine'"), "{before}");
-    assert!(
-        !before.contains("c2s-ping"),
-        "pinged while active: {before}"
-    );
-
-    let first = raw.expect("</iq>").await;
-    assert!(first.contains("id='c2s-ping-1'"), "{first}");
-    raw.send("<iq type='result' id='c2s-ping-1' to='localhost'/>")
-        .await;
-    let second = raw.expect("</iq>").await;
-    assert!(second.contains("id='c2s-ping-2'"), "{second}");
-    assert_stream_error(&raw.until_closed().await, "connection-timeout");
-    server.stop().await;
-}
+// The keepalive and stanza timers are tested with a paused clock, in src/stream/tcp/tests.rs.
 
 #[tokio::test]
 async fn clean_close_is_answered() {

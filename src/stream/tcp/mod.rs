@@ -67,19 +67,30 @@ pub(crate) async fn run_connection(
                 }
             }
         };
-        let conn = Conn::new(socket, shared.config.limits.xml());
-        let negotiator = Negotiator::new(security(&conn, peer, &shared), deadlines);
-        // Boxed and awaited to its end: negotiation's state is freed before the session
-        // starts, and an idle connection keeps only the session's.
-        let Some(link) = Box::pin(negotiate(conn, negotiator, peer, &shared)).await else {
-            return;
-        };
-        drop(logging_in);
-        tracing::Span::current().record("jid", tracing::field::display(&link.1.jid));
-        crate::session::start(link, shared.clone()).await;
+        serve_socket(socket, peer, deadlines, logging_in, shared).await;
     }
     .instrument(span)
     .await
+}
+
+/// Negotiates on `socket`, then runs the session.
+pub(crate) async fn serve_socket(
+    socket: Socket,
+    peer: SocketAddr,
+    deadlines: Deadlines,
+    logging_in: Box<LoggingIn>,
+    shared: Arc<Shared>,
+) {
+    let conn = Conn::new(socket, shared.config.limits.xml());
+    let negotiator = Negotiator::new(security(&conn, peer, &shared), deadlines);
+    // Boxed and awaited to its end: negotiation's state is freed before the session starts,
+    // and an idle connection keeps only the session's.
+    let Some(link) = Box::pin(negotiate(conn, negotiator, peer, &shared)).await else {
+        return;
+    };
+    drop(logging_in);
+    tracing::Span::current().record("jid", tracing::field::display(&link.1.jid));
+    crate::session::start(link, shared.clone()).await;
 }
 
 fn security(conn: &Conn, peer: SocketAddr, shared: &Shared) -> Security {
@@ -405,3 +416,6 @@ async fn next_element(xml: &mut ClientStream<'_>, shared: &Shared, deadline: Ins
         .await
         .unwrap_or_else(|interrupted| Incoming::Fatal(interrupted.fatal()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -487,3 +487,6 @@ pub fn fuzz_element(element: ClientElement) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;
