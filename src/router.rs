@@ -3,8 +3,10 @@
 //! The map is sharded (DashMap), so delivery takes one shard's read lock, never a global lock,
 //! and never awaits while holding it: queues are fed with `try_send`. A full queue means the
 //! session does not read what it is sent; it is closed rather than allowed to grow memory.
-//! Handlers only call `deliver_*`, `register` and `unregister`, so a router backed by a message
-//! bus can replace this one when Causette runs on several nodes.
+//! Sessions' state stays behind the router: handlers deliver, and ask what they need of an
+//! account (its resources' current presence, who asked for the roster, closing its sessions)
+//! through the router's methods, never through a session handle. So a router backed by a
+//! message bus can replace this one when Causette runs on several nodes.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -166,14 +168,28 @@ impl SessionControl {
     }
 }
 
+/// A bound session as the router knows it: where to queue its stanzas and its shared state.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
-    pub jid: FullJid,
-    pub queue: mpsc::Sender<Outbound>,
-    pub control: Arc<SessionControl>,
+    jid: FullJid,
+    queue: mpsc::Sender<Outbound>,
+    control: Arc<SessionControl>,
 }
 
 impl SessionHandle {
+    pub fn new(jid: FullJid, queue: mpsc::Sender<Outbound>, control: Arc<SessionControl>) -> Self {
+        Self {
+            jid,
+            queue,
+            control,
+        }
+    }
+
+    /// Asks this session to end with a stream error.
+    pub fn close(&self, reason: CloseReason) {
+        self.control.close(reason);
+    }
+
     /// Queues a stanza unless the queue is full in stanzas or in bytes: then the session does
     /// not read what it is sent, and is closed rather than allowed to grow memory.
     fn push(&self, stanza: Outbound, max_bytes: usize) -> bool {
@@ -338,12 +354,60 @@ impl Router {
         resources.iter().find(|h| h.jid == *jid).cloned()
     }
 
-    /// Handles of every bound resource of an account.
-    pub fn resources(&self, bare: &BareJid) -> Vec<SessionHandle> {
-        self.sessions
-            .get(bare)
-            .map(|r| r.clone())
-            .unwrap_or_default()
+    /// The current presence of each available resource of an account (RFC 6121 §4.3.2: what
+    /// a probe is answered), `from` stamped with the resource.
+    pub fn presences(&self, bare: &BareJid) -> Vec<Presence> {
+        let Some(resources) = self.sessions.get(bare) else {
+            return Vec::new();
+        };
+        resources
+            .iter()
+            .filter_map(|h| h.control.last_presence())
+            .collect()
+    }
+
+    /// The full JIDs of an account's available resources.
+    pub fn available_resources(&self, bare: &BareJid) -> Vec<FullJid> {
+        let Some(resources) = self.sessions.get(bare) else {
+            return Vec::new();
+        };
+        resources
+            .iter()
+            .filter(|h| h.control.is_available())
+            .map(|h| h.jid.clone())
+            .collect()
+    }
+
+    /// Queues, for each resource of an account that asked for its roster (RFC 6121 §2.1.6),
+    /// the stanzas `make` builds for it (roster pushes).
+    pub fn deliver_to_roster_readers(
+        &self,
+        bare: &BareJid,
+        mut make: impl FnMut(&FullJid) -> Vec<Stanza>,
+    ) {
+        let readers: Vec<SessionHandle> = match self.sessions.get(bare) {
+            Some(resources) => resources
+                .iter()
+                .filter(|h| h.control.roster_requested())
+                .cloned()
+                .collect(),
+            None => return,
+        };
+        // Built outside the shard's lock.
+        for handle in readers {
+            for stanza in make(&handle.jid) {
+                handle.push(Box::new(stanza), self.limits.max_queued_bytes);
+            }
+        }
+    }
+
+    /// Asks every session of an account to close (an admin decision).
+    pub fn close_account(&self, bare: &BareJid, reason: CloseReason) {
+        if let Some(resources) = self.sessions.get(bare) {
+            for handle in resources.iter() {
+                handle.control.close(reason.clone());
+            }
+        }
     }
 
     /// Asks every bound session to close (server shutdown). Sessions bound after this call
@@ -454,11 +518,7 @@ mod tests {
         let control = Arc::new(SessionControl::default());
         control.set_presence(available, priority);
         (
-            SessionHandle {
-                jid: FullJid::new(jid).unwrap(),
-                queue: tx,
-                control,
-            },
+            SessionHandle::new(FullJid::new(jid).unwrap(), tx, control),
             rx,
         )
     }

@@ -95,13 +95,9 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterE
     shared.rosters.attach(shared, &jid.to_bare()).await?;
     let (queue_tx, queue) = mpsc::channel(shared.config.limits.session_queue);
     let control = Arc::new(SessionControl::default());
-    let handle = SessionHandle {
-        jid: jid.clone(),
-        queue: queue_tx,
-        control: control.clone(),
-    };
+    let handle = SessionHandle::new(jid.clone(), queue_tx, control.clone());
     match shared.router.register(handle) {
-        Ok(Some(old)) => old.control.close(CloseReason {
+        Ok(Some(old)) => old.close(CloseReason {
             french: None,
             condition: DefinedCondition::Conflict,
             text: "replaced by a new connection bound to the same resource",

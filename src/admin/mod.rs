@@ -128,9 +128,7 @@ pub(crate) async fn apply(
         let Ok(bare) = BareJid::new(&format!("{username}@{}", shared.config.domain)) else {
             continue;
         };
-        for handle in shared.router.resources(&bare) {
-            handle.control.close(reason.clone());
-        }
+        shared.router.close_account(&bare, reason);
     }
     Ok(())
 }

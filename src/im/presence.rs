@@ -90,11 +90,9 @@ async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
         let Ok(contact) = BareJid::new(&contact) else {
             continue;
         };
-        for handle in shared.router.resources(&contact) {
-            if let Some(mut presence) = handle.control.last_presence() {
-                presence.to = Some(Jid::from(sender.jid.clone()));
-                to_self(Stanza::Presence(as_allowed(shared, &user, presence)));
-            }
+        for mut presence in shared.router.presences(&contact) {
+            presence.to = Some(Jid::from(sender.jid.clone()));
+            to_self(Stanza::Presence(as_allowed(shared, &user, presence)));
         }
     }
     match shared
@@ -194,13 +192,11 @@ pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
     if !allowed {
         return;
     }
-    for handle in shared.router.resources(contact) {
-        if let Some(mut presence) = handle.control.last_presence() {
-            presence.to = Some(Jid::from(sender.jid.clone()));
-            let presence = as_allowed(shared, &user, presence);
-            let _ = shared
-                .router
-                .deliver_to_full(sender.jid, Box::new(Stanza::Presence(presence)));
-        }
+    for mut presence in shared.router.presences(contact) {
+        presence.to = Some(Jid::from(sender.jid.clone()));
+        let presence = as_allowed(shared, &user, presence);
+        let _ = shared
+            .router
+            .deliver_to_full(sender.jid, Box::new(Stanza::Presence(presence)));
     }
 }

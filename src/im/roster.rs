@@ -383,25 +383,20 @@ fn query(version: i64, items: impl IntoIterator<Item = Element>) -> Element {
 
 /// Sends roster pushes (RFC 6121 §2.1.6) to the resources of `user` that asked for the roster.
 fn push(shared: &Shared, user: &BareJid, items: &[(RosterItem, bool)], version: i64) {
-    for handle in shared.router.resources(user) {
-        if !handle.control.roster_requested() {
-            continue;
-        }
-        for (item, removed) in items {
-            let Some(element) = item_element(item, *removed) else {
-                continue;
-            };
-            let push = Iq::Set {
-                from: Some(Jid::from(user.clone())),
-                to: Some(Jid::from(handle.jid.clone())),
-                id: format!("push-{:x}", rand::thread_rng().r#gen::<u64>()),
-                payload: query(version, [element]),
-            };
-            let _ = shared
-                .router
-                .deliver_to_full(&handle.jid, Box::new(Stanza::Iq(push)));
-        }
-    }
+    shared.router.deliver_to_roster_readers(user, |reader| {
+        items
+            .iter()
+            .filter_map(|(item, removed)| item_element(item, *removed))
+            .map(|element| {
+                Stanza::Iq(Iq::Set {
+                    from: Some(Jid::from(user.clone())),
+                    to: Some(Jid::from(reader.clone())),
+                    id: format!("push-{:x}", rand::thread_rng().r#gen::<u64>()),
+                    payload: query(version, [element]),
+                })
+            })
+            .collect()
+    });
 }
 
 type Reply = Answer;

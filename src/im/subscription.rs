@@ -42,23 +42,19 @@ pub fn to_available(shared: &Shared, user: &BareJid, presence: Presence) {
 /// Sends the current presence of each available resource of `from` to `to`'s available
 /// resources (RFC 6121 §3.1.5: once subscribed, the user learns the contact's presence).
 pub fn send_current_presence(shared: &Shared, from: &BareJid, to: &BareJid) {
-    for handle in shared.router.resources(from) {
-        if let Some(mut presence) = handle.control.last_presence() {
-            presence.to = Some(Jid::from(to.clone()));
-            to_available(shared, to, presence);
-        }
+    for mut presence in shared.router.presences(from) {
+        presence.to = Some(Jid::from(to.clone()));
+        to_available(shared, to, presence);
     }
 }
 
 /// Tells `to` that every available resource of `from` is gone (RFC 6121 §3.2.2, §3.3.2).
 pub fn send_unavailable(shared: &Shared, from: &BareJid, to: &BareJid) {
-    for handle in shared.router.resources(from) {
-        if handle.control.is_available() {
-            let mut presence = Presence::new(PresenceType::Unavailable);
-            presence.from = Some(Jid::from(handle.jid.clone()));
-            presence.to = Some(Jid::from(to.clone()));
-            to_available(shared, to, presence);
-        }
+    for resource in shared.router.available_resources(from) {
+        let mut presence = Presence::new(PresenceType::Unavailable);
+        presence.from = Some(Jid::from(resource));
+        presence.to = Some(Jid::from(to.clone()));
+        to_available(shared, to, presence);
     }
 }
 
