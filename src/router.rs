@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI8, AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use tokio::sync::{Notify, mpsc};
+use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stream_error::DefinedCondition;
@@ -294,8 +296,80 @@ pub fn clone_stanza(stanza: &Stanza) -> Stanza {
     }
 }
 
+/// The session a stanza comes from, while it is handled.
+pub struct Sender<'a> {
+    pub jid: &'a FullJid,
+    pub control: &'a SessionControl,
+    /// Stanzas for this very session (answers, errors, initial presence), which the session
+    /// writes itself once the handler is done, instead of queueing them: initial presence
+    /// may bring more than a queue holds.
+    replies: Mutex<Vec<Stanza>>,
+    /// The session should deliver the offline messages once the handler is done.
+    offline: AtomicBool,
+}
+
+impl<'a> Sender<'a> {
+    pub fn new(jid: &'a FullJid, control: &'a SessionControl) -> Self {
+        Self {
+            jid,
+            control,
+            replies: Mutex::new(Vec::new()),
+            offline: AtomicBool::new(false),
+        }
+    }
+
+    pub fn request_offline_messages(&self) {
+        self.offline.store(true, Ordering::Relaxed);
+    }
+
+    pub fn offline_requested(&self) -> bool {
+        self.offline.load(Ordering::Relaxed)
+    }
+
+    /// The one way back to the sender.
+    pub fn reply(&self, stanza: Stanza) {
+        if let Ok(mut replies) = self.replies.lock() {
+            replies.push(stanza);
+        }
+    }
+
+    pub fn take_replies(&self) -> Vec<Stanza> {
+        self.replies
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+}
+
+/// A service at a domain of its own (rooms at `conference.<domain>`, uploads next), to which
+/// the router hands every stanza addressed to that domain or to an entity at it.
+#[async_trait::async_trait]
+pub trait Component: Send + Sync + 'static {
+    /// Its name in the server's disco#items (XEP-0030).
+    fn name(&self) -> &str;
+
+    /// A stanza from a local user, `from` stamped with the user's full JID. Answers go back
+    /// through `router`, like any delivery.
+    async fn handle(&self, router: &Router, stanza: Stanza);
+}
+
+type Components = Vec<(jid::DomainPart, Arc<dyn Component>)>;
+
+/// What became of a message to a local user (RFC 6121 §8.5.2, §8.5.3).
+pub enum MessageDelivery {
+    Delivered,
+    /// No resource takes this chat or normal message: offline storage's turn, or an error.
+    Undelivered(Message),
+    /// Not for a user: the sender gets `service-unavailable` with this text.
+    Refused(Message, &'static str),
+    /// Dropped without an error (headlines for nobody, errors).
+    Dropped,
+}
+
 pub struct Router {
     sessions: DashMap<BareJid, Vec<SessionHandle>>,
+    /// Read for every stanza to another domain, written at start: a lock-free snapshot.
+    components: ArcSwap<Components>,
     limits: RouterLimits,
 }
 
@@ -317,7 +391,94 @@ impl Router {
     pub fn new(limits: RouterLimits) -> Self {
         Self {
             sessions: DashMap::new(),
+            components: ArcSwap::from_pointee(Vec::new()),
             limits,
+        }
+    }
+
+    /// Routes `domain` and every entity at it to `component`, replacing any component there.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the first components, rooms and uploads, come next"
+        )
+    )]
+    pub fn register_component(&self, domain: jid::DomainPart, component: Arc<dyn Component>) {
+        self.components.rcu(|current| {
+            let mut next: Components = current
+                .iter()
+                .filter(|(d, _)| *d != domain)
+                .cloned()
+                .collect();
+            next.push((domain.clone(), component.clone()));
+            next
+        });
+    }
+
+    /// The component serving `domain`, if any.
+    pub fn component(&self, domain: &str) -> Option<Arc<dyn Component>> {
+        self.components
+            .load()
+            .iter()
+            .find(|(d, _)| d.as_str() == domain)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Every component's domain and name, for the server's disco#items.
+    pub fn components(&self) -> Vec<(jid::DomainPart, String)> {
+        self.components
+            .load()
+            .iter()
+            .map(|(d, c)| (d.clone(), c.name().to_owned()))
+            .collect()
+    }
+
+    /// Delivers a message to a local user by the rules of RFC 6121 §8.5: to the full JID when
+    /// that resource is bound, else as to the bare JID, where chat and normal messages go to
+    /// the available resources of highest non-negative priority and headlines to all of them.
+    pub fn deliver_message(&self, to: &Jid, message: Message) -> MessageDelivery {
+        let message = match to.try_as_full() {
+            Ok(full) => match self.deliver_to_full(full, Box::new(Stanza::Message(message))) {
+                Ok(()) => return MessageDelivery::Delivered,
+                Err(back) => match *back {
+                    Stanza::Message(m) => m,
+                    _ => return MessageDelivery::Dropped,
+                },
+            },
+            Err(_) => message,
+        };
+        let mode = match message.type_ {
+            MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
+            MessageType::Headline => BareDelivery::AllNonNegative,
+            MessageType::Groupchat => {
+                return MessageDelivery::Refused(message, "groupchat messages go to rooms");
+            }
+            MessageType::Error => return MessageDelivery::Dropped,
+        };
+        let bare = to.to_bare();
+        match self.deliver_to_bare(&bare, Box::new(Stanza::Message(message)), mode) {
+            Ok(_) => MessageDelivery::Delivered,
+            Err(back) => match *back {
+                // §8.5.2.1.1: one-to-one messages are kept; §8.5.2.2.1: headlines dropped.
+                Stanza::Message(m)
+                    if matches!(m.type_, MessageType::Chat | MessageType::Normal) =>
+                {
+                    MessageDelivery::Undelivered(m)
+                }
+                _ => MessageDelivery::Dropped,
+            },
+        }
+    }
+
+    /// Delivers a stanza as addressed: to that resource, or to every available resource of a
+    /// bare JID. Gives it back when nobody takes it.
+    pub fn deliver_to(&self, to: &Jid, stanza: Outbound) -> Result<(), Outbound> {
+        match to.try_as_full() {
+            Ok(full) => self.deliver_to_full(full, stanza),
+            Err(bare) => self
+                .deliver_to_bare(bare, stanza, BareDelivery::AllAvailable)
+                .map(|_| ()),
         }
     }
 

@@ -18,7 +18,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType,
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::Shared;
-use crate::im::{self, Sender};
+use crate::im;
+use crate::router::Sender;
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
 use crate::stream::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 
@@ -350,9 +351,9 @@ async fn handle(
     match *element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
             let stanza = stamp_from(stanza, &bound.jid)?;
-            im::route(shared, &sender, stanza).await;
+            crate::routing::route(shared, &sender, stanza).await;
             Ok(Handled {
-                direct: sender.take_direct(),
+                direct: sender.take_replies(),
                 offline: sender.offline_requested(),
             })
         }
@@ -393,7 +394,7 @@ pub fn fuzz_element(element: ClientElement) {
     if let Ok(stanza) = stamp_from(stanza, &jid) {
         let _ = crate::router::stanza_cost(&stanza);
         let error = StanzaError::new(ErrorType::Cancel, StanzaCondition::Forbidden, "en", "fuzz");
-        let _ = crate::im::error_reply(&stanza, error);
+        let _ = crate::reply::error_reply(&stanza, error);
     }
 }
 

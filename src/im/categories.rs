@@ -10,9 +10,9 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 use xso::{AsXml, FromXml};
 
 use crate::Shared;
-use crate::im::Sender;
 use crate::im::roster::{check_category_name, local};
-use crate::services::Answer;
+use crate::reply::Answer;
+use crate::router::Sender;
 use crate::storage;
 
 pub const NS: &str = "urn:causette:categories:0";

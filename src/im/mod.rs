@@ -9,103 +9,36 @@ pub mod roster;
 pub mod search;
 pub mod subscription;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::Shared;
-use crate::policy::{Action, Decision, Reason};
-use crate::router::{BareDelivery, SessionControl};
-use crate::services::{self, Answer, Failure};
+use crate::policy::{Action, Decision};
+use crate::reply::{Failure, error_reply, error_type_of, stanza_error};
+use crate::router::{MessageDelivery, Sender};
+use crate::routing::{bounce, reply_iq};
+use crate::server_iq;
 use crate::storage::{RosterItem, Subscription};
 
-/// The session a stanza comes from.
-pub struct Sender<'a> {
-    pub jid: &'a FullJid,
-    pub control: &'a SessionControl,
-    /// Stanzas for this very session that the session writes itself once the handler is
-    /// done, instead of queueing them: initial presence may bring more than a queue holds.
-    direct: Mutex<Vec<Stanza>>,
-    /// The session should deliver the offline messages once the handler is done.
-    offline: AtomicBool,
-}
-
-impl<'a> Sender<'a> {
-    pub fn new(jid: &'a FullJid, control: &'a SessionControl) -> Self {
-        Self {
-            jid,
-            control,
-            direct: Mutex::new(Vec::new()),
-            offline: AtomicBool::new(false),
-        }
-    }
-
-    pub fn request_offline_messages(&self) {
-        self.offline.store(true, Ordering::Relaxed);
-    }
-
-    pub fn offline_requested(&self) -> bool {
-        self.offline.load(Ordering::Relaxed)
-    }
-
-    pub fn write_directly(&self, stanza: Stanza) {
-        if let Ok(mut direct) = self.direct.lock() {
-            direct.push(stanza);
-        }
-    }
-
-    pub fn take_direct(&self) -> Vec<Stanza> {
-        self.direct
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default()
-    }
-}
-
-/// Routes a stanza whose `from` has been stamped with the sender's full JID.
-pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
-    let to = match &stanza {
-        Stanza::Message(m) => m.to.clone(),
-        Stanza::Presence(p) => p.to.clone(),
-        Stanza::Iq(iq) => iq.to().cloned(),
-    };
-    let Some(to) = to else {
-        // RFC 6120 §8.1.1.1: no `to` means the sender's own account.
-        return to_own_account(shared, sender, stanza).await;
-    };
-    if to.domain() != shared.domain.domain() {
-        // No server-to-server federation: an ENT's users are all local.
-        let text = "this server does not federate with other domains";
-        return bounce(
-            shared,
-            sender,
-            &stanza,
-            ErrorType::Cancel,
-            DefinedCondition::RemoteServerNotFound,
-            text,
-        );
-    }
-    if to.node().is_none() {
-        return to_server(shared, sender, stanza).await;
-    }
+/// A stanza from a user to another user of this server, or to another of its own
+/// resources: through the policy gate, then to the handler of its kind.
+pub async fn to_user(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
     let bare = to.to_bare();
     let own = sender.jid.to_bare();
     if bare != own {
-        match gate(shared, sender, &own, &to, &bare, &stanza).await {
+        match gate(shared, sender, &own, to, &bare, &stanza).await {
             Gate::Pass => {}
             Gate::Drop => return,
-            Gate::Refuse(failure) => return refuse(shared, sender, &stanza, failure),
+            Gate::Refuse(failure) => return refuse(sender, &stanza, failure),
         }
     }
     match stanza {
-        Stanza::Presence(presence) => user_presence(shared, sender, &to, &bare, presence).await,
-        Stanza::Message(message) => user_message(shared, sender, &to, &bare, message).await,
+        Stanza::Presence(presence) => user_presence(shared, sender, to, &bare, presence).await,
+        Stanza::Message(message) => user_message(shared, sender, to, &bare, message).await,
         Stanza::Iq(iq) => match to.try_as_full() {
             Ok(full) => {
                 let full = full.clone();
@@ -116,57 +49,8 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     }
 }
 
-/// Stanzas addressed to the server itself (or one of its resources).
-async fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
-    match stanza {
-        Stanza::Iq(iq) => {
-            let answer = match &iq {
-                Iq::Get { payload, .. } => server_iq(shared, sender, true, payload).await,
-                Iq::Set { payload, .. } => server_iq(shared, sender, false, payload).await,
-                // Results and errors to the server: answers to its pings.
-                Iq::Result { .. } | Iq::Error { .. } => return,
-            };
-            reply_iq(shared, sender, &iq, answer);
-        }
-        Stanza::Message(ref m) if matches!(m.type_, MessageType::Chat | MessageType::Normal) => {
-            bounce(
-                shared,
-                sender,
-                &stanza,
-                ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable,
-                "the server does not take messages",
-            );
-        }
-        // Presence to the server and other messages are dropped (RFC 6120 §10.3).
-        _ => {}
-    }
-}
-
-async fn server_iq(
-    shared: &Shared,
-    sender: &Sender<'_>,
-    is_get: bool,
-    payload: &minidom::Element,
-) -> Answer {
-    if payload.is("query", categories::NS) {
-        if !is_get
-            && !shared
-                .writes
-                .try_spend(roster::local(&sender.jid.to_bare()))
-        {
-            return Err(TOO_MANY_CHANGES.into());
-        }
-        return categories::handle_iq(shared, sender, is_get, payload).await;
-    }
-    if payload.is("query", search::NS) {
-        return search::handle_iq(shared, sender, is_get, payload).await;
-    }
-    services::server_iq(is_get, payload)
-}
-
 /// Stanzas with no `to`: the sender's own account.
-async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+pub async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
     match stanza {
         Stanza::Presence(presence) => presence::broadcast(shared, sender, presence).await,
         Stanza::Iq(iq) => {
@@ -202,19 +86,9 @@ async fn user_presence(
             PresenceType::Probe => presence::probe(shared, sender, contact).await,
             PresenceType::Error => {
                 // Errors go where they are addressed, untouched.
-                let stanza = Stanza::Presence(presence);
-                match to.try_as_full() {
-                    Ok(full) => {
-                        let _ = shared.router.deliver_to_full(full, Box::new(stanza));
-                    }
-                    Err(bare) => {
-                        let _ = shared.router.deliver_to_bare(
-                            bare,
-                            Box::new(stanza),
-                            BareDelivery::AllAvailable,
-                        );
-                    }
-                }
+                let _ = shared
+                    .router
+                    .deliver_to(to, Box::new(Stanza::Presence(presence)));
             }
             _ => presence::directed(shared, sender, to, presence),
         }
@@ -224,7 +98,6 @@ async fn user_presence(
     if *contact == user {
         let stanza = Stanza::Presence(presence);
         return bounce(
-            shared,
             sender,
             &stanza,
             ErrorType::Modify,
@@ -236,7 +109,6 @@ async fn user_presence(
         if presence.type_ == PresenceType::Subscribe {
             let stanza = Stanza::Presence(presence);
             bounce(
-                shared,
                 sender,
                 &stanza,
                 ErrorType::Cancel,
@@ -249,7 +121,7 @@ async fn user_presence(
     if !shared.writes.try_spend(roster::local(&user)) {
         let stanza = Stanza::Presence(presence);
         let (condition, text) = TOO_MANY_CHANGES;
-        return bounce(shared, sender, &stanza, ErrorType::Wait, condition, text);
+        return bounce(sender, &stanza, ErrorType::Wait, condition, text);
     }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {
@@ -261,7 +133,6 @@ async fn user_presence(
     if let Err(crate::storage::Error::LimitReached) = done {
         let stanza = Stanza::Presence(presence);
         return bounce(
-            shared,
             sender,
             &stanza,
             ErrorType::Wait,
@@ -273,7 +144,6 @@ async fn user_presence(
         tracing::warn!(error = %err, "subscription change failed");
         let stanza = Stanza::Presence(presence);
         bounce(
-            shared,
             sender,
             &stanza,
             ErrorType::Wait,
@@ -411,7 +281,7 @@ async fn gate(
 }
 
 /// The answer to a change past the account's budget (`budget::WriteBudget`).
-const TOO_MANY_CHANGES: (DefinedCondition, &str) = (
+pub const TOO_MANY_CHANGES: (DefinedCondition, &str) = (
     DefinedCondition::ResourceConstraint,
     "too many changes in a short time: wait a minute and try again",
 );
@@ -424,9 +294,9 @@ const NO_SUCH_USER: &str = "no such user, or not one of your contacts";
 const NOT_ONLINE: &str = "the recipient is not online, or not one of your contacts";
 
 /// Sends the sender the error the gate chose for its stanza.
-fn refuse(shared: &Shared, sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
+fn refuse(sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
     if let Some(reply) = error_reply(stanza, stanza_error(failure)) {
-        let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
+        sender.reply(reply);
     }
 }
 
@@ -438,55 +308,23 @@ async fn user_message(
     recipient: &BareJid,
     message: Message,
 ) {
-    let one_to_one = matches!(message.type_, MessageType::Chat | MessageType::Normal);
-    let message = match to.try_as_full() {
-        Ok(full) => match shared
-            .router
-            .deliver_to_full(full, Box::new(Stanza::Message(message)))
-        {
-            Ok(()) => return,
-            Err(back) => match *back {
-                Stanza::Message(m) => m,
-                _ => return,
-            },
-        },
-        Err(_) => message,
-    };
-    let mode = match message.type_ {
-        MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
-        MessageType::Headline => BareDelivery::AllNonNegative,
-        MessageType::Groupchat => {
+    let message = match shared.router.deliver_message(to, message) {
+        MessageDelivery::Delivered | MessageDelivery::Dropped => return,
+        MessageDelivery::Refused(message, text) => {
             let stanza = Stanza::Message(message);
             return bounce(
-                shared,
                 sender,
                 &stanza,
                 ErrorType::Cancel,
                 DefinedCondition::ServiceUnavailable,
-                "groupchat messages go to rooms",
+                text,
             );
         }
-        MessageType::Error => return,
+        MessageDelivery::Undelivered(message) => message,
     };
-    let back =
-        match shared
-            .router
-            .deliver_to_bare(recipient, Box::new(Stanza::Message(message)), mode)
-        {
-            Ok(_) => return,
-            Err(back) => back,
-        };
-    let Stanza::Message(message) = *back else {
-        return;
-    };
-    if !one_to_one {
-        // §8.5.2.2.1: headlines for nobody are dropped.
-        return;
-    }
     if !exists(shared, recipient).await {
         let stanza = Stanza::Message(message);
         return bounce(
-            shared,
             sender,
             &stanza,
             ErrorType::Cancel,
@@ -498,7 +336,7 @@ async fn user_message(
     if !shared.writes.try_spend(roster::local(&own)) {
         let stanza = Stanza::Message(message);
         let (condition, text) = TOO_MANY_CHANGES;
-        return bounce(shared, sender, &stanza, ErrorType::Wait, condition, text);
+        return bounce(sender, &stanza, ErrorType::Wait, condition, text);
     }
     let (condition, text) = match offline::store(shared, roster::local(recipient), &message).await {
         offline::Stored::Kept => return,
@@ -512,14 +350,7 @@ async fn user_message(
         ),
     };
     let stanza = Stanza::Message(message);
-    bounce(
-        shared,
-        sender,
-        &stanza,
-        error_type_of(&condition),
-        condition,
-        text,
-    );
+    bounce(sender, &stanza, error_type_of(&condition), condition, text);
 }
 
 /// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
@@ -533,7 +364,6 @@ fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
     if let Stanza::Iq(iq @ (Iq::Get { .. } | Iq::Set { .. })) = *back {
         let stanza = Stanza::Iq(iq);
         bounce(
-            shared,
             sender,
             &stanza,
             ErrorType::Cancel,
@@ -565,9 +395,9 @@ async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) 
         Ok(None)
     } else {
         // Another account: the gate let through only a contact who sees its presence.
-        services::account_iq(is_get, payload)
+        server_iq::account_iq(is_get, payload)
     };
-    reply_iq(shared, sender, &iq, answer);
+    reply_iq(sender, &iq, answer);
 }
 
 async fn exists(shared: &Shared, user: &BareJid) -> bool {
@@ -578,114 +408,5 @@ async fn exists(shared: &Shared, user: &BareJid) -> bool {
             .await
             .unwrap_or(false),
         None => false,
-    }
-}
-
-fn reply_iq(shared: &Shared, sender: &Sender<'_>, iq: &Iq, answer: Answer) {
-    let reply = match answer {
-        Ok(payload) => Iq::Result {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            payload,
-        },
-        Err(failure) => Iq::Error {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            error: stanza_error(failure),
-            payload: None,
-        },
-    };
-    let _ = shared
-        .router
-        .deliver_to_full(sender.jid, Box::new(Stanza::Iq(reply)));
-}
-
-/// The stanza error a failed request gets.
-fn stanza_error(failure: Failure) -> StanzaError {
-    match failure {
-        Failure::Plain(condition, text) => {
-            StanzaError::new(error_type_of(&condition), condition, "en", text)
-        }
-        Failure::Denied(reason) => policy_error(reason),
-    }
-}
-
-pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
-    match condition {
-        DefinedCondition::BadRequest
-        | DefinedCondition::JidMalformed
-        | DefinedCondition::NotAcceptable => ErrorType::Modify,
-        DefinedCondition::Forbidden | DefinedCondition::NotAuthorized => ErrorType::Auth,
-        DefinedCondition::ResourceConstraint | DefinedCondition::InternalServerError => {
-            ErrorType::Wait
-        }
-        _ => ErrorType::Cancel,
-    }
-}
-
-/// A policy denial (DESIGN.md): `forbidden`, with the reason in English and French.
-pub fn policy_error(reason: Reason) -> StanzaError {
-    let mut error = StanzaError::new(
-        ErrorType::Auth,
-        DefinedCondition::Forbidden,
-        "en",
-        reason.english(),
-    );
-    error.texts.insert("fr".into(), reason.french().to_owned());
-    error
-}
-
-/// Sends the sender an error for its stanza, unless it was itself an error.
-fn bounce(
-    shared: &Shared,
-    sender: &Sender<'_>,
-    stanza: &Stanza,
-    type_: ErrorType,
-    condition: DefinedCondition,
-    text: &str,
-) {
-    let error = StanzaError::new(type_, condition, "en", text);
-    if let Some(reply) = error_reply(stanza, error) {
-        let _ = shared.router.deliver_to_full(sender.jid, Box::new(reply));
-    }
-}
-
-/// The error reply to a stanza (RFC 6120 §8.3.1), or `None` for an error, which is never
-/// answered with an error.
-pub fn error_reply(stanza: &Stanza, error: StanzaError) -> Option<Stanza> {
-    match stanza {
-        Stanza::Message(m) => {
-            if m.type_ == MessageType::Error {
-                return None;
-            }
-            let mut reply = Message::new_with_type(MessageType::Error, m.from.clone());
-            reply.from = m.to.clone();
-            reply.id = m.id.clone();
-            reply.payloads.push(error.into());
-            Some(Stanza::Message(reply))
-        }
-        Stanza::Presence(p) => {
-            if p.type_ == PresenceType::Error {
-                return None;
-            }
-            let mut reply = Presence::new(PresenceType::Error);
-            reply.from = p.to.clone();
-            reply.to = p.from.clone();
-            reply.id = p.id.clone();
-            reply.payloads.push(error.into());
-            Some(Stanza::Presence(reply))
-        }
-        Stanza::Iq(iq) => match iq {
-            Iq::Error { .. } | Iq::Result { .. } => None,
-            _ => Some(Stanza::Iq(Iq::Error {
-                from: iq.to().cloned(),
-                to: iq.from().cloned(),
-                id: iq.id().to_owned(),
-                error,
-                payload: None,
-            })),
-        },
     }
 }

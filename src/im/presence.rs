@@ -6,9 +6,9 @@ use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
 
 use crate::Shared;
-use crate::im::Sender;
 use crate::im::subscription::{subscription_presence, to_available};
 use crate::policy::{Action, Decision};
+use crate::router::Sender;
 use crate::router::{BareDelivery, SessionControl};
 
 /// Presence with no `to` (RFC 6121 §4.2, §4.4, §4.5).
@@ -82,7 +82,7 @@ fn deliver_presence(shared: &Shared, to: &Jid, presence: Presence) {
 /// (XEP-0160) when its priority is not negative.
 async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
     let user = sender.jid.to_bare();
-    let to_self = |stanza: Stanza| sender.write_directly(stanza);
+    let to_self = |stanza: Stanza| sender.reply(stanza);
     for contact in shared
         .rosters
         .contacts_where(&user, |i| i.subscription.has_to())
@@ -194,9 +194,6 @@ pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
     }
     for mut presence in shared.router.presences(contact) {
         presence.to = Some(Jid::from(sender.jid.clone()));
-        let presence = as_allowed(shared, &user, presence);
-        let _ = shared
-            .router
-            .deliver_to_full(sender.jid, Box::new(Stanza::Presence(presence)));
+        sender.reply(Stanza::Presence(as_allowed(shared, &user, presence)));
     }
 }

@@ -20,8 +20,8 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::Shared;
-use crate::im::Sender;
-use crate::services::Answer;
+use crate::reply::Answer;
+use crate::router::Sender;
 use crate::storage::{self, RosterItem, RosterSnapshot, Subscription};
 
 /// Marks a roster item whose subscription request the contact refused ("Invitation refusée").

@@ -9,11 +9,11 @@ use minidom::Element;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::Shared;
-use crate::im::Sender;
 use crate::im::roster::local;
 use crate::ns::name;
 use crate::policy::{Action, Decision};
-use crate::services::Answer;
+use crate::reply::Answer;
+use crate::router::Sender;
 use crate::storage::directory::DirectoryChange;
 
 pub const NS: &str = "jabber:iq:search";
