@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod storage;
 
 mod im;
+mod link;
 mod listener;
 mod ns;
 pub mod policy;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     writes: im::budget::WriteBudget,
     connection_slots: Arc<Semaphore>,
     admission: Arc<transport::admission::Admission>,
+    /// What happens at each point of a session's life, above the session.
+    lifecycle: Arc<dyn session::Lifecycle>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -109,6 +112,7 @@ impl Shared {
             admin_token,
             auth,
             tls,
+            lifecycle: Arc::new(routing::Sessions),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             config,
@@ -254,7 +258,7 @@ impl Server {
         self.shared.router.close_all(router::CloseReason {
             french: None,
             condition: xmpp_parsers::stream_error::DefinedCondition::SystemShutdown,
-            text: stream::SHUTTING_DOWN,
+            text: link::SHUTTING_DOWN,
         });
         self.shared.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tasks.wait())

@@ -9,6 +9,7 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::policy::Reason;
+use crate::router::Sender;
 
 /// An IQ answer: the result payload (possibly none), or why not.
 pub type Answer = Result<Option<Element>, Failure>;
@@ -103,5 +104,39 @@ pub fn error_reply(stanza: &Stanza, error: StanzaError) -> Option<Stanza> {
                 payload: None,
             })),
         },
+    }
+}
+
+/// Sends the sender the answer to its IQ.
+pub fn reply_iq(sender: &Sender<'_>, iq: &Iq, answer: Answer) {
+    let reply = match answer {
+        Ok(payload) => Iq::Result {
+            from: iq.to().cloned(),
+            to: iq.from().cloned(),
+            id: iq.id().to_owned(),
+            payload,
+        },
+        Err(failure) => Iq::Error {
+            from: iq.to().cloned(),
+            to: iq.from().cloned(),
+            id: iq.id().to_owned(),
+            error: stanza_error(failure),
+            payload: None,
+        },
+    };
+    sender.reply(Stanza::Iq(reply));
+}
+
+/// Sends the sender an error for its stanza, unless it was itself an error.
+pub fn bounce(
+    sender: &Sender<'_>,
+    stanza: &Stanza,
+    type_: ErrorType,
+    condition: DefinedCondition,
+    text: &str,
+) {
+    let error = StanzaError::new(type_, condition, "en", text);
+    if let Some(reply) = error_reply(stanza, error) {
+        sender.reply(reply);
     }
 }

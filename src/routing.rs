@@ -6,13 +6,58 @@
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::MessageType;
 use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use jid::FullJid;
 
 use crate::Shared;
 use crate::im;
-use crate::reply::{Answer, error_reply, stanza_error};
-use crate::router::Sender;
+use crate::reply::{bounce, reply_iq};
+use crate::router::{Sender, SessionControl};
 use crate::server_iq;
+use crate::session::{Backlog, Lifecycle};
+
+/// What a session does, seen from above it: its stanzas are routed here, and instant
+/// messaging takes its part at each point of its life.
+pub struct Sessions;
+
+#[async_trait::async_trait]
+impl Lifecycle for Sessions {
+    async fn binding(&self, shared: &Shared, jid: &FullJid) -> Result<(), crate::storage::Error> {
+        shared.rosters.attach(shared, &jid.to_bare()).await
+    }
+
+    async fn unbound(&self, shared: &Shared, jid: &FullJid) {
+        shared.rosters.detach(&jid.to_bare()).await;
+    }
+
+    async fn stanza(&self, shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+        route(shared, sender, stanza).await;
+    }
+
+    async fn backlog(&self, shared: &Shared, jid: &FullJid, after: i64) -> Option<Backlog> {
+        let batch = im::offline::next_batch(shared, username(jid), after).await?;
+        Some(Backlog {
+            stanzas: batch.messages.into_iter().map(Stanza::Message).collect(),
+            last_id: batch.last_id,
+        })
+    }
+
+    async fn acknowledged(&self, shared: &Shared, jid: &FullJid, last_id: i64) {
+        im::offline::acknowledge(shared, username(jid), last_id).await;
+    }
+
+    fn detached(&self, _: &Shared, _: &FullJid) {}
+
+    async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl) {
+        im::presence::session_ended(shared, jid, control);
+        shared.rosters.detach(&jid.to_bare()).await;
+    }
+}
+
+fn username(jid: &FullJid) -> &str {
+    jid.node().map_or("", |n| n.as_str())
+}
 
 /// Routes a stanza whose `from` has been stamped with the sender's full JID.
 pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
@@ -67,40 +112,6 @@ async fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
         }
         // Presence to the server and other messages are dropped (RFC 6120 §10.3).
         _ => {}
-    }
-}
-
-/// Sends the sender the answer to its IQ.
-pub fn reply_iq(sender: &Sender<'_>, iq: &Iq, answer: Answer) {
-    let reply = match answer {
-        Ok(payload) => Iq::Result {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            payload,
-        },
-        Err(failure) => Iq::Error {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            error: stanza_error(failure),
-            payload: None,
-        },
-    };
-    sender.reply(Stanza::Iq(reply));
-}
-
-/// Sends the sender an error for its stanza, unless it was itself an error.
-pub fn bounce(
-    sender: &Sender<'_>,
-    stanza: &Stanza,
-    type_: ErrorType,
-    condition: DefinedCondition,
-    text: &str,
-) {
-    let error = StanzaError::new(type_, condition, "en", text);
-    if let Some(reply) = error_reply(stanza, error) {
-        sender.reply(reply);
     }
 }
 

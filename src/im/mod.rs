@@ -18,9 +18,8 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::Shared;
 use crate::policy::{Action, Decision};
-use crate::reply::{Failure, error_reply, error_type_of, stanza_error};
+use crate::reply::{Failure, bounce, error_reply, error_type_of, reply_iq, stanza_error};
 use crate::router::{MessageDelivery, Sender};
-use crate::routing::{bounce, reply_iq};
 use crate::server_iq;
 use crate::storage::{RosterItem, Subscription};
 

@@ -5,45 +5,11 @@ use std::time::Duration;
 
 use minidom::Element;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use xmpp_parsers::stream_error::{DefinedCondition, StreamError};
+use xmpp_parsers::stream_error::DefinedCondition;
+
+use crate::link::Fatal;
 
 use crate::transport::LimitExceeded;
-
-/// A stream error to send before closing.
-#[derive(Debug, Clone)]
-pub struct Fatal {
-    pub condition: DefinedCondition,
-    pub text: String,
-    pub french: Option<&'static str>,
-}
-
-impl Fatal {
-    pub fn new(condition: DefinedCondition, text: impl Into<String>) -> Self {
-        Self {
-            condition,
-            text: text.into(),
-            french: None,
-        }
-    }
-
-    pub fn with_french(mut self, text: &'static str) -> Self {
-        self.french = Some(text);
-        self
-    }
-
-    pub fn to_stream_error(&self) -> StreamError {
-        let mut texts = std::collections::BTreeMap::new();
-        texts.insert("en".into(), self.text.clone());
-        if let Some(french) = self.french {
-            texts.insert("fr".into(), french.to_owned());
-        }
-        StreamError {
-            condition: self.condition.clone(),
-            texts,
-            application_specific: Vec::new(),
-        }
-    }
-}
 
 /// Bounds every write of a closing sequence: a peer that reads nothing must not hold the task.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -428,6 +428,31 @@ async fn unknown_top_level_element() {
     server.stop().await;
 }
 
+/// Stream management and client state indication are not offered yet: their elements reach
+/// their handlers instead of ending the stream, and get the answers the XEPs give.
+#[tokio::test]
+async fn stream_management_and_client_state_elements_are_answered() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let mut raw = logged_in(&server, "alice", "r").await;
+    raw.send("<inactive xmlns='urn:xmpp:csi:0'/><active xmlns='urn:xmpp:csi:0'/>")
+        .await;
+    raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let failed = raw.expect("</failed>").await;
+    assert!(failed.contains("feature-not-implemented"), "{failed}");
+    raw.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = raw.expect("</iq>").await;
+    assert!(
+        pong.contains("id='p1'") && pong.contains("type='result'"),
+        "{pong}"
+    );
+    raw.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+    assert_stream_error(&raw.until_closed().await, "unsupported-stanza-type");
+    server.stop().await;
+}
+
 // The keepalive and stanza timers are tested with a paused clock, in src/stream/tcp/tests.rs.
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType, StanzaError};
 use xmpp_parsers::stream_error::DefinedCondition;
 
-use super::errors::Fatal;
+use super::Fatal;
 use super::{ClientElement, features, unexpected};
 use crate::Shared;
 use crate::auth::{Authenticator, Exchange, Failure as AuthFailure, Step as AuthStep, Transport};

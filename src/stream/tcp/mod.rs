@@ -89,8 +89,9 @@ pub(crate) async fn serve_socket(
         return;
     };
     drop(logging_in);
-    tracing::Span::current().record("jid", tracing::field::display(&link.1.jid));
-    crate::session::start(link, shared.clone()).await;
+    let (link, bound) = *link;
+    tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
+    crate::session::start(link, bound, shared.clone()).await;
 }
 
 fn security(conn: &Conn, peer: SocketAddr, shared: &Shared) -> Security {

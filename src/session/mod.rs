@@ -1,8 +1,12 @@
 //! A bound resource: one task waits on the next stanza from the client, its outbound queue,
 //! an external close and server shutdown.
+//!
+//! The session knows nothing of instant messaging: what happens when it is bound, handles a
+//! stanza, delivers its backlog and ends is the `Lifecycle` registered in `Shared` (`im`'s).
+//! Everything it sends goes through its `Outbox`, and top-level elements that are not stanzas
+//! go to `nonza::dispatch`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use jid::{FullJid, Jid};
 use tokio::sync::mpsc;
@@ -18,38 +22,68 @@ use xmpp_parsers::stanza_error::{DefinedCondition as StanzaCondition, ErrorType,
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::Shared;
-use crate::im;
+use crate::link::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 use crate::router::Sender;
 use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
-use crate::stream::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 
-/// Stanzas written to the socket before one flush.
-const WRITE_BATCH: usize = 64;
-/// A client that takes longer than this to accept a batch is gone or hostile.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+mod nonza;
+mod outbox;
+
+pub use outbox::Outbox;
+
+/// What the layers above a session do at the points of its life.
+#[async_trait::async_trait]
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Before the resource is bound: loads what the account needs while it is online.
+    async fn binding(&self, shared: &Shared, jid: &FullJid) -> Result<(), crate::storage::Error>;
+
+    /// Undoes `binding` for a resource that was not bound after all.
+    async fn unbound(&self, shared: &Shared, jid: &FullJid);
+
+    /// A stanza from the client, `from` stamped with the session's full JID.
+    async fn stanza(&self, shared: &Shared, sender: &Sender<'_>, stanza: Stanza);
+
+    /// What was kept for the account while it was away, after id `after`, in batches: the
+    /// session writes a batch, then a ping whose answer proves the client read it (a stream
+    /// is ordered), and only then calls `acknowledged`.
+    async fn backlog(&self, shared: &Shared, jid: &FullJid, after: i64) -> Option<Backlog>;
+
+    /// The client has the backlog through `last_id`: it may be deleted.
+    async fn acknowledged(&self, shared: &Shared, jid: &FullJid, last_id: i64);
+
+    /// The link is gone. Today `ended` follows at once; with stream resumption (XEP-0198) the
+    /// session will wait here, its state kept, for the client to come back.
+    fn detached(&self, shared: &Shared, jid: &FullJid);
+
+    /// The session is over: it is unregistered, and the rest of the world learns it is gone.
+    async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl);
+}
+
+/// One batch of a session's backlog.
+pub struct Backlog {
+    pub stanzas: Vec<Stanza>,
+    /// The id that `Lifecycle::acknowledged` takes once the client has the batch.
+    pub last_id: i64,
+}
 
 /// A session's receiving end, created when its resource is bound.
 pub struct Bound {
     pub jid: FullJid,
     queue: mpsc::Receiver<Outbound>,
     control: Arc<SessionControl>,
-    /// The last id of a batch of offline messages written to the client, followed by a ping
-    /// (`offline-<id>`) whose answer proves the client read them all (a stream is ordered):
-    /// only then are they deleted.
-    offline_written: Option<i64>,
+    /// The last id of a backlog batch written to the client, followed by a ping
+    /// (`offline-<id>`) whose answer acknowledges it.
+    backlog_written: Option<i64>,
 }
 
-const OFFLINE_PING: &str = "offline-";
+/// The prefix of the ping ids after a backlog batch (the backlog is the offline messages).
+const BACKLOG_PING: &str = "offline-";
 
 impl Bound {
-    fn username(&self) -> &str {
-        self.jid.node().map_or("", |n| n.as_str())
-    }
-
-    /// Whether `element` is the client's answer to the ping after an offline batch; if so,
+    /// Whether `element` is the client's answer to the ping after a backlog batch; if so,
     /// the last id of that batch.
-    fn offline_acknowledged(&mut self, element: &ClientElement) -> Option<i64> {
-        let written = self.offline_written?;
+    fn backlog_acknowledged(&mut self, element: &ClientElement) -> Option<i64> {
+        let written = self.backlog_written?;
         let ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(Stanza::Iq(
             iq @ (Iq::Result { .. } | Iq::Error { .. }),
         )))) = element
@@ -59,12 +93,12 @@ impl Bound {
         let to_server = iq.to().is_none_or(|to| to.node().is_none());
         let acknowledged = iq
             .id()
-            .strip_prefix(OFFLINE_PING)
+            .strip_prefix(BACKLOG_PING)
             .and_then(|id| id.parse::<i64>().ok());
         if !to_server || acknowledged != Some(written) {
             return None;
         }
-        self.offline_written.take()
+        self.backlog_written.take()
     }
 }
 
@@ -76,7 +110,7 @@ impl Bound {
     /// Undoes `register` for a session that never ran.
     pub async fn abandon(self, shared: &Shared) {
         self.unregister(shared);
-        shared.rosters.detach(&self.jid.to_bare()).await;
+        shared.lifecycle.unbound(shared, &self.jid).await;
     }
 }
 
@@ -93,7 +127,7 @@ pub enum RegisterError {
 /// with the router. A session already bound to the same full JID is closed with
 /// `<conflict/>` (RFC 6120 §7.7.2.2: the new one wins).
 pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterError> {
-    shared.rosters.attach(shared, &jid.to_bare()).await?;
+    shared.lifecycle.binding(shared, jid).await?;
     let (queue_tx, queue) = mpsc::channel(shared.config.limits.session_queue);
     let control = Arc::new(SessionControl::default());
     let handle = SessionHandle::new(jid.clone(), queue_tx, control.clone());
@@ -105,7 +139,7 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterE
         }),
         Ok(None) => {}
         Err(too_many) => {
-            shared.rosters.detach(&jid.to_bare()).await;
+            shared.lifecycle.unbound(shared, jid).await;
             return Err(too_many.into());
         }
     }
@@ -113,7 +147,7 @@ pub async fn register(jid: &FullJid, shared: &Shared) -> Result<Bound, RegisterE
         jid: jid.clone(),
         queue,
         control,
-        offline_written: None,
+        backlog_written: None,
     })
 }
 
@@ -136,10 +170,11 @@ const IDLE_STATE_BUDGET: usize = 512;
 
 /// The session's future, boxed, so that the connection's task stays small.
 pub fn start<L: Link>(
-    session: Box<(L, Bound)>,
+    link: L,
+    bound: Bound,
     shared: Arc<Shared>,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send>> {
-    let future = run(session, shared);
+    let future = run(Box::new((Outbox::new(link), bound)), shared);
     debug_assert!(
         std::mem::size_of_val(&future) <= IDLE_STATE_BUDGET,
         "session state grew to {} bytes",
@@ -150,8 +185,8 @@ pub fn start<L: Link>(
 
 /// Runs a bound session to its end. The stream stays in its box: an async fn keeps both its
 /// arguments and their moved copies in its state.
-async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
-    let (xml, bound) = &mut *session;
+async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>) {
+    let (outbox, bound) = &mut *session;
     let control = bound.control.clone();
     // Made once and polled by every turn of the loop: making it anew each turn registered and
     // dropped a waiter per stanza. Server shutdown arrives the same way (`Router::close_all`),
@@ -178,7 +213,7 @@ async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
                     tokio::select! {
                         // Boxed, as a timeout with its timer and writes in flight is most of
                         // the loop's state, and the loop waits far more than it writes.
-                        written = Box::pin(write_batch(xml, first, &mut bound.queue, &bound.control)) => {
+                        written = Box::pin(outbox.write_queued(first, &mut bound.queue, &bound.control)) => {
                             if !written {
                                 break End::Abort;
                             }
@@ -189,11 +224,11 @@ async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
                         }
                     }
                 }
-                incoming = xml.next_element() => match incoming {
+                incoming = outbox.link().next_element() => match incoming {
                     Incoming::Element(element) => {
-                        if let Some(last_id) = bound.offline_acknowledged(&element) {
-                            Box::pin(im::offline::acknowledge(&shared, bound.username(), last_id)).await;
-                            if !Box::pin(deliver_offline(xml, &shared, bound, last_id)).await {
+                        if let Some(last_id) = bound.backlog_acknowledged(&element) {
+                            Box::pin(shared.lifecycle.acknowledged(&shared, &bound.jid, last_id)).await;
+                            if !Box::pin(deliver_backlog(outbox, &shared, bound, last_id)).await {
                                 break End::Abort;
                             }
                             continue;
@@ -202,14 +237,19 @@ async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
                         // small.
                         match Box::pin(handle(&shared, bound, element)).await {
                             Ok(handled) => {
-                                if !handled.direct.is_empty()
-                                    && !Box::pin(write_all(xml, &handled.direct)).await
+                                if !handled.replies.is_empty()
+                                    && !Box::pin(outbox.write_all(&handled.replies)).await
                                 {
                                     break End::Abort;
                                 }
-                                if handled.offline
-                                    && bound.offline_written.is_none()
-                                    && !Box::pin(deliver_offline(xml, &shared, bound, 0)).await
+                                if !handled.nonzas.is_empty()
+                                    && !Box::pin(outbox.write_nonzas(&handled.nonzas)).await
+                                {
+                                    break End::Abort;
+                                }
+                                if handled.backlog
+                                    && bound.backlog_written.is_none()
+                                    && !Box::pin(deliver_backlog(outbox, &shared, bound, 0)).await
                                 {
                                     break End::Abort;
                                 }
@@ -220,7 +260,7 @@ async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
                     Incoming::Idle => {
                         // XEP-0199: any answer, even an error, proves the client is there.
                         pings += 1;
-                        if !Box::pin(ping(xml, &shared, &bound.jid, pings)).await {
+                        if !Box::pin(ping(outbox, &shared, &bound.jid, pings)).await {
                             break End::Abort;
                         }
                     }
@@ -230,64 +270,48 @@ async fn run<L: Link>(mut session: Box<(L, Bound)>, shared: Arc<Shared>) {
             }
         }
     };
+    shared.lifecycle.detached(&shared, &bound.jid);
     bound.unregister(&shared);
-    im::presence::session_ended(&shared, &bound.jid, &bound.control);
-    Box::pin(shared.rosters.detach(&bound.jid.to_bare())).await;
+    Box::pin(shared.lifecycle.ended(&shared, &bound.jid, &bound.control)).await;
     match end {
-        End::Error(fatal) => Box::pin(xml.close(Some(&fatal))).await,
-        End::Clean => Box::pin(xml.close(None)).await,
+        End::Error(fatal) => Box::pin(outbox.link().close(Some(&fatal))).await,
+        End::Clean => Box::pin(outbox.link().close(None)).await,
         // The socket is stuck or gone: dropping it is all that is left to do.
         End::Abort => {}
     }
     tracing::info!(jid = %bound.jid, "session ended");
 }
 
-/// Writes the next batch of offline messages after id `after`, then a ping; the batch is
-/// deleted when the client answers it (`Bound::offline_acknowledged`), and the next one
+/// Writes the next batch of the backlog after id `after`, then a ping; the batch is
+/// acknowledged when the client answers it (`Bound::backlog_acknowledged`), and the next one
 /// follows. A client that goes away before answering gets the batch again at its next login.
-/// Each write has its own timeout: a slow reader gets its backlog at its own pace.
-async fn deliver_offline(
-    xml: &mut impl Link,
+async fn deliver_backlog<L: Link>(
+    outbox: &mut Outbox<L>,
     shared: &Shared,
     bound: &mut Bound,
     after: i64,
 ) -> bool {
-    let Some(batch) = im::offline::next_batch(shared, bound.username(), after).await else {
+    let Some(batch) = shared.lifecycle.backlog(shared, &bound.jid, after).await else {
         return true;
     };
     let ping = server_ping(
         shared,
         &bound.jid,
-        format!("{OFFLINE_PING}{}", batch.last_id),
+        format!("{BACKLOG_PING}{}", batch.last_id),
     );
-    for message in batch.messages {
-        let message = Stanza::Message(message);
-        if !matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, xml.feed(&message)).await,
-            Ok(Ok(()))
-        ) {
-            return false;
-        }
-    }
-    if !matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, xml.send(&ping)).await,
-        Ok(Ok(()))
-    ) {
+    if !outbox.write_paced(&batch.stanzas).await
+        || !outbox.write_all(std::slice::from_ref(&ping)).await
+    {
         return false;
     }
-    bound.offline_written = Some(batch.last_id);
+    bound.backlog_written = Some(batch.last_id);
     true
 }
 
-/// Writes stanzas with a single flush.
-async fn write_all(xml: &mut impl Link, stanzas: &[Stanza]) -> bool {
-    let write = async {
-        for stanza in stanzas {
-            xml.feed(stanza).await?;
-        }
-        xml.flush().await
-    };
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+/// Sends an XEP-0199 ping to the client.
+async fn ping<L: Link>(outbox: &mut Outbox<L>, shared: &Shared, to: &FullJid, count: u64) -> bool {
+    let ping = server_ping(shared, to, format!("c2s-ping-{count}"));
+    outbox.write_all(std::slice::from_ref(&ping)).await
 }
 
 /// An XEP-0199 ping from the server to a session.
@@ -300,61 +324,32 @@ fn server_ping(shared: &Shared, to: &FullJid, id: String) -> Stanza {
     })
 }
 
-/// Sends an XEP-0199 ping to the client.
-async fn ping(xml: &mut impl Link, shared: &Shared, to: &FullJid, count: u64) -> bool {
-    let ping = server_ping(shared, to, format!("c2s-ping-{count}"));
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, xml.send(&ping)).await,
-        Ok(Ok(()))
-    )
-}
-
-/// Writes what the queue holds, up to a batch, with a single flush.
-async fn write_batch(
-    xml: &mut impl Link,
-    first: Outbound,
-    queue: &mut mpsc::Receiver<Outbound>,
-    control: &SessionControl,
-) -> bool {
-    let write = async {
-        control.dequeued(&first);
-        xml.feed(&*first).await?;
-        for _ in 1..WRITE_BATCH {
-            match queue.try_recv() {
-                Ok(next) => {
-                    control.dequeued(&next);
-                    xml.feed(&*next).await?
-                }
-                Err(_) => break,
-            }
-        }
-        xml.flush().await
-    };
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
-}
-
-/// What the session does itself once a stanza is handled.
+/// What the session does itself once an element is handled.
+#[derive(Default)]
 struct Handled {
-    /// Stanzas to write at once.
-    direct: Vec<Stanza>,
-    /// Deliver the offline messages.
-    offline: bool,
+    /// Stanzas for the client, written at once.
+    replies: Vec<Stanza>,
+    /// Top-level elements that are not stanzas, for the client.
+    nonzas: Vec<minidom::Element>,
+    /// Deliver the backlog.
+    backlog: bool,
 }
 
 /// Handles one element from the client.
 async fn handle(
     shared: &Shared,
-    bound: &Bound,
+    bound: &mut Bound,
     element: Box<ClientElement>,
 ) -> Result<Handled, Fatal> {
-    let sender = Sender::new(&bound.jid, &bound.control);
     match *element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
+            let sender = Sender::new(&bound.jid, &bound.control);
             let stanza = stamp_from(stanza, &bound.jid)?;
-            crate::routing::route(shared, &sender, stanza).await;
+            shared.lifecycle.stanza(shared, &sender, stanza).await;
             Ok(Handled {
-                direct: sender.take_replies(),
-                offline: sender.offline_requested(),
+                replies: sender.take_replies(),
+                backlog: sender.offline_requested(),
+                nonzas: Vec::new(),
             })
         }
         ClientElement::Known(FallibleStreamElement::Err(StreamElementError::InvalidStanza {
@@ -371,10 +366,22 @@ async fn handle(
                 &error.to_string(),
             );
             Ok(Handled {
-                direct: direct.into_iter().collect(),
-                offline: false,
+                replies: direct.into_iter().collect(),
+                ..Handled::default()
             })
         }
+        ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::SM(sm))) => {
+            let element = xso::transform::<minidom::Element, _>(&sm)
+                .map_err(|err| Fatal::new(DefinedCondition::BadFormat, err.to_string()))?;
+            Ok(Handled {
+                nonzas: nonza::dispatch(bound, &element)?,
+                ..Handled::default()
+            })
+        }
+        ClientElement::Unknown(element) => Ok(Handled {
+            nonzas: nonza::dispatch(bound, &element)?,
+            ..Handled::default()
+        }),
         other => Err(unexpected(&other)),
     }
 }

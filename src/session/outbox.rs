@@ -1,0 +1,171 @@
+//! The one way out of a session: every stanza it sends (from its queue, replies, its backlog,
+//! pings) is written here and counted, which is what stream management (XEP-0198) needs to
+//! acknowledge and replay them.
+
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::sync::mpsc;
+use xmpp_parsers::stanza::Stanza;
+
+use crate::router::{Outbound, SessionControl};
+use crate::stream::Link;
+
+/// Stanzas written to the link before one flush.
+const WRITE_BATCH: usize = 64;
+/// A client that takes longer than this to accept a batch is gone or hostile.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Outbox<L> {
+    link: L,
+    /// Stanzas handed to the link since the session began (XEP-0198 counts them modulo 2^32).
+    sent: u32,
+}
+
+impl<L: Link> Outbox<L> {
+    pub fn new(link: L) -> Self {
+        Self { link, sent: 0 }
+    }
+
+    /// The link, for reading and closing.
+    pub fn link(&mut self) -> &mut L {
+        &mut self.link
+    }
+
+    /// Stanzas handed to the link so far.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "stream management (XEP-0198) reads it")
+    )]
+    pub fn sent(&self) -> u32 {
+        self.sent
+    }
+
+    async fn feed(&mut self, stanza: &Stanza) -> std::io::Result<()> {
+        self.link.feed(stanza).await?;
+        self.sent = self.sent.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Writes stanzas with a single flush, within the write timeout.
+    pub async fn write_all(&mut self, stanzas: &[Stanza]) -> bool {
+        let write = async {
+            for stanza in stanzas {
+                self.feed(stanza).await?;
+            }
+            self.link.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    }
+
+    /// Writes a long run of stanzas with a timeout for each, so that a slow reader gets them
+    /// at its own pace (the backlog).
+    pub async fn write_paced(&mut self, stanzas: &[Stanza]) -> bool {
+        for stanza in stanzas {
+            if !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, self.feed(stanza)).await,
+                Ok(Ok(()))
+            ) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes top-level elements that are not stanzas; they are not counted.
+    pub async fn write_nonzas(&mut self, elements: &[Element]) -> bool {
+        let write = async {
+            for element in elements {
+                self.link.feed(element).await?;
+            }
+            self.link.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    }
+
+    /// Writes what the queue holds, from `first`, up to a batch, with a single flush.
+    pub async fn write_queued(
+        &mut self,
+        first: Outbound,
+        queue: &mut mpsc::Receiver<Outbound>,
+        control: &SessionControl,
+    ) -> bool {
+        let write = async {
+            control.dequeued(&first);
+            self.feed(&first).await?;
+            for _ in 1..WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        control.dequeued(&next);
+                        self.feed(&next).await?
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.link.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use xmpp_parsers::message::Message;
+    use xso::AsXml;
+
+    use super::*;
+    use crate::link::{Fatal, Incoming};
+
+    /// A link that keeps what it is given, serialised, and counts flushes.
+    #[derive(Default)]
+    struct Recorder {
+        written: Vec<String>,
+        flushes: usize,
+    }
+
+    impl Link for Recorder {
+        fn next_element(&mut self) -> impl Future<Output = Incoming> + Send + '_ {
+            std::future::pending()
+        }
+
+        async fn feed(&mut self, element: &(impl AsXml + Sync)) -> std::io::Result<()> {
+            let element: Element = xso::transform(element).map_err(std::io::Error::other)?;
+            self.written.push(String::from(&element));
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> std::io::Result<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+
+        async fn close(&mut self, _: Option<&Fatal>) {}
+    }
+
+    fn message() -> Stanza {
+        Stanza::Message(Message::chat(None))
+    }
+
+    #[tokio::test]
+    async fn stanzas_are_counted_and_nonzas_are_not() {
+        let mut outbox = Outbox::new(Recorder::default());
+        assert!(outbox.write_all(&[message(), message()]).await);
+        assert!(outbox.write_paced(&[message()]).await);
+        let ack = Element::builder("failed", "urn:xmpp:sm:3").build();
+        assert!(outbox.write_nonzas(&[ack]).await);
+        let (tx, mut queue) = mpsc::channel(4);
+        let control = SessionControl::default();
+        tx.try_send(Box::new(message())).unwrap();
+        tx.try_send(Box::new(message())).unwrap();
+        let first = queue.recv().await.unwrap();
+        assert!(outbox.write_queued(first, &mut queue, &control).await);
+        assert_eq!(outbox.sent(), 5);
+        let link = outbox.link();
+        assert_eq!(link.written.len(), 6);
+        assert!(link.written[3].contains("urn:xmpp:sm:3"));
+        // One flush per batch: the pair, the nonza, the queue (the paced run has none).
+        assert_eq!(link.flushes, 3);
+    }
+}
