@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-use listener::ListenerKind;
 use storage::DynStore;
+use transport::ListenerKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -7,16 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::transport::admission;
-
-/// How a listener starts its streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// Plain TCP; the stream offers STARTTLS.
-    StartTls,
-    /// TLS from the first byte (XEP-0368).
-    DirectTls,
-}
+use crate::transport::{ListenerKind, admission};
 
 /// Accepts connections until shutdown, each in its own task. A connection past a limit
 /// (`max_connections`, or negotiating connections in total or from its address) is refused at

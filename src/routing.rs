@@ -8,7 +8,7 @@ use xmpp_parsers::message::MessageType;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use jid::FullJid;
+use jid::{FullJid, Jid};
 
 use crate::Shared;
 use crate::im;
@@ -67,13 +67,12 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
         Stanza::Iq(iq) => iq.to().cloned(),
     };
     let Some(to) = to else {
-        // RFC 6120 §8.1.1.1: no `to` means the sender's own account.
-        return im::to_own_account(shared, sender, stanza).await;
+        return to_own_account(shared, sender, stanza).await;
     };
     if to.domain() == shared.domain.domain() {
         return match to.node() {
             None => to_server(shared, sender, stanza).await,
-            Some(_) => im::to_user(shared, sender, &to, stanza).await,
+            Some(_) => to_user(shared, sender, &to, stanza).await,
         };
     }
     if let Some(component) = shared.router.component(to.domain().as_str()) {
@@ -87,6 +86,36 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
         DefinedCondition::RemoteServerNotFound,
         "this server does not federate with other domains",
     );
+}
+
+/// RFC 6120 §8.1.1.1: no `to` means the sender's own account.
+async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+    let own = sender.jid.to_bare();
+    match stanza {
+        Stanza::Presence(presence) => im::presence::broadcast(shared, sender, presence).await,
+        Stanza::Iq(iq) => server_iq::on_account(shared, sender, &own, iq).await,
+        Stanza::Message(message) => {
+            let to = Jid::from(own.clone());
+            im::user_message(shared, sender, &to, &own, message).await
+        }
+    }
+}
+
+/// A stanza to a user of this server: through the policy gate, then to its handler. IQs to
+/// a bare JID are answered by the server on the account's behalf (RFC 6121 §8.5.2.1.3).
+async fn to_user(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
+    if !im::admit(shared, sender, to, &stanza).await {
+        return;
+    }
+    let bare = to.to_bare();
+    match stanza {
+        Stanza::Presence(presence) => im::user_presence(shared, sender, to, &bare, presence).await,
+        Stanza::Message(message) => im::user_message(shared, sender, to, &bare, message).await,
+        Stanza::Iq(iq) => match to.try_as_full() {
+            Ok(full) => im::iq_to_full(shared, sender, full, iq),
+            Err(_) => server_iq::on_account(shared, sender, &bare, iq).await,
+        },
+    }
 }
 
 /// Stanzas addressed to the server itself (or one of its resources).

@@ -3,10 +3,12 @@
 //! table by payload, and on behalf of an account's bare JID.
 
 use futures::future::BoxFuture;
+use jid::BareJid;
 use minidom::Element;
 use xmpp_parsers::disco::{
     DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity,
 };
+use xmpp_parsers::iq::Iq;
 use xmpp_parsers::ping::Ping;
 use xmpp_parsers::stanza_error::DefinedCondition;
 use xmpp_parsers::time::TimeResult;
@@ -15,7 +17,7 @@ use xmpp_parsers::version::VersionResult;
 use crate::Shared;
 use crate::im;
 use crate::ns;
-use crate::reply::Answer;
+use crate::reply::{Answer, reply_iq};
 use crate::router::Sender;
 
 /// What answers one kind of IQ to the server: `(shared, sender, is_get, payload)`.
@@ -77,6 +79,58 @@ const HANDLERS: &[(&str, &str, Handler)] = &[
         },
     ),
 ];
+
+/// The IQs a user sends to its own bare JID, by payload.
+const OWN_ACCOUNT: &[(&str, &str, Handler)] = &[
+    ("query", ns::ROSTER, |shared, sender, is_get, payload| {
+        Box::pin(im::roster::handle_iq(shared, sender, is_get, payload))
+    }),
+    (
+        "query",
+        im::categories::NS,
+        |shared, sender, is_get, payload| {
+            Box::pin(im::categories::handle_iq(shared, sender, is_get, payload))
+        },
+    ),
+    (
+        "query",
+        im::search::DIRECTORY_NS,
+        |shared, sender, is_get, payload| {
+            Box::pin(im::search::directory_iq(shared, sender, is_get, payload))
+        },
+    ),
+    // RFC 6121 Appendix E.
+    ("session", ns::SESSION, |_, _, _, _| {
+        Box::pin(async { Ok(None) })
+    }),
+];
+
+/// RFC 6121 §8.5.2.1.3: an IQ to a bare JID is answered by the server on the account's behalf.
+pub async fn on_account(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) {
+    let (is_get, payload) = match &iq {
+        Iq::Get { payload, .. } => (true, payload),
+        Iq::Set { payload, .. } => (false, payload),
+        Iq::Result { .. } | Iq::Error { .. } => return,
+    };
+    let own = *to == sender.jid.to_bare();
+    // The session IQ changes nothing; every other set on one's own account may write.
+    let writes = own && !is_get && !payload.is("session", crate::ns::SESSION);
+    let answer = if !own {
+        // Another account: the gate let through only a contact who sees its presence.
+        account_iq(is_get, payload)
+    } else if writes && !shared.writes.try_spend(im::roster::local(to)) {
+        Err(im::TOO_MANY_CHANGES.into())
+    } else {
+        match OWN_ACCOUNT
+            .iter()
+            .find(|(name, namespace, _)| payload.is(*name, *namespace))
+        {
+            Some((_, _, handler)) => handler(shared, sender, is_get, payload).await,
+            None => account_iq(is_get, payload),
+        }
+    };
+    reply_iq(sender, &iq, answer);
+}
 
 /// A get or set addressed to the server's JID (RFC 6120 §8.4: unknown payloads get
 /// `service-unavailable`).
@@ -171,7 +225,7 @@ const NO_SUCH_NODE: (DefinedCondition, &str) =
 
 /// A get or set addressed to an existing account's bare JID, answered by the server on its
 /// behalf (RFC 6121 §8.5.2.1.3).
-pub fn account_iq(is_get: bool, payload: &Element) -> Answer {
+fn account_iq(is_get: bool, payload: &Element) -> Answer {
     if !is_get {
         return Err(UNSUPPORTED.into());
     }

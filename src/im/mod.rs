@@ -18,54 +18,30 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::Shared;
 use crate::policy::{Action, Decision};
-use crate::reply::{Failure, bounce, error_reply, error_type_of, reply_iq, stanza_error};
+use crate::reply::{Failure, bounce, error_reply, error_type_of, stanza_error};
 use crate::router::{MessageDelivery, Sender};
-use crate::server_iq;
 use crate::storage::{RosterItem, Subscription};
 
-/// A stanza from a user to another user of this server, or to another of its own
-/// resources: through the policy gate, then to the handler of its kind.
-pub async fn to_user(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
+/// Whether a stanza from a user may go to `to`, a user of this server: through the policy
+/// gate when `to` is another account. A refused stanza gets its error here.
+pub async fn admit(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: &Stanza) -> bool {
     let bare = to.to_bare();
     let own = sender.jid.to_bare();
-    if bare != own {
-        match gate(shared, sender, &own, to, &bare, &stanza).await {
-            Gate::Pass => {}
-            Gate::Drop => return,
-            Gate::Refuse(failure) => return refuse(sender, &stanza, failure),
-        }
+    if bare == own {
+        return true;
     }
-    match stanza {
-        Stanza::Presence(presence) => user_presence(shared, sender, to, &bare, presence).await,
-        Stanza::Message(message) => user_message(shared, sender, to, &bare, message).await,
-        Stanza::Iq(iq) => match to.try_as_full() {
-            Ok(full) => {
-                let full = full.clone();
-                iq_to_full(shared, sender, &full, iq)
-            }
-            Err(_) => iq_to_bare(shared, sender, &bare, iq).await,
-        },
-    }
-}
-
-/// Stanzas with no `to`: the sender's own account.
-pub async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
-    match stanza {
-        Stanza::Presence(presence) => presence::broadcast(shared, sender, presence).await,
-        Stanza::Iq(iq) => {
-            let own = sender.jid.to_bare();
-            iq_to_bare(shared, sender, &own, iq).await
-        }
-        Stanza::Message(message) => {
-            let own = Jid::from(sender.jid.to_bare());
-            let bare = sender.jid.to_bare();
-            user_message(shared, sender, &own, &bare, message).await
+    match gate(shared, sender, &own, to, &bare, stanza).await {
+        Gate::Pass => true,
+        Gate::Drop => false,
+        Gate::Refuse(failure) => {
+            refuse(sender, stanza, failure);
+            false
         }
     }
 }
 
-/// Presence to a user of this server.
-async fn user_presence(
+/// Presence to a user of this server (or to the sender's own account), admitted.
+pub async fn user_presence(
     shared: &Shared,
     sender: &Sender<'_>,
     to: &Jid,
@@ -299,8 +275,9 @@ fn refuse(sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
     }
 }
 
-/// RFC 6121 §8.5.2 (bare JID) and §8.5.3 (full JID), for messages.
-async fn user_message(
+/// A message to a user of this server, admitted: RFC 6121 §8.5.2 (bare JID) and §8.5.3
+/// (full JID), then offline storage.
+pub async fn user_message(
     shared: &Shared,
     sender: &Sender<'_>,
     to: &Jid,
@@ -353,7 +330,7 @@ async fn user_message(
 }
 
 /// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
-fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
+pub fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
     let Err(back) = shared
         .router
         .deliver_iq_to_full(sender.jid, to, Box::new(Stanza::Iq(iq)))
@@ -370,33 +347,6 @@ fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
             NOT_ONLINE,
         );
     }
-}
-
-/// RFC 6121 §8.5.2.1.3: an IQ to a bare JID is answered by the server on the account's behalf.
-async fn iq_to_bare(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) {
-    let (is_get, payload) = match &iq {
-        Iq::Get { payload, .. } => (true, payload),
-        Iq::Set { payload, .. } => (false, payload),
-        Iq::Result { .. } | Iq::Error { .. } => return,
-    };
-    let own = *to == sender.jid.to_bare();
-    // The session IQ changes nothing; every other set on one's own account may write.
-    let writes = own && !is_get && !payload.is("session", crate::ns::SESSION);
-    let answer = if writes && !shared.writes.try_spend(roster::local(to)) {
-        Err(TOO_MANY_CHANGES.into())
-    } else if own && payload.is("query", crate::ns::ROSTER) {
-        roster::handle_iq(shared, sender, is_get, payload).await
-    } else if own && payload.is("query", categories::NS) {
-        categories::handle_iq(shared, sender, is_get, payload).await
-    } else if own && payload.is("query", search::DIRECTORY_NS) {
-        search::directory_iq(shared, sender, is_get, payload).await
-    } else if own && payload.is("session", crate::ns::SESSION) {
-        Ok(None)
-    } else {
-        // Another account: the gate let through only a contact who sees its presence.
-        server_iq::account_iq(is_get, payload)
-    };
-    reply_iq(sender, &iq, answer);
 }
 
 async fn exists(shared: &Shared, user: &BareJid) -> bool {

@@ -223,18 +223,22 @@ pub async fn directory_iq(
         // Nothing changes, so nothing is written or audited.
         return Ok(None);
     }
-    crate::admin::apply(
-        shared,
-        &format!("user:{username}"),
-        &[DirectoryChange::SetHidden { username, hidden }],
-        &[],
-    )
-    .await
-    .map_err(|_| {
-        (
-            DefinedCondition::InternalServerError,
-            "could not be saved; try again",
+    // Being hidden takes nobody's access away: no session to close, unlike the admin's
+    // changes.
+    shared
+        .policy
+        .apply(
+            &shared.store,
+            &format!("user:{username}"),
+            &[DirectoryChange::SetHidden { username, hidden }],
+            &[],
         )
-    })?;
+        .await
+        .map_err(|_| {
+            (
+                DefinedCondition::InternalServerError,
+                "could not be saved; try again",
+            )
+        })?;
     Ok(None)
 }

@@ -6,7 +6,7 @@ use minidom::Element;
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use super::Bound;
-use crate::stream::Fatal;
+use crate::link::Fatal;
 
 const SM: &str = "urn:xmpp:sm:3";
 const CSI: &str = "urn:xmpp:csi:0";

@@ -8,8 +8,8 @@ use minidom::Element;
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza::Stanza;
 
+use crate::link::Link;
 use crate::router::{Outbound, SessionControl};
-use crate::stream::Link;
 
 /// Stanzas written to the link before one flush.
 const WRITE_BATCH: usize = 64;

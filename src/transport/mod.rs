@@ -16,6 +16,15 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
+/// How a listener starts its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain TCP; the stream offers STARTTLS.
+    StartTls,
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+}
+
 pub enum Socket {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),

@@ -27,7 +27,7 @@ use super::tcp_link::TcpLink;
 use super::{ClientElement, Fatal, Incoming, features};
 use crate::Shared;
 use crate::auth::Transport;
-use crate::listener::ListenerKind;
+use crate::transport::ListenerKind;
 use crate::transport::admission::LoggingIn;
 use crate::transport::{Conn, Socket};
 
