@@ -174,7 +174,7 @@ pub fn admin_json(data: &[u8]) {
             crate::policy::Action::AddContact,
             crate::policy::Action::Search,
         ] {
-            let _ = crate::policy::decide(&directory, username, target, action);
+            let _ = crate::policy::decide(&directory, username, target, action, Default::default());
         }
     }
 }

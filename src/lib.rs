@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod directory;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod storage;
@@ -91,7 +92,9 @@ impl Shared {
             },
         )?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
-        let policy = policy::Policy::load(&store).await?;
+        let policy = policy::Policy::load(&store)
+            .await?
+            .requiring_acceptance(config.im.chat_requires_acceptance);
         let admin_token = admin_token(&config)?;
         let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
         let auth = auth::Authenticator::new(
@@ -230,7 +233,7 @@ impl Server {
     pub async fn apply_directory(
         &self,
         actor: &str,
-        changes: &[storage::directory::DirectoryChange],
+        changes: &[directory::DirectoryChange],
     ) -> Result<(), policy::ApplyError> {
         admin::apply(&self.shared, actor, changes, &[]).await
     }

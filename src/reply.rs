@@ -59,12 +59,8 @@ pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
 
 /// A policy denial (DESIGN.md): `forbidden`, with the reason in English and French.
 pub fn policy_error(reason: Reason) -> StanzaError {
-    let mut error = StanzaError::new(
-        ErrorType::Auth,
-        DefinedCondition::Forbidden,
-        "en",
-        reason.english(),
-    );
+    let condition = reason.condition();
+    let mut error = StanzaError::new(error_type_of(&condition), condition, "en", reason.english());
     error.texts.insert("fr".into(), reason.french().to_owned());
     error
 }

@@ -1,8 +1,8 @@
 //! The demo ENT directory loaded on a first start with the embedded defaults, so that a new
 //! user sees the communication rules at work at once. Every demo user's password is `demo`.
 
-use crate::storage::directory::DirectoryChange::{self, *};
-use crate::storage::directory::Profile::{self, *};
+use crate::directory::DirectoryChange::{self, *};
+use crate::directory::Profile::{self, *};
 
 pub const PASSWORD: &str = "demo";
 

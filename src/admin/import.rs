@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::directory::DirectoryChange;
 use crate::storage::ScramCredential;
-use crate::storage::directory::DirectoryChange;
 
 /// One admin call as an import line.
 #[derive(Debug, Clone, Copy)]

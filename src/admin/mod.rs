@@ -21,10 +21,10 @@ use serde_json::{Value, json};
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::Shared;
+use crate::directory::{DirectoryChange, Profile, Scope};
 use crate::policy::ApplyError;
 use crate::router::CloseReason;
 use crate::storage::ScramCredential;
-use crate::storage::directory::{DirectoryChange, Profile, Scope};
 
 /// The OpenAPI description of this API, also kept in docs/.
 pub const OPENAPI: &str = include_str!("../../docs/admin-api.openapi.json");

@@ -17,7 +17,7 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::Shared;
-use crate::policy::{Action, Decision};
+use crate::policy::{Action, Decision, Relation};
 use crate::reply::{Failure, bounce, error_reply, error_type_of, stanza_error};
 use crate::router::{MessageDelivery, Sender};
 use crate::storage::{RosterItem, Subscription};
@@ -191,46 +191,57 @@ async fn gate(
     recipient: &BareJid,
     stanza: &Stanza,
 ) -> Gate {
-    let decide =
-        |action| match shared
-            .policy
-            .decide(roster::local(own), roster::local(recipient), action)
-        {
-            Decision::Allow => Gate::Pass,
-            Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
-        };
-    let or_drop = |gate: Gate| match gate {
-        Gate::Refuse(_) => Gate::Drop,
-        other => other,
+    let decide = |action, relation| match shared.policy.decide(
+        roster::local(own),
+        roster::local(recipient),
+        action,
+        relation,
+    ) {
+        Decision::Allow => Gate::Pass,
+        Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
     };
-    // What the sender writes to the other: the rules, then an accepted contact if required.
-    let writing = || async {
-        match decide(Action::Message) {
-            Gate::Pass
-                if shared.config.im.chat_requires_acceptance
-                    && !relation(shared, recipient, own, accepted).await =>
-            {
-                Gate::Refuse(Failure::Plain(
-                    DefinedCondition::NotAllowed,
-                    "you can only chat with contacts who accepted your request",
-                ))
-            }
+    // Errors answer something: they need no accepted request, only the rules.
+    let answering = || {
+        let gate = decide(
+            Action::Message,
+            Relation {
+                accepted: true,
+                ..Relation::default()
+            },
+        );
+        match gate {
+            Gate::Refuse(_) => Gate::Drop,
             other => other,
         }
     };
+    // What the sender writes to the other. Whether the other accepted the sender is read
+    // only when the policy asks for it.
+    let writing = || async {
+        let accepted = !shared.policy.requires_acceptance()
+            || relation(shared, recipient, own, accepted).await;
+        decide(
+            Action::Message,
+            Relation {
+                accepted,
+                ..Relation::default()
+            },
+        )
+    };
     match stanza {
         Stanza::Message(m) => match m.type_ {
-            MessageType::Error => or_drop(decide(Action::Message)),
+            MessageType::Error => answering(),
             // Bounced further on: users take no groupchat messages.
             MessageType::Groupchat => Gate::Pass,
             MessageType::Chat | MessageType::Normal | MessageType::Headline => writing().await,
         },
         Stanza::Presence(p) => match p.type_ {
-            PresenceType::Subscribe | PresenceType::Subscribed => decide(Action::AddContact),
+            PresenceType::Subscribe | PresenceType::Subscribed => {
+                decide(Action::AddContact, Relation::default())
+            }
             PresenceType::Unsubscribe | PresenceType::Unsubscribed | PresenceType::Probe => {
                 Gate::Pass
             }
-            PresenceType::Error => or_drop(decide(Action::Message)),
+            PresenceType::Error => answering(),
             PresenceType::None | PresenceType::Unavailable => writing().await,
         },
         Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => {
@@ -244,13 +255,20 @@ async fn gate(
                     },
                 ));
             }
-            decide(Action::Message)
+            // Sharing presence with the sender is having accepted it.
+            decide(
+                Action::Message,
+                Relation {
+                    accepted: true,
+                    ..Relation::default()
+                },
+            )
         }
         Stanza::Iq(iq) => {
             if sender.control.answered(to, iq.id()) {
                 return Gate::Pass;
             }
-            or_drop(decide(Action::Message))
+            answering()
         }
     }
 }

@@ -7,7 +7,7 @@ use xmpp_parsers::stanza::Stanza;
 
 use crate::Shared;
 use crate::im::subscription::{subscription_presence, to_available};
-use crate::policy::{Action, Decision};
+use crate::policy::{Action, Decision, Relation};
 use crate::router::Sender;
 use crate::router::{BareDelivery, SessionControl};
 
@@ -137,10 +137,15 @@ pub fn as_allowed(shared: &Shared, to: &BareJid, mut presence: Presence) -> Pres
     if from == *to {
         return presence;
     }
+    // Contacts, by construction: whether they accepted each other is not the question.
     let decision = shared.policy.decide(
         crate::im::roster::local(&from),
         crate::im::roster::local(to),
         Action::Message,
+        Relation {
+            listed: true,
+            accepted: true,
+        },
     );
     if let Decision::Deny(_) = decision {
         presence.statuses.clear();

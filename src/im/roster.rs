@@ -454,19 +454,21 @@ pub async fn handle_iq(
             Err(_) => refuse(DefinedCondition::InternalServerError, "roster unavailable"),
         };
     }
+    let listed = shared
+        .rosters
+        .cached_check(&user, &contact.to_string(), |i| i.is_some())
+        .unwrap_or(false);
+    let relation = crate::policy::Relation {
+        listed,
+        ..Default::default()
+    };
     if let crate::policy::Decision::Deny(reason) = shared.policy.decide(
         local(&user),
         local(&contact),
-        crate::policy::Action::AddContact,
+        crate::policy::Action::EditContact,
+        relation,
     ) {
-        let known = shared
-            .rosters
-            .cached_check(&user, &contact.to_string(), |i| i.is_some())
-            .unwrap_or(false);
-        // An existing item may still be renamed or recategorised; adding needs the rules.
-        if !known {
-            return Err(reason.into());
-        }
+        return Err(reason.into());
     }
     let groups = match validate_groups(&shared.config.im, item.groups.iter().map(|g| g.0.as_str()))
     {

@@ -9,12 +9,12 @@ use minidom::Element;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
 use crate::Shared;
+use crate::directory::DirectoryChange;
 use crate::im::roster::local;
 use crate::ns::name;
 use crate::policy::{Action, Decision};
 use crate::reply::Answer;
 use crate::router::Sender;
-use crate::storage::directory::DirectoryChange;
 
 pub const NS: &str = "jabber:iq:search";
 pub const DIRECTORY_NS: &str = "urn:causette:directory:0";
@@ -142,8 +142,13 @@ pub async fn handle_iq(
                 && user.first_login.is_some()
                 && !user.hidden
                 && (fold(&user.display_name).contains(&term) || username.contains(&term))
-                && crate::policy::decide(&state, &searcher, username, Action::Search)
-                    == Decision::Allow
+                && crate::policy::decide(
+                    &state,
+                    &searcher,
+                    username,
+                    Action::Search,
+                    Default::default(),
+                ) == Decision::Allow
         })
         .map(|(username, user)| (username, &user.display_name))
         .collect();

@@ -1,5 +1,6 @@
 //! The ENT's communication rules: one function decides whether an actor may act towards a
-//! target, from the in-memory directory, without a database round trip.
+//! target, from the in-memory directory, without a database round trip. Every rule is there,
+//! including those that depend on what the two already are to each other (`Relation`).
 //!
 //! Accounts that are not in the directory (made with `causette user add`, for administrators
 //! and tests) are not restricted by the rules.
@@ -7,18 +8,25 @@
 pub mod directory;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::storage::directory::{DirectoryChange, Profile, Scope};
+use arc_swap::ArcSwap;
+
+use crate::directory::{DirectoryChange, Profile, Scope};
 use crate::storage::{self, DynStore};
 use directory::{DirectoryState, Invalid, User};
 
 /// What the actor wants to do to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Add to the roster, ask for presence, accept a request.
+    /// Ask for presence, accept a request: adding a contact.
     AddContact,
-    /// Send a one-to-one message.
+    /// Put the target in one's contact list, or change it there. A contact already listed may
+    /// always be renamed or recategorised, whatever the rules say now (`Relation::listed`).
+    EditContact,
+    /// Write to the target: messages of every kind, directed presence, IQ requests. A contact
+    /// the rules no longer allow does not stay writable; with `chat_requires_acceptance`, the
+    /// target must have accepted the actor (`Relation::accepted`).
     Message,
     /// Invite into a conversation.
     Invite,
@@ -37,6 +45,18 @@ pub enum Reason {
     TargetProfileDisabled,
     /// The communication rules of the structures do not allow it.
     Rules,
+    /// Chat needs an accepted contact request, and the target has not accepted the actor.
+    NotAccepted,
+}
+
+/// What the actor already is to the target, for the rules that depend on it. Callers fill in
+/// what the action reads (see `Action`); the rest is ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relation {
+    /// The target is in the actor's contact list.
+    pub listed: bool,
+    /// The target accepted the actor as a contact (a subscription either way).
+    pub accepted: bool,
 }
 
 impl Reason {
@@ -47,6 +67,17 @@ impl Reason {
             Reason::Rules => {
                 "the communication rules of your school do not allow you to contact this person"
             }
+            Reason::NotAccepted => "you can only chat with contacts who accepted your request",
+        }
+    }
+
+    /// The stanza error condition of a refusal: `forbidden`, but `not-allowed` for a request
+    /// not yet accepted (RFC 6120 §8.3.3: the action is refused while it stays unaccepted).
+    pub fn condition(self) -> xmpp_parsers::stanza_error::DefinedCondition {
+        use xmpp_parsers::stanza_error::DefinedCondition;
+        match self {
+            Reason::NotAccepted => DefinedCondition::NotAllowed,
+            _ => DefinedCondition::Forbidden,
         }
     }
 
@@ -56,6 +87,9 @@ impl Reason {
             Reason::TargetProfileDisabled => "cette personne n'a pas accès au chat",
             Reason::Rules => {
                 "les règles de communication de votre établissement ne vous permettent pas de contacter cette personne"
+            }
+            Reason::NotAccepted => {
+                "vous ne pouvez discuter qu'avec les contacts qui ont accepté votre demande"
             }
         }
     }
@@ -95,26 +129,38 @@ pub enum ApplyError {
 }
 
 pub struct Policy {
-    state: RwLock<Arc<DirectoryState>>,
+    /// Read by every decision, without a lock; replaced whole by a change.
+    state: ArcSwap<DirectoryState>,
     /// Serialises writers: validate on a copy, store, swap.
     writer: tokio::sync::Mutex<()>,
+    /// Chat needs an accepted contact request (`im.chat_requires_acceptance`).
+    requires_acceptance: bool,
 }
 
 impl Policy {
+    /// The directory as stored, with the shipped options (chat needs an accepted request).
     pub async fn load(store: &DynStore) -> Result<Self, storage::Error> {
         let rows = store.load_directory().await?;
         Ok(Self {
-            state: RwLock::new(Arc::new(DirectoryState::from_rows(rows))),
+            state: ArcSwap::from_pointee(DirectoryState::from_rows(rows)),
             writer: tokio::sync::Mutex::new(()),
+            requires_acceptance: true,
         })
     }
 
-    /// The directory as it is now; cheap (one reference count).
+    /// Whether chat needs an accepted contact request.
+    pub fn requiring_acceptance(mut self, required: bool) -> Self {
+        self.requires_acceptance = required;
+        self
+    }
+
+    pub fn requires_acceptance(&self) -> bool {
+        self.requires_acceptance
+    }
+
+    /// The directory as it is now; cheap (one reference count, no lock).
     pub fn snapshot(&self) -> Arc<DirectoryState> {
-        self.state
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        self.state.load_full()
     }
 
     /// Validates a batch, stores it in one transaction, then makes it live. Returns the users
@@ -163,7 +209,7 @@ impl Policy {
     /// Makes `next` (the changes applied to `base`) live. Logins note themselves in the state
     /// while the store is written (`note_login`): if the state moved on from `base`, the
     /// changes are applied again to the state as it is now, so that no first login is lost.
-    /// The copy is made outside the lock, which is held only to compare and swap.
+    /// The copy shares all it does not change with `base` (persistent maps).
     fn install(
         &self,
         mut base: Arc<DirectoryState>,
@@ -171,17 +217,11 @@ impl Policy {
         changes: &[DirectoryChange],
     ) {
         loop {
-            {
-                let mut state = self
-                    .state
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if Arc::ptr_eq(&state, &base) {
-                    *state = Arc::new(next);
-                    return;
-                }
+            let previous = self.state.compare_and_swap(&base, Arc::new(next));
+            if Arc::ptr_eq(&previous, &base) {
+                return;
             }
-            base = self.snapshot();
+            base = arc_swap::Guard::into_inner(previous);
             next = (*base).clone();
             for change in changes {
                 if let Err(invalid) = next.apply(change) {
@@ -195,7 +235,7 @@ impl Policy {
 
     /// Whether a user may log in: not when their profile's chat access is off.
     pub fn login_allowed(&self, username: &str) -> Result<(), Reason> {
-        let state = self.snapshot();
+        let state = self.state.load();
         match state.users.get(username) {
             Some(user) if !access_enabled(&state, user) => Err(Reason::ActorProfileDisabled),
             _ => Ok(()),
@@ -209,25 +249,47 @@ impl Policy {
 
     /// Notes a first login in memory (the store is told separately).
     pub fn note_login(&self, username: &str, at: i64) -> bool {
-        let Ok(mut state) = self.state.write() else {
-            return false;
+        let is_first = |state: &DirectoryState| {
+            state
+                .users
+                .get(username)
+                .is_some_and(|u| u.first_login.is_none())
         };
-        let first = state
-            .users
-            .get(username)
-            .is_some_and(|u| u.first_login.is_none());
-        if first {
-            let next = Arc::make_mut(&mut state);
-            if let Some(user) = next.users.get_mut(username) {
+        if !is_first(&self.state.load()) {
+            return false;
+        }
+        let mut first = false;
+        self.state.rcu(|current| {
+            first = is_first(current);
+            let mut next = (**current).clone();
+            if first && let Some(user) = next.users.get_mut(username) {
                 user.first_login = Some(at);
             }
-        }
+            next
+        });
         first
     }
 
     /// The one decision every enforcement point asks for.
-    pub fn decide(&self, actor: &str, target: &str, action: Action) -> Decision {
-        decide(&self.snapshot(), actor, target, action)
+    pub fn decide(
+        &self,
+        actor: &str,
+        target: &str,
+        action: Action,
+        relation: Relation,
+    ) -> Decision {
+        let decision = decide(&self.state.load(), actor, target, action, relation);
+        match decision {
+            Decision::Allow
+                if action == Action::Message
+                    && self.requires_acceptance
+                    && !relation.accepted
+                    && actor != target =>
+            {
+                Decision::Deny(Reason::NotAccepted)
+            }
+            other => other,
+        }
     }
 }
 
@@ -272,8 +334,15 @@ fn classes_in(state: &DirectoryState, user: &User, structure: &str) -> BTreeSet<
         .collect()
 }
 
-pub fn decide(state: &DirectoryState, actor: &str, target: &str, _action: Action) -> Decision {
-    if actor == target {
+/// The directory's rules (the options of `Policy::decide` aside).
+pub fn decide(
+    state: &DirectoryState,
+    actor: &str,
+    target: &str,
+    action: Action,
+    relation: Relation,
+) -> Decision {
+    if actor == target || (action == Action::EditContact && relation.listed) {
         return Decision::Allow;
     }
     let (Some(a), Some(t)) = (state.users.get(actor), state.users.get(target)) else {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::storage::directory::DirectoryChange::*;
+use crate::directory::DirectoryChange::*;
 use Profile::*;
 
 /// Every cell of the shipped matrix, as docs/policy.md states it.
@@ -99,7 +99,7 @@ fn school() -> DirectoryState {
 }
 
 fn allowed(state: &DirectoryState, a: &str, b: &str) -> bool {
-    decide(state, a, b, Action::Message) == Decision::Allow
+    decide(state, a, b, Action::Message, Relation::default()) == Decision::Allow
 }
 
 #[test]
@@ -192,11 +192,23 @@ fn profile_access_and_moves_apply_at_once() {
         })
         .unwrap();
     assert_eq!(
-        decide(&state, "eleve1", "eleve2", Action::Message),
+        decide(
+            &state,
+            "eleve1",
+            "eleve2",
+            Action::Message,
+            Relation::default()
+        ),
         Decision::Deny(Reason::ActorProfileDisabled)
     );
     assert_eq!(
-        decide(&state, "prof1", "eleve1", Action::Message),
+        decide(
+            &state,
+            "prof1",
+            "eleve1",
+            Action::Message,
+            Relation::default()
+        ),
         Decision::Deny(Reason::TargetProfileDisabled)
     );
     state
@@ -256,4 +268,90 @@ fn invalid_changes_are_named() {
         .unwrap();
     assert!(!state.classes["6A"].members.contains("eleve1"));
     assert!(state.users["parent1"].children.is_empty());
+}
+
+fn policy(state: DirectoryState, requires_acceptance: bool) -> Policy {
+    Policy {
+        state: ArcSwap::from_pointee(state),
+        writer: tokio::sync::Mutex::new(()),
+        requires_acceptance,
+    }
+}
+
+/// "Chat only with accepted contacts" is a rule of `decide` like the others: after the
+/// directory's rules, and only where the policy asks for it.
+#[test]
+fn chat_needs_an_accepted_request_when_the_policy_says_so() {
+    let accepted = Relation {
+        accepted: true,
+        ..Relation::default()
+    };
+    let strict = policy(school(), true);
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::Message, Relation::default()),
+        Decision::Deny(Reason::NotAccepted)
+    );
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::Message, accepted),
+        Decision::Allow
+    );
+    // The directory's refusal comes first, accepted or not.
+    assert_eq!(
+        strict.decide("eleve1", "eleve3", Action::Message, accepted),
+        Decision::Deny(Reason::Rules)
+    );
+    // Adding a contact is how a request gets accepted: it needs no acceptance.
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::AddContact, Relation::default()),
+        Decision::Allow
+    );
+    let open = policy(school(), false);
+    assert_eq!(
+        open.decide("eleve1", "eleve2", Action::Message, Relation::default()),
+        Decision::Allow
+    );
+    assert_eq!(
+        Reason::NotAccepted.condition(),
+        xmpp_parsers::stanza_error::DefinedCondition::NotAllowed
+    );
+}
+
+/// A contact already listed may be renamed or recategorised when the rules no longer allow
+/// it; it does not stay writable.
+#[test]
+fn a_listed_contact_stays_editable_not_writable() {
+    let state = school();
+    let listed = Relation {
+        listed: true,
+        accepted: true,
+    };
+    assert_eq!(
+        decide(&state, "eleve1", "eleve3", Action::EditContact, listed),
+        Decision::Allow
+    );
+    assert_eq!(
+        decide(
+            &state,
+            "eleve1",
+            "eleve3",
+            Action::EditContact,
+            Relation::default()
+        ),
+        Decision::Deny(Reason::Rules)
+    );
+    assert_eq!(
+        decide(&state, "eleve1", "eleve3", Action::Message, listed),
+        Decision::Deny(Reason::Rules)
+    );
+}
+
+/// A first login is noted once, in a new snapshot; readers of the old one keep theirs.
+#[test]
+fn a_first_login_is_noted_once_without_touching_old_snapshots() {
+    let policy = policy(school(), true);
+    let before = policy.snapshot();
+    assert!(policy.note_login("eleve1", 42));
+    assert!(!policy.note_login("eleve1", 43));
+    assert_eq!(before.users["eleve1"].first_login, None);
+    assert_eq!(policy.snapshot().users["eleve1"].first_login, Some(42));
 }

@@ -3,12 +3,13 @@
 //! One implementation, [`SqlStore`], serves SQLite (the embedded default) and PostgreSQL
 //! (production) from the same queries.
 
-pub mod directory;
 mod sql;
 
 use std::sync::Arc;
 
 pub use sql::SqlStore;
+
+use crate::directory;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -695,14 +695,14 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn load_directory(&self) -> Result<super::directory::DirectoryRows, Error> {
+    async fn load_directory(&self) -> Result<crate::directory::DirectoryRows, Error> {
         directory_sql::load(&self.pool).await
     }
 
     async fn apply_directory(
         &self,
         actor: &str,
-        changes: &[super::directory::DirectoryChange],
+        changes: &[crate::directory::DirectoryChange],
         credentials: &[(String, Vec<ScramCredential>)],
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
@@ -729,7 +729,7 @@ impl Store for SqlStore {
         &self,
         limit: u32,
         before: Option<i64>,
-    ) -> Result<Vec<super::directory::AuditEntry>, Error> {
+    ) -> Result<Vec<crate::directory::AuditEntry>, Error> {
         directory_sql::audit(&self.pool, limit, before).await
     }
 
@@ -744,8 +744,8 @@ mod directory_sql {
     use sqlx::Row;
 
     use super::super::Error;
-    use super::super::directory::{AuditEntry, DirectoryChange, DirectoryRows};
     use super::{Tx, flag};
+    use crate::directory::{AuditEntry, DirectoryChange, DirectoryRows};
 
     /// Statements that take one bound username and remove a directory user's rows.
     const USER_ROWS: [&str; 6] = [

@@ -107,9 +107,9 @@ async fn invalid_usernames_and_passwords_are_refused() {
 
 /// Directory changes survive a reload from the store, on any backend.
 pub async fn directory_story(store: &DynStore, tag: &str) {
+    use causette::directory::DirectoryChange::*;
+    use causette::directory::{Profile, Scope};
     use causette::policy::Policy;
-    use causette::storage::directory::DirectoryChange::*;
-    use causette::storage::directory::{Profile, Scope};
     let s = format!("S{tag}");
     let (u1, u2, p1) = (
         format!("u1x{tag}"),
@@ -188,7 +188,13 @@ pub async fn directory_story(store: &DynStore, tag: &str) {
         Some(&Scope::None)
     );
     assert_eq!(
-        causette::policy::decide(&reloaded, &u1, &u2, causette::policy::Action::Message),
+        causette::policy::decide(
+            &reloaded,
+            &u1,
+            &u2,
+            causette::policy::Action::Message,
+            Default::default()
+        ),
         causette::policy::Decision::Deny(causette::policy::Reason::Rules)
     );
     // Deleting cascades in the store too.

@@ -183,7 +183,7 @@ async fn the_third_failure_closes_the_stream() {
 #[tokio::test]
 async fn a_disabled_profile_is_refused_in_both_languages() {
     let (_dir, shared) = shared_with_alice().await;
-    let changes: Vec<crate::storage::directory::DirectoryChange> = serde_json::from_value(
+    let changes: Vec<crate::directory::DirectoryChange> = serde_json::from_value(
         serde_json::json!([
             {"op": "put_structure", "id": "s1", "name": "Collège"},
             {"op": "put_user", "username": "alice", "display_name": "Alice", "profile": "student", "structures": ["s1"]},
