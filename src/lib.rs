@@ -123,6 +123,21 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// What instant messaging works with.
+    fn im(&self) -> im::Context<'_> {
+        im::Context {
+            domain: &self.domain,
+            config: &self.config.im,
+            store: &self.store,
+            router: &self.router,
+            rosters: &self.rosters,
+            policy: &self.policy,
+            writes: &self.writes,
+        }
+    }
+}
+
 /// The shared state of a server without listeners, on a temporary SQLite store, for the unit
 /// tests of the layers under the server.
 #[cfg(test)]

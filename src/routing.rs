@@ -11,7 +11,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use jid::{FullJid, Jid};
 
 use crate::Shared;
-use crate::im;
+use crate::im::{self, Context};
 use crate::reply::{bounce, reply_iq};
 use crate::router::{Sender, SessionControl};
 use crate::server_iq;
@@ -24,7 +24,7 @@ pub struct Sessions;
 #[async_trait::async_trait]
 impl Lifecycle for Sessions {
     async fn binding(&self, shared: &Shared, jid: &FullJid) -> Result<(), crate::storage::Error> {
-        shared.rosters.attach(shared, &jid.to_bare()).await
+        shared.rosters.attach(&shared.im(), &jid.to_bare()).await
     }
 
     async fn unbound(&self, shared: &Shared, jid: &FullJid) {
@@ -32,11 +32,11 @@ impl Lifecycle for Sessions {
     }
 
     async fn stanza(&self, shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
-        route(shared, sender, stanza).await;
+        route(&shared.im(), sender, stanza).await;
     }
 
     async fn backlog(&self, shared: &Shared, jid: &FullJid, after: i64) -> Option<Backlog> {
-        let batch = im::offline::next_batch(shared, username(jid), after).await?;
+        let batch = im::offline::next_batch(&shared.im(), username(jid), after).await?;
         Some(Backlog {
             stanzas: batch.messages.into_iter().map(Stanza::Message).collect(),
             last_id: batch.last_id,
@@ -44,13 +44,13 @@ impl Lifecycle for Sessions {
     }
 
     async fn acknowledged(&self, shared: &Shared, jid: &FullJid, last_id: i64) {
-        im::offline::acknowledge(shared, username(jid), last_id).await;
+        im::offline::acknowledge(&shared.im(), username(jid), last_id).await;
     }
 
     fn detached(&self, _: &Shared, _: &FullJid) {}
 
     async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl) {
-        im::presence::session_ended(shared, jid, control);
+        im::presence::session_ended(&shared.im(), jid, control);
         shared.rosters.detach(&jid.to_bare()).await;
     }
 }
@@ -60,23 +60,23 @@ fn username(jid: &FullJid) -> &str {
 }
 
 /// Routes a stanza whose `from` has been stamped with the sender's full JID.
-pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+pub async fn route(cx: &Context<'_>, sender: &Sender<'_>, stanza: Stanza) {
     let to = match &stanza {
         Stanza::Message(m) => m.to.clone(),
         Stanza::Presence(p) => p.to.clone(),
         Stanza::Iq(iq) => iq.to().cloned(),
     };
     let Some(to) = to else {
-        return to_own_account(shared, sender, stanza).await;
+        return to_own_account(cx, sender, stanza).await;
     };
-    if to.domain() == shared.domain.domain() {
+    if to.domain() == cx.domain.domain() {
         return match to.node() {
-            None => to_server(shared, sender, stanza).await,
-            Some(_) => to_user(shared, sender, &to, stanza).await,
+            None => to_server(cx, sender, stanza).await,
+            Some(_) => to_user(cx, sender, &to, stanza).await,
         };
     }
-    if let Some(component) = shared.router.component(to.domain().as_str()) {
-        return component.handle(&shared.router, stanza).await;
+    if let Some(component) = cx.router.component(to.domain().as_str()) {
+        return component.handle(cx.router, stanza).await;
     }
     // No server-to-server federation: an ENT's users are all local.
     bounce(
@@ -89,42 +89,42 @@ pub async fn route(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
 }
 
 /// RFC 6120 §8.1.1.1: no `to` means the sender's own account.
-async fn to_own_account(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+async fn to_own_account(cx: &Context<'_>, sender: &Sender<'_>, stanza: Stanza) {
     let own = sender.jid.to_bare();
     match stanza {
-        Stanza::Presence(presence) => im::presence::broadcast(shared, sender, presence).await,
-        Stanza::Iq(iq) => server_iq::on_account(shared, sender, &own, iq).await,
+        Stanza::Presence(presence) => im::presence::broadcast(cx, sender, presence).await,
+        Stanza::Iq(iq) => server_iq::on_account(cx, sender, &own, iq).await,
         Stanza::Message(message) => {
             let to = Jid::from(own.clone());
-            im::user_message(shared, sender, &to, &own, message).await
+            im::user_message(cx, sender, &to, &own, message).await
         }
     }
 }
 
 /// A stanza to a user of this server: through the policy gate, then to its handler. IQs to
 /// a bare JID are answered by the server on the account's behalf (RFC 6121 §8.5.2.1.3).
-async fn to_user(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
-    if !im::admit(shared, sender, to, &stanza).await {
+async fn to_user(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
+    if !im::admit(cx, sender, to, &stanza).await {
         return;
     }
     let bare = to.to_bare();
     match stanza {
-        Stanza::Presence(presence) => im::user_presence(shared, sender, to, &bare, presence).await,
-        Stanza::Message(message) => im::user_message(shared, sender, to, &bare, message).await,
+        Stanza::Presence(presence) => im::user_presence(cx, sender, to, &bare, presence).await,
+        Stanza::Message(message) => im::user_message(cx, sender, to, &bare, message).await,
         Stanza::Iq(iq) => match to.try_as_full() {
-            Ok(full) => im::iq_to_full(shared, sender, full, iq),
-            Err(_) => server_iq::on_account(shared, sender, &bare, iq).await,
+            Ok(full) => im::iq_to_full(cx, sender, full, iq),
+            Err(_) => server_iq::on_account(cx, sender, &bare, iq).await,
         },
     }
 }
 
 /// Stanzas addressed to the server itself (or one of its resources).
-async fn to_server(shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+async fn to_server(cx: &Context<'_>, sender: &Sender<'_>, stanza: Stanza) {
     match stanza {
         Stanza::Iq(iq) => {
             let answer = match &iq {
-                Iq::Get { payload, .. } => server_iq::handle(shared, sender, true, payload).await,
-                Iq::Set { payload, .. } => server_iq::handle(shared, sender, false, payload).await,
+                Iq::Get { payload, .. } => server_iq::handle(cx, sender, true, payload).await,
+                Iq::Set { payload, .. } => server_iq::handle(cx, sender, false, payload).await,
                 // Results and errors to the server: answers to its pings.
                 Iq::Result { .. } | Iq::Error { .. } => return,
             };

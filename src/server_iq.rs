@@ -14,14 +14,15 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 use xmpp_parsers::time::TimeResult;
 use xmpp_parsers::version::VersionResult;
 
-use crate::Shared;
 use crate::im;
+use crate::im::Context;
 use crate::ns;
 use crate::reply::{Answer, reply_iq};
 use crate::router::Sender;
 
-/// What answers one kind of IQ to the server: `(shared, sender, is_get, payload)`.
-type Handler = for<'a> fn(&'a Shared, &'a Sender<'a>, bool, &'a Element) -> BoxFuture<'a, Answer>;
+/// What answers one kind of IQ to the server: `(context, sender, is_get, payload)`.
+type Handler =
+    for<'a> fn(&'a Context<'a>, &'a Sender<'a>, bool, &'a Element) -> BoxFuture<'a, Answer>;
 
 /// The server's IQs by payload (element name, namespace). A new service adds a line here and
 /// its feature to `SERVER_FEATURES`.
@@ -33,8 +34,8 @@ const HANDLERS: &[(&str, &str, Handler)] = &[
             })
         })
     }),
-    ("query", ns::DISCO_ITEMS, |shared, _, is_get, payload| {
-        Box::pin(async move { get_only(is_get, || server_items(shared, payload)) })
+    ("query", ns::DISCO_ITEMS, |cx, _, is_get, payload| {
+        Box::pin(async move { get_only(is_get, || server_items(cx, payload)) })
     }),
     ("query", ns::VERSION, |_, _, is_get, _| {
         Box::pin(async move { get_only(is_get, version) })
@@ -55,26 +56,22 @@ const HANDLERS: &[(&str, &str, Handler)] = &[
             }
         })
     }),
-    (
-        "query",
-        im::search::NS,
-        |shared, sender, is_get, payload| {
-            Box::pin(im::search::handle_iq(shared, sender, is_get, payload))
-        },
-    ),
+    ("query", im::search::NS, |cx, sender, is_get, payload| {
+        Box::pin(im::search::handle_iq(cx, sender, is_get, payload))
+    }),
     (
         "query",
         im::categories::NS,
-        |shared, sender, is_get, payload| {
+        |cx, sender, is_get, payload| {
             Box::pin(async move {
                 if !is_get
-                    && !shared
+                    && !cx
                         .writes
                         .try_spend(im::roster::local(&sender.jid.to_bare()))
                 {
                     return Err(im::TOO_MANY_CHANGES.into());
                 }
-                im::categories::handle_iq(shared, sender, is_get, payload).await
+                im::categories::handle_iq(cx, sender, is_get, payload).await
             })
         },
     ),
@@ -82,21 +79,21 @@ const HANDLERS: &[(&str, &str, Handler)] = &[
 
 /// The IQs a user sends to its own bare JID, by payload.
 const OWN_ACCOUNT: &[(&str, &str, Handler)] = &[
-    ("query", ns::ROSTER, |shared, sender, is_get, payload| {
-        Box::pin(im::roster::handle_iq(shared, sender, is_get, payload))
+    ("query", ns::ROSTER, |cx, sender, is_get, payload| {
+        Box::pin(im::roster::handle_iq(cx, sender, is_get, payload))
     }),
     (
         "query",
         im::categories::NS,
-        |shared, sender, is_get, payload| {
-            Box::pin(im::categories::handle_iq(shared, sender, is_get, payload))
+        |cx, sender, is_get, payload| {
+            Box::pin(im::categories::handle_iq(cx, sender, is_get, payload))
         },
     ),
     (
         "query",
         im::search::DIRECTORY_NS,
-        |shared, sender, is_get, payload| {
-            Box::pin(im::search::directory_iq(shared, sender, is_get, payload))
+        |cx, sender, is_get, payload| {
+            Box::pin(im::search::directory_iq(cx, sender, is_get, payload))
         },
     ),
     // RFC 6121 Appendix E.
@@ -106,7 +103,7 @@ const OWN_ACCOUNT: &[(&str, &str, Handler)] = &[
 ];
 
 /// RFC 6121 §8.5.2.1.3: an IQ to a bare JID is answered by the server on the account's behalf.
-pub async fn on_account(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: Iq) {
+pub async fn on_account(cx: &Context<'_>, sender: &Sender<'_>, to: &BareJid, iq: Iq) {
     let (is_get, payload) = match &iq {
         Iq::Get { payload, .. } => (true, payload),
         Iq::Set { payload, .. } => (false, payload),
@@ -118,14 +115,14 @@ pub async fn on_account(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: 
     let answer = if !own {
         // Another account: the gate let through only a contact who sees its presence.
         account_iq(is_get, payload)
-    } else if writes && !shared.writes.try_spend(im::roster::local(to)) {
+    } else if writes && !cx.writes.try_spend(im::roster::local(to)) {
         Err(im::TOO_MANY_CHANGES.into())
     } else {
         match OWN_ACCOUNT
             .iter()
             .find(|(name, namespace, _)| payload.is(*name, *namespace))
         {
-            Some((_, _, handler)) => handler(shared, sender, is_get, payload).await,
+            Some((_, _, handler)) => handler(cx, sender, is_get, payload).await,
             None => account_iq(is_get, payload),
         }
     };
@@ -135,7 +132,7 @@ pub async fn on_account(shared: &Shared, sender: &Sender<'_>, to: &BareJid, iq: 
 /// A get or set addressed to the server's JID (RFC 6120 §8.4: unknown payloads get
 /// `service-unavailable`).
 pub async fn handle(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     is_get: bool,
     payload: &Element,
@@ -144,7 +141,7 @@ pub async fn handle(
         .iter()
         .find(|(name, namespace, _)| payload.is(*name, *namespace))
     {
-        Some((_, _, handler)) => handler(shared, sender, is_get, payload).await,
+        Some((_, _, handler)) => handler(cx, sender, is_get, payload).await,
         None => Err(UNSUPPORTED.into()),
     }
 }
@@ -176,13 +173,13 @@ fn time() -> Answer {
 }
 
 /// The server's disco#items: its components (rooms, uploads).
-fn server_items(shared: &Shared, payload: &Element) -> Answer {
+fn server_items(cx: &Context<'_>, payload: &Element) -> Answer {
     let query = DiscoItemsQuery::try_from(payload.clone())
         .map_err(|_| (DefinedCondition::BadRequest, "malformed disco#items query"))?;
     if query.node.is_some() {
         return Err(NO_SUCH_NODE.into());
     }
-    let items = shared
+    let items = cx
         .router
         .components()
         .into_iter()

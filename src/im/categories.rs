@@ -9,7 +9,7 @@ use minidom::Element;
 use xmpp_parsers::stanza_error::DefinedCondition;
 use xso::{AsXml, FromXml};
 
-use crate::Shared;
+use crate::im::Context;
 use crate::im::roster::{check_category_name, local};
 use crate::reply::Answer;
 use crate::router::Sender;
@@ -75,7 +75,7 @@ fn failed(err: &storage::Error) -> (DefinedCondition, &'static str) {
 }
 
 pub async fn handle_iq(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     is_get: bool,
     payload: &Element,
@@ -92,9 +92,9 @@ pub async fn handle_iq(
             )
                 .into());
         }
-        let snapshot = shared
+        let snapshot = cx
             .rosters
-            .snapshot(shared, &user)
+            .snapshot(cx, &user)
             .await
             .map_err(|e| failed(&e))?;
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -126,13 +126,13 @@ pub async fn handle_iq(
             .into());
     };
     let username = local(&user);
-    let _guard = shared.rosters.lock(&user).await;
+    let _guard = cx.rosters.lock(&user).await;
     match op {
         CategoryOp::Create { name } => {
             let name = name.trim().to_owned();
-            check_category_name(&shared.config.im, &name)?;
-            let max = shared.config.im.max_categories;
-            if shared
+            check_category_name(cx.config, &name)?;
+            let max = cx.config.max_categories;
+            if cx
                 .rosters
                 .categories(&user)
                 .is_some_and(|existing| !existing.contains(&name) && existing.len() >= max)
@@ -143,29 +143,27 @@ pub async fn handle_iq(
                 )
                     .into());
             }
-            let version = shared
+            let version = cx
                 .store
                 .create_category(username, &name)
                 .await
                 .map_err(|e| failed(&e))?;
-            shared
-                .rosters
-                .categories_changed(shared, &user, version, Vec::new(), |empty| {
+            cx.rosters
+                .categories_changed(cx, &user, version, Vec::new(), |empty| {
                     empty.insert(name);
                 })
                 .await;
         }
         CategoryOp::Rename { from, to } => {
             let to = to.trim().to_owned();
-            check_category_name(&shared.config.im, &to)?;
-            let (version, changed) = shared
+            check_category_name(cx.config, &to)?;
+            let (version, changed) = cx
                 .store
                 .rename_category(username, &from, &to)
                 .await
                 .map_err(|e| failed(&e))?;
-            shared
-                .rosters
-                .categories_changed(shared, &user, version, changed, |empty| {
+            cx.rosters
+                .categories_changed(cx, &user, version, changed, |empty| {
                     if empty.remove(&from) {
                         empty.insert(to);
                     }
@@ -173,22 +171,21 @@ pub async fn handle_iq(
                 .await;
         }
         CategoryOp::Delete { name } => {
-            let fallback = shared.config.im.fallback_category.trim().to_owned();
-            if name == fallback && fallback_in_use(shared, &user).await {
+            let fallback = cx.config.fallback_category.trim().to_owned();
+            if name == fallback && fallback_in_use(cx, &user).await {
                 return Err((
                     DefinedCondition::NotAllowed,
                     "the fallback category cannot be deleted while it holds contacts",
                 )
                     .into());
             }
-            let (version, changed) = shared
+            let (version, changed) = cx
                 .store
                 .delete_category(username, &name, &fallback)
                 .await
                 .map_err(|e| failed(&e))?;
-            shared
-                .rosters
-                .categories_changed(shared, &user, version, changed, |empty| {
+            cx.rosters
+                .categories_changed(cx, &user, version, changed, |empty| {
                     empty.remove(&name);
                 })
                 .await;
@@ -197,11 +194,10 @@ pub async fn handle_iq(
     Ok(None)
 }
 
-async fn fallback_in_use(shared: &Shared, user: &jid::BareJid) -> bool {
-    let fallback = &shared.config.im.fallback_category;
-    shared
-        .rosters
-        .snapshot(shared, user)
+async fn fallback_in_use(cx: &Context<'_>, user: &jid::BareJid) -> bool {
+    let fallback = &cx.config.fallback_category;
+    cx.rosters
+        .snapshot(cx, user)
         .await
         .is_ok_and(|s| s.items.iter().any(|i| i.groups.contains(fallback)))
 }

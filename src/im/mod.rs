@@ -16,21 +16,36 @@ use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::Shared;
-use crate::policy::{Action, Decision, Relation};
+use crate::config::ImConfig;
+use crate::policy::{Action, Decision, Policy, Relation};
 use crate::reply::{Failure, bounce, error_reply, error_type_of, stanza_error};
-use crate::router::{MessageDelivery, Sender};
-use crate::storage::{RosterItem, Subscription};
+use crate::router::{MessageDelivery, Router, Sender};
+use crate::storage::{DynStore, RosterItem, Subscription};
+
+/// What instant messaging works with: the parts of the server it uses, and nothing else (no
+/// TLS, no admin token, no listener).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// The served domain, as a JID.
+    pub domain: &'a BareJid,
+    pub config: &'a ImConfig,
+    pub store: &'a DynStore,
+    pub router: &'a Router,
+    pub rosters: &'a roster::Rosters,
+    pub policy: &'a Policy,
+    /// What each account may change per minute.
+    pub writes: &'a budget::WriteBudget,
+}
 
 /// Whether a stanza from a user may go to `to`, a user of this server: through the policy
 /// gate when `to` is another account. A refused stanza gets its error here.
-pub async fn admit(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: &Stanza) -> bool {
+pub async fn admit(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: &Stanza) -> bool {
     let bare = to.to_bare();
     let own = sender.jid.to_bare();
     if bare == own {
         return true;
     }
-    match gate(shared, sender, &own, to, &bare, stanza).await {
+    match gate(cx, sender, &own, to, &bare, stanza).await {
         Gate::Pass => true,
         Gate::Drop => false,
         Gate::Refuse(failure) => {
@@ -42,7 +57,7 @@ pub async fn admit(shared: &Shared, sender: &Sender<'_>, to: &Jid, stanza: &Stan
 
 /// Presence to a user of this server (or to the sender's own account), admitted.
 pub async fn user_presence(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     to: &Jid,
     contact: &BareJid,
@@ -58,14 +73,14 @@ pub async fn user_presence(
     );
     if !subscription {
         match presence.type_ {
-            PresenceType::Probe => presence::probe(shared, sender, contact).await,
+            PresenceType::Probe => presence::probe(cx, sender, contact).await,
             PresenceType::Error => {
                 // Errors go where they are addressed, untouched.
-                let _ = shared
+                let _ = cx
                     .router
                     .deliver_to(to, Box::new(Stanza::Presence(presence)));
             }
-            _ => presence::directed(shared, sender, to, presence),
+            _ => presence::directed(cx, sender, to, presence),
         }
         return;
     }
@@ -80,7 +95,7 @@ pub async fn user_presence(
             "you cannot subscribe to yourself",
         );
     }
-    if !exists(shared, contact).await {
+    if !exists(cx, contact).await {
         if presence.type_ == PresenceType::Subscribe {
             let stanza = Stanza::Presence(presence);
             bounce(
@@ -93,17 +108,17 @@ pub async fn user_presence(
         }
         return;
     }
-    if !shared.writes.try_spend(roster::local(&user)) {
+    if !cx.writes.try_spend(roster::local(&user)) {
         let stanza = Stanza::Presence(presence);
         let (condition, text) = TOO_MANY_CHANGES;
         return bounce(sender, &stanza, ErrorType::Wait, condition, text);
     }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {
-        PresenceType::Subscribe => subscription::subscribe(shared, &user, contact, status).await,
-        PresenceType::Subscribed => subscription::approve(shared, &user, contact).await,
-        PresenceType::Unsubscribe => subscription::unsubscribe(shared, &user, contact).await,
-        _ => subscription::unsubscribed(shared, &user, contact).await,
+        PresenceType::Subscribe => subscription::subscribe(cx, &user, contact, status).await,
+        PresenceType::Subscribed => subscription::approve(cx, &user, contact).await,
+        PresenceType::Unsubscribe => subscription::unsubscribe(cx, &user, contact).await,
+        _ => subscription::unsubscribed(cx, &user, contact).await,
     };
     if let Err(crate::storage::Error::LimitReached) = done {
         let stanza = Stanza::Presence(presence);
@@ -131,17 +146,17 @@ pub async fn user_presence(
 /// Whether `recipient`'s roster item for `sender` satisfies `holds`. Read from memory when
 /// the recipient is online, else from the store.
 async fn relation(
-    shared: &Shared,
+    cx: &Context<'_>,
     recipient: &BareJid,
     sender: &BareJid,
     holds: fn(Subscription) -> bool,
 ) -> bool {
     let check = |item: Option<&RosterItem>| item.is_some_and(|i| holds(i.subscription));
     let contact = sender.to_string();
-    if let Some(answer) = shared.rosters.cached_check(recipient, &contact, check) {
+    if let Some(answer) = cx.rosters.cached_check(recipient, &contact, check) {
         return answer;
     }
-    let stored = shared
+    let stored = cx
         .store
         .roster_item(roster::local(recipient), &contact)
         .await
@@ -184,14 +199,14 @@ enum Gate {
 ///   get the same answer as for an absent account or resource, so that an IQ tells nobody
 ///   whether an account exists or a resource is online.
 async fn gate(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     own: &BareJid,
     to: &Jid,
     recipient: &BareJid,
     stanza: &Stanza,
 ) -> Gate {
-    let decide = |action, relation| match shared.policy.decide(
+    let decide = |action, relation| match cx.policy.decide(
         roster::local(own),
         roster::local(recipient),
         action,
@@ -217,8 +232,8 @@ async fn gate(
     // What the sender writes to the other. Whether the other accepted the sender is read
     // only when the policy asks for it.
     let writing = || async {
-        let accepted = !shared.policy.requires_acceptance()
-            || relation(shared, recipient, own, accepted).await;
+        let accepted =
+            !cx.policy.requires_acceptance() || relation(cx, recipient, own, accepted).await;
         decide(
             Action::Message,
             Relation {
@@ -245,7 +260,7 @@ async fn gate(
             PresenceType::None | PresenceType::Unavailable => writing().await,
         },
         Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => {
-            if !relation(shared, recipient, own, shares_presence).await {
+            if !relation(cx, recipient, own, shares_presence).await {
                 return Gate::Refuse(Failure::Plain(
                     DefinedCondition::ServiceUnavailable,
                     if to.try_as_full().is_ok() {
@@ -296,13 +311,13 @@ fn refuse(sender: &Sender<'_>, stanza: &Stanza, failure: Failure) {
 /// A message to a user of this server, admitted: RFC 6121 §8.5.2 (bare JID) and §8.5.3
 /// (full JID), then offline storage.
 pub async fn user_message(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     to: &Jid,
     recipient: &BareJid,
     message: Message,
 ) {
-    let message = match shared.router.deliver_message(to, message) {
+    let message = match cx.router.deliver_message(to, message) {
         MessageDelivery::Delivered | MessageDelivery::Dropped => return,
         MessageDelivery::Refused(message, text) => {
             let stanza = Stanza::Message(message);
@@ -316,7 +331,7 @@ pub async fn user_message(
         }
         MessageDelivery::Undelivered(message) => message,
     };
-    if !exists(shared, recipient).await {
+    if !exists(cx, recipient).await {
         let stanza = Stanza::Message(message);
         return bounce(
             sender,
@@ -327,12 +342,12 @@ pub async fn user_message(
         );
     }
     let own = sender.jid.to_bare();
-    if !shared.writes.try_spend(roster::local(&own)) {
+    if !cx.writes.try_spend(roster::local(&own)) {
         let stanza = Stanza::Message(message);
         let (condition, text) = TOO_MANY_CHANGES;
         return bounce(sender, &stanza, ErrorType::Wait, condition, text);
     }
-    let (condition, text) = match offline::store(shared, roster::local(recipient), &message).await {
+    let (condition, text) = match offline::store(cx, roster::local(recipient), &message).await {
         offline::Stored::Kept => return,
         offline::Stored::Full => (
             DefinedCondition::ResourceConstraint,
@@ -348,8 +363,8 @@ pub async fn user_message(
 }
 
 /// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
-pub fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
-    let Err(back) = shared
+pub fn iq_to_full(cx: &Context<'_>, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
+    let Err(back) = cx
         .router
         .deliver_iq_to_full(sender.jid, to, Box::new(Stanza::Iq(iq)))
     else {
@@ -367,13 +382,9 @@ pub fn iq_to_full(shared: &Shared, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
     }
 }
 
-async fn exists(shared: &Shared, user: &BareJid) -> bool {
+async fn exists(cx: &Context<'_>, user: &BareJid) -> bool {
     match user.node() {
-        Some(node) => shared
-            .store
-            .user_exists(node.as_str())
-            .await
-            .unwrap_or(false),
+        Some(node) => cx.store.user_exists(node.as_str()).await.unwrap_or(false),
         None => false,
     }
 }

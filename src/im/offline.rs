@@ -11,7 +11,7 @@ use xmpp_parsers::date::DateTime;
 use xmpp_parsers::delay::Delay;
 use xmpp_parsers::message::Message;
 
-use crate::Shared;
+use crate::im::Context;
 use crate::storage;
 
 pub enum Stored {
@@ -21,11 +21,11 @@ pub enum Stored {
 }
 
 /// Keeps a message for a local user.
-pub async fn store(shared: &Shared, username: &str, message: &Message) -> Stored {
+pub async fn store(cx: &Context<'_>, username: &str, message: &Message) -> Stored {
     let xml = String::from(&Element::from(message.clone()));
-    match shared
+    match cx
         .store
-        .push_offline(username, &xml, shared.config.im.max_offline_messages)
+        .push_offline(username, &xml, cx.config.max_offline_messages)
         .await
     {
         Ok(()) => Stored::Kept,
@@ -53,8 +53,8 @@ pub struct Batch {
 /// The messages kept for `username` after id `after`, or `None` when none is left. Nothing
 /// is deleted until `acknowledge`: a client that goes away before it has them gets them at
 /// its next login.
-pub async fn next_batch(shared: &Shared, username: &str, after: i64) -> Option<Batch> {
-    let kept = match shared
+pub async fn next_batch(cx: &Context<'_>, username: &str, after: i64) -> Option<Batch> {
+    let kept = match cx
         .store
         .offline_batch(username, after, BATCH_MESSAGES, BATCH_BYTES)
         .await
@@ -80,7 +80,7 @@ pub async fn next_batch(shared: &Shared, username: &str, after: i64) -> Option<B
             .fixed_offset();
         message.payloads.push(
             Delay {
-                from: Some(Jid::from(shared.domain.clone())),
+                from: Some(Jid::from(cx.domain.clone())),
                 stamp: DateTime(stamp),
                 data: Some("Offline storage".into()),
             }
@@ -92,8 +92,8 @@ pub async fn next_batch(shared: &Shared, username: &str, after: i64) -> Option<B
 }
 
 /// The client has the messages up to `last_id`: they are deleted.
-pub async fn acknowledge(shared: &Shared, username: &str, last_id: i64) {
-    if let Err(err) = shared.store.delete_offline_through(username, last_id).await {
+pub async fn acknowledge(cx: &Context<'_>, username: &str, last_id: i64) {
+    if let Err(err) = cx.store.delete_offline_through(username, last_id).await {
         // Kept, so delivered again at the next login: a duplicate rather than a loss.
         tracing::warn!(error = %err, "cannot delete delivered offline messages");
     }

@@ -5,14 +5,14 @@ use jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
 
-use crate::Shared;
+use crate::im::Context;
 use crate::im::subscription::{subscription_presence, to_available};
 use crate::policy::{Action, Decision, Relation};
 use crate::router::Sender;
 use crate::router::{BareDelivery, SessionControl};
 
 /// Presence with no `to` (RFC 6121 §4.2, §4.4, §4.5).
-pub async fn broadcast(shared: &Shared, sender: &Sender<'_>, mut presence: Presence) {
+pub async fn broadcast(cx: &Context<'_>, sender: &Sender<'_>, mut presence: Presence) {
     let available = match presence.type_ {
         PresenceType::None => true,
         PresenceType::Unavailable => false,
@@ -25,22 +25,22 @@ pub async fn broadcast(shared: &Shared, sender: &Sender<'_>, mut presence: Prese
         sender.control.set_presence(true, presence.priority.0);
         sender.control.set_last_presence(Some(presence.clone()));
     }
-    spread(shared, sender.jid, sender.control, presence);
+    spread(cx, sender.jid, sender.control, presence);
     if !available {
         sender.control.set_presence(false, 0);
         sender.control.set_last_presence(None);
     }
     if initial {
-        initial_presence(shared, sender).await;
+        initial_presence(cx, sender).await;
     }
 }
 
 /// Sends a broadcast presence to the user's own available resources (RFC 6121 §4.2.2, the
 /// sender included), to every contact subscribed to the user, and, when it says unavailable,
 /// to those who got directed presence.
-fn spread(shared: &Shared, jid: &FullJid, control: &SessionControl, presence: Presence) {
+fn spread(cx: &Context<'_>, jid: &FullJid, control: &SessionControl, presence: Presence) {
     let user = jid.to_bare();
-    let subscribers = shared
+    let subscribers = cx
         .rosters
         .contacts_where(&user, |i| i.subscription.has_from());
     for contact in subscribers {
@@ -49,53 +49,53 @@ fn spread(shared: &Shared, jid: &FullJid, control: &SessionControl, presence: Pr
         };
         let mut copy = presence.clone();
         copy.to = Some(Jid::from(contact.clone()));
-        to_available(shared, &contact, copy);
+        to_available(cx, &contact, copy);
     }
     if presence.type_ == PresenceType::Unavailable {
         for target in control.take_directed() {
             let mut copy = presence.clone();
             copy.to = Some(target.clone());
-            deliver_presence(shared, &target, copy);
+            deliver_presence(cx, &target, copy);
         }
     }
-    let _ = shared.router.deliver_to_bare(
+    let _ = cx.router.deliver_to_bare(
         &user,
         Box::new(Stanza::Presence(presence)),
         BareDelivery::AllAvailable,
     );
 }
 
-fn deliver_presence(shared: &Shared, to: &Jid, presence: Presence) {
+fn deliver_presence(cx: &Context<'_>, to: &Jid, presence: Presence) {
     match to.try_as_full() {
         Ok(full) => {
-            let presence = as_allowed(shared, &full.to_bare(), presence);
-            let _ = shared
+            let presence = as_allowed(cx, &full.to_bare(), presence);
+            let _ = cx
                 .router
                 .deliver_to_full(full, Box::new(Stanza::Presence(presence)));
         }
-        Err(bare) => to_available(shared, bare, presence),
+        Err(bare) => to_available(cx, bare, presence),
     }
 }
 
 /// What a session gets when it first becomes available: its contacts' presence (probes,
 /// RFC 6121 §4.2.2), the requests waiting for an answer ("Mes demandes"), and offline messages
 /// (XEP-0160) when its priority is not negative.
-async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
+async fn initial_presence(cx: &Context<'_>, sender: &Sender<'_>) {
     let user = sender.jid.to_bare();
     let to_self = |stanza: Stanza| sender.reply(stanza);
-    for contact in shared
+    for contact in cx
         .rosters
         .contacts_where(&user, |i| i.subscription.has_to())
     {
         let Ok(contact) = BareJid::new(&contact) else {
             continue;
         };
-        for mut presence in shared.router.presences(&contact) {
+        for mut presence in cx.router.presences(&contact) {
             presence.to = Some(Jid::from(sender.jid.clone()));
-            to_self(Stanza::Presence(as_allowed(shared, &user, presence)));
+            to_self(Stanza::Presence(as_allowed(cx, &user, presence)));
         }
     }
-    match shared
+    match cx
         .store
         .subscription_requests(crate::im::roster::local(&user))
         .await
@@ -124,7 +124,7 @@ async fn initial_presence(shared: &Shared, sender: &Sender<'_>) {
 /// allow to write to each other (a pupil moved to another class) still see whether the other is
 /// online, away or busy, since the contact stays in their list until one of them deletes it,
 /// but no status text or payload: those are writing.
-pub fn as_allowed(shared: &Shared, to: &BareJid, mut presence: Presence) -> Presence {
+pub fn as_allowed(cx: &Context<'_>, to: &BareJid, mut presence: Presence) -> Presence {
     if !matches!(
         presence.type_,
         PresenceType::None | PresenceType::Unavailable
@@ -138,7 +138,7 @@ pub fn as_allowed(shared: &Shared, to: &BareJid, mut presence: Presence) -> Pres
         return presence;
     }
     // Contacts, by construction: whether they accepted each other is not the question.
-    let decision = shared.policy.decide(
+    let decision = cx.policy.decide(
         crate::im::roster::local(&from),
         crate::im::roster::local(to),
         Action::Message,
@@ -156,7 +156,7 @@ pub fn as_allowed(shared: &Shared, to: &BareJid, mut presence: Presence) -> Pres
 
 /// Called when a session ends without saying unavailable: its contacts learn it is gone
 /// (RFC 6121 §4.5.2).
-pub fn session_ended(shared: &Shared, jid: &FullJid, control: &SessionControl) {
+pub fn session_ended(cx: &Context<'_>, jid: &FullJid, control: &SessionControl) {
     if !control.is_available() {
         return;
     }
@@ -164,13 +164,13 @@ pub fn session_ended(shared: &Shared, jid: &FullJid, control: &SessionControl) {
     control.set_last_presence(None);
     let mut presence = Presence::new(PresenceType::Unavailable);
     presence.from = Some(Jid::from(jid.clone()));
-    spread(shared, jid, control, presence);
+    spread(cx, jid, control, presence);
 }
 
 /// Directed presence (RFC 6121 §4.6) to a user of this server.
-pub fn directed(shared: &Shared, sender: &Sender<'_>, to: &Jid, presence: Presence) {
+pub fn directed(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, presence: Presence) {
     let user = sender.jid.to_bare();
-    let subscriber = shared
+    let subscriber = cx
         .rosters
         .cached_item(&user, &to.to_bare().to_string())
         .flatten()
@@ -180,16 +180,16 @@ pub fn directed(shared: &Shared, sender: &Sender<'_>, to: &Jid, presence: Presen
         PresenceType::Unavailable => sender.control.forget_directed(to),
         _ => {}
     }
-    deliver_presence(shared, to, presence);
+    deliver_presence(cx, to, presence);
 }
 
 /// A probe from a client (RFC 6121 §4.3): answered with the contact's presence when the
 /// prober is subscribed to it.
-pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
+pub async fn probe(cx: &Context<'_>, sender: &Sender<'_>, contact: &BareJid) {
     let user = sender.jid.to_bare();
-    let allowed = shared
+    let allowed = cx
         .rosters
-        .item(shared, contact, &user.to_string())
+        .item(cx, contact, &user.to_string())
         .await
         .ok()
         .flatten()
@@ -197,8 +197,8 @@ pub async fn probe(shared: &Shared, sender: &Sender<'_>, contact: &BareJid) {
     if !allowed {
         return;
     }
-    for mut presence in shared.router.presences(contact) {
+    for mut presence in cx.router.presences(contact) {
         presence.to = Some(Jid::from(sender.jid.clone()));
-        sender.reply(Stanza::Presence(as_allowed(shared, &user, presence)));
+        sender.reply(Stanza::Presence(as_allowed(cx, &user, presence)));
     }
 }

@@ -19,7 +19,7 @@ use xmpp_parsers::roster::{Ask, Group, Item, Roster, Subscription as XmppSubscri
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-use crate::Shared;
+use crate::im::Context;
 use crate::reply::Answer;
 use crate::router::Sender;
 use crate::storage::{self, RosterItem, RosterSnapshot, Subscription};
@@ -87,13 +87,13 @@ impl Rosters {
     }
 
     /// How many items a roster holds: from memory for online accounts, else from the store.
-    async fn count(&self, shared: &Shared, user: &BareJid) -> Result<usize, Error> {
+    async fn count(&self, cx: &Context<'_>, user: &BareJid) -> Result<usize, Error> {
         if let Some(roster) = self.cached(user)
             && let Ok(state) = roster.read()
         {
             return Ok(state.items.len());
         }
-        let stored = shared.store.roster_item_count(local(user)).await?;
+        let stored = cx.store.roster_item_count(local(user)).await?;
         Ok(usize::try_from(stored).unwrap_or(usize::MAX))
     }
 
@@ -113,7 +113,7 @@ impl Rosters {
     /// Reads one item: from memory for online accounts, else from the store.
     pub async fn item(
         &self,
-        shared: &Shared,
+        cx: &Context<'_>,
         user: &BareJid,
         contact: &str,
     ) -> Result<Option<RosterItem>, Error> {
@@ -123,7 +123,7 @@ impl Rosters {
                 .ok()
                 .and_then(|r| r.items.get(contact).cloned()));
         }
-        shared.store.roster_item(local(user), contact).await
+        cx.store.roster_item(local(user), contact).await
     }
 
     /// The item, only if the account is online (no store access).
@@ -164,13 +164,13 @@ impl Rosters {
     }
 
     /// Loads the roster of an account that binds a resource.
-    pub async fn attach(&self, shared: &Shared, user: &BareJid) -> Result<(), Error> {
+    pub async fn attach(&self, cx: &Context<'_>, user: &BareJid) -> Result<(), Error> {
         let _guard = self.lock_for(user).lock().await;
         if let Some(mut online) = self.online.get_mut(user) {
             online.sessions += 1;
             return Ok(());
         }
-        let snapshot = shared.store.load_roster(local(user)).await?;
+        let snapshot = cx.store.load_roster(local(user)).await?;
         self.online.insert(
             user.clone(),
             Online {
@@ -195,7 +195,7 @@ impl Rosters {
     /// error to abort. Pushes the result to the user's interested resources.
     pub async fn update<F>(
         &self,
-        shared: &Shared,
+        cx: &Context<'_>,
         user: &BareJid,
         contact: &str,
         change: F,
@@ -209,7 +209,7 @@ impl Rosters {
                 .read()
                 .ok()
                 .and_then(|r| r.items.get(contact).cloned()),
-            None => shared.store.roster_item(local(user), contact).await?,
+            None => cx.store.roster_item(local(user), contact).await?,
         };
         let before = current.clone();
         let (version, after) = match change(current) {
@@ -228,19 +228,13 @@ impl Rosters {
                 }
                 // Every way a roster grows comes through here (roster sets, requests sent,
                 // requests accepted on the other's behalf): the limit holds for all of them.
-                if before.is_none()
-                    && self.count(shared, user).await? >= shared.config.im.max_roster_items
-                {
+                if before.is_none() && self.count(cx, user).await? >= cx.config.max_roster_items {
                     return Err(Error::LimitReached);
                 }
-                let version = shared.store.save_roster_item(local(user), &item).await?;
+                let version = cx.store.save_roster_item(local(user), &item).await?;
                 (version, Some(item))
             }
-            Update::Remove => match shared
-                .store
-                .delete_roster_item(local(user), contact)
-                .await?
-            {
+            Update::Remove => match cx.store.delete_roster_item(local(user), contact).await? {
                 Some(version) => (version, None),
                 None => {
                     return Ok(Change {
@@ -270,14 +264,14 @@ impl Rosters {
             contact: contact.to_owned(),
             ..RosterItem::default()
         });
-        push(shared, user, &[(pushed, after.is_none())], version);
+        push(cx, user, &[(pushed, after.is_none())], version);
         Ok(Change { before, after })
     }
 
     /// Applies the result of a category operation to the memory copy and pushes the items.
     pub async fn categories_changed(
         &self,
-        shared: &Shared,
+        cx: &Context<'_>,
         user: &BareJid,
         version: i64,
         changed: Vec<RosterItem>,
@@ -296,7 +290,7 @@ impl Rosters {
             }
         }
         let items: Vec<(RosterItem, bool)> = changed.into_iter().map(|i| (i, false)).collect();
-        push(shared, user, &items, version);
+        push(cx, user, &items, version);
     }
 
     /// The lock of a user, for category operations that change several items at once.
@@ -305,7 +299,11 @@ impl Rosters {
     }
 
     /// A snapshot of an online account's roster, or the stored one.
-    pub async fn snapshot(&self, shared: &Shared, user: &BareJid) -> Result<RosterSnapshot, Error> {
+    pub async fn snapshot(
+        &self,
+        cx: &Context<'_>,
+        user: &BareJid,
+    ) -> Result<RosterSnapshot, Error> {
         if let Some(roster) = self.cached(user)
             && let Ok(state) = roster.read()
         {
@@ -317,7 +315,7 @@ impl Rosters {
                 empty_categories: state.empty_categories.iter().cloned().collect(),
             });
         }
-        shared.store.load_roster(local(user)).await
+        cx.store.load_roster(local(user)).await
     }
 }
 
@@ -382,8 +380,8 @@ fn query(version: i64, items: impl IntoIterator<Item = Element>) -> Element {
 }
 
 /// Sends roster pushes (RFC 6121 §2.1.6) to the resources of `user` that asked for the roster.
-fn push(shared: &Shared, user: &BareJid, items: &[(RosterItem, bool)], version: i64) {
-    shared.router.deliver_to_roster_readers(user, |reader| {
+fn push(cx: &Context<'_>, user: &BareJid, items: &[(RosterItem, bool)], version: i64) {
+    cx.router.deliver_to_roster_readers(user, |reader| {
         items
             .iter()
             .filter_map(|(item, removed)| item_element(item, *removed))
@@ -407,7 +405,7 @@ fn refuse(condition: DefinedCondition, text: &'static str) -> Reply {
 
 /// `jabber:iq:roster` get and set from the user's own session.
 pub async fn handle_iq(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     is_get: bool,
     payload: &Element,
@@ -418,7 +416,7 @@ pub async fn handle_iq(
     };
     if is_get {
         sender.control.set_roster_requested();
-        let snapshot = match shared.rosters.snapshot(shared, &user).await {
+        let snapshot = match cx.rosters.snapshot(cx, &user).await {
             Ok(s) => s,
             Err(_) => return refuse(DefinedCondition::InternalServerError, "roster unavailable"),
         };
@@ -445,7 +443,7 @@ pub async fn handle_iq(
     }
     if item.subscription == XmppSubscription::Remove {
         // Removing is always allowed, whatever the rules say now.
-        return match crate::im::subscription::remove_contact(shared, &user, &contact).await {
+        return match crate::im::subscription::remove_contact(cx, &user, &contact).await {
             Ok(true) => Ok(None),
             Ok(false) => refuse(
                 DefinedCondition::ItemNotFound,
@@ -454,7 +452,7 @@ pub async fn handle_iq(
             Err(_) => refuse(DefinedCondition::InternalServerError, "roster unavailable"),
         };
     }
-    let listed = shared
+    let listed = cx
         .rosters
         .cached_check(&user, &contact.to_string(), |i| i.is_some())
         .unwrap_or(false);
@@ -462,7 +460,7 @@ pub async fn handle_iq(
         listed,
         ..Default::default()
     };
-    if let crate::policy::Decision::Deny(reason) = shared.policy.decide(
+    if let crate::policy::Decision::Deny(reason) = cx.policy.decide(
         local(&user),
         local(&contact),
         crate::policy::Action::EditContact,
@@ -470,8 +468,7 @@ pub async fn handle_iq(
     ) {
         return Err(reason.into());
     }
-    let groups = match validate_groups(&shared.config.im, item.groups.iter().map(|g| g.0.as_str()))
-    {
+    let groups = match validate_groups(cx.config, item.groups.iter().map(|g| g.0.as_str())) {
         Ok(groups) => groups,
         Err(reply) => return Err(reply.into()),
     };
@@ -482,8 +479,8 @@ pub async fn handle_iq(
             "contact name too long (1023 characters at most)",
         );
     }
-    let max_categories = shared.config.im.max_categories;
-    if let Some(existing) = shared.rosters.categories(&user) {
+    let max_categories = cx.config.max_categories;
+    if let Some(existing) = cx.rosters.categories(&user) {
         let new = groups.iter().filter(|g| !existing.contains(*g)).count();
         if new > 0 && existing.len() + new > max_categories {
             return refuse(
@@ -493,13 +490,13 @@ pub async fn handle_iq(
         }
     }
     // Roster size is checked before the change, from the memory copy.
-    let full = shared
+    let full = cx
         .rosters
         .cached(&user)
         .and_then(|r| {
             r.read().ok().map(|r| {
                 !r.items.contains_key(&contact.to_string())
-                    && r.items.len() >= shared.config.im.max_roster_items
+                    && r.items.len() >= cx.config.max_roster_items
             })
         })
         .unwrap_or(false);
@@ -510,9 +507,9 @@ pub async fn handle_iq(
         );
     }
     let contact_text = contact.to_string();
-    let result = shared
+    let result = cx
         .rosters
-        .update(shared, &user, &contact_text, |current| {
+        .update(cx, &user, &contact_text, |current| {
             let mut next = current.unwrap_or_else(|| RosterItem {
                 contact: contact_text.clone(),
                 ..RosterItem::default()

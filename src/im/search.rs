@@ -8,8 +8,8 @@
 use minidom::Element;
 use xmpp_parsers::stanza_error::DefinedCondition;
 
-use crate::Shared;
 use crate::directory::DirectoryChange;
+use crate::im::Context;
 use crate::im::roster::local;
 use crate::ns::name;
 use crate::policy::{Action, Decision};
@@ -95,7 +95,7 @@ fn term_of(query: &Element) -> (Option<String>, bool) {
 }
 
 pub async fn handle_iq(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     is_get: bool,
     query: &Element,
@@ -133,7 +133,7 @@ pub async fn handle_iq(
             .into());
     }
     let searcher = local(&sender.jid.to_bare()).to_owned();
-    let state = shared.policy.snapshot();
+    let state = cx.policy.snapshot();
     let mut found: Vec<(&String, &String)> = state
         .users
         .iter()
@@ -154,7 +154,7 @@ pub async fn handle_iq(
         .collect();
     found.sort_by(|a, b| fold(a.1).cmp(&fold(b.1)).then(a.0.cmp(b.0)));
     found.truncate(MAX_RESULTS);
-    let domain = &shared.config.domain;
+    let domain = cx.domain.domain().as_str();
     let mut result = Element::builder("query", NS);
     if as_form {
         let reported = Element::builder("reported", DATA_FORMS)
@@ -192,13 +192,13 @@ pub async fn handle_iq(
 
 /// `urn:causette:directory:0` on the user's own account: read or set the opt-out.
 pub async fn directory_iq(
-    shared: &Shared,
+    cx: &Context<'_>,
     sender: &Sender<'_>,
     is_get: bool,
     query: &Element,
 ) -> Answer {
     let username = local(&sender.jid.to_bare()).to_owned();
-    let state = shared.policy.snapshot();
+    let state = cx.policy.snapshot();
     let Some(user) = state.users.get(&username) else {
         return Err((
             DefinedCondition::ItemNotFound,
@@ -230,10 +230,9 @@ pub async fn directory_iq(
     }
     // Being hidden takes nobody's access away: no session to close, unlike the admin's
     // changes.
-    shared
-        .policy
+    cx.policy
         .apply(
-            &shared.store,
+            cx.store,
             &format!("user:{username}"),
             &[DirectoryChange::SetHidden { username, hidden }],
             &[],

@@ -93,9 +93,9 @@ async fn components_take_their_domain_and_other_domains_are_bounced() {
     let (control, mut queue) = bound(&shared, &alice);
     let sender = Sender::new(&alice, &control);
 
-    route(&shared, &sender, message_to(&alice, "echo.localhost")).await;
+    route(&shared.im(), &sender, message_to(&alice, "echo.localhost")).await;
     route(
-        &shared,
+        &shared.im(),
         &sender,
         message_to(&alice, "room@echo.localhost/nick"),
     )
@@ -109,7 +109,7 @@ async fn components_take_their_domain_and_other_domains_are_bounced() {
         assert!(answer.contains("type='headline'"), "{answer}");
     }
 
-    route(&shared, &sender, message_to(&alice, "bob@example.org")).await;
+    route(&shared.im(), &sender, message_to(&alice, "bob@example.org")).await;
     let bounced = sender.take_replies();
     assert_eq!(bounced.len(), 1);
     let bounced = text(&bounced[0]);
@@ -132,14 +132,19 @@ async fn the_server_answers_by_payload_and_lists_its_components() {
     let ask = |payload: &str| iq_get(&alice, "localhost", payload.parse().unwrap());
 
     route(
-        &shared,
+        &shared.im(),
         &sender,
         ask("<query xmlns='http://jabber.org/protocol/disco#items'/>"),
     )
     .await;
-    route(&shared, &sender, ask("<query xmlns='jabber:iq:version'/>")).await;
-    route(&shared, &sender, ask("<ping xmlns='urn:xmpp:ping'/>")).await;
-    route(&shared, &sender, ask("<unknown xmlns='urn:example'/>")).await;
+    route(
+        &shared.im(),
+        &sender,
+        ask("<query xmlns='jabber:iq:version'/>"),
+    )
+    .await;
+    route(&shared.im(), &sender, ask("<ping xmlns='urn:xmpp:ping'/>")).await;
+    route(&shared.im(), &sender, ask("<unknown xmlns='urn:example'/>")).await;
     let answers: Vec<String> = sender.take_replies().iter().map(text).collect();
     assert!(
         answers[0].contains("jid='conference.localhost'") && answers[0].contains("name='Echo'"),
@@ -161,7 +166,7 @@ async fn the_server_answers_by_payload_and_lists_its_components() {
         id: "s".into(),
         payload: "<query xmlns='jabber:iq:version'/>".parse().unwrap(),
     });
-    route(&shared, &sender, set).await;
+    route(&shared.im(), &sender, set).await;
     let answer = text(&sender.take_replies()[0]);
     assert!(answer.contains("service-unavailable"), "{answer}");
 }
