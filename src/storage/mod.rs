@@ -166,9 +166,12 @@ pub struct OfflineMessage {
     pub received_at: i64,
 }
 
-/// Usernames are the localpart of the user's JID, already normalised (nodeprep).
+// The store by domain; usernames are the localpart of the user's JID, already normalised
+// (nodeprep). A `Store` is all of them.
+
+/// Accounts and their SCRAM credentials.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait AccountStore: Send + Sync {
     /// Creates an account with its credentials, atomically. `Conflict` if it exists.
     async fn create_user(
         &self,
@@ -191,6 +194,13 @@ pub trait Store: Send + Sync + 'static {
         username: &str,
         hash: ScramHash,
     ) -> Result<Option<ScramCredential>, Error>;
+    /// Notes a user's first login (only the first is kept).
+    async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;
+}
+
+/// Rosters, categories (roster groups) and subscription requests.
+#[async_trait::async_trait]
+pub trait RosterStore: Send + Sync {
     /// The roster, its version and its empty categories, in a constant number of queries.
     async fn load_roster(&self, username: &str) -> Result<RosterSnapshot, Error>;
     /// One roster item with its groups.
@@ -240,6 +250,11 @@ pub trait Store: Send + Sync + 'static {
         username: &str,
         requester: &str,
     ) -> Result<bool, Error>;
+}
+
+/// Messages kept for offline users (XEP-0160).
+#[async_trait::async_trait]
+pub trait OfflineStore: Send + Sync {
     /// Stores a message for an offline user; `LimitReached` when `limit` are already kept.
     async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
     /// Reads, oldest first, the messages kept for a user whose id is above `after`: at most
@@ -254,6 +269,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<OfflineMessage>, Error>;
     /// Deletes the messages kept for a user up to id `last`, once the client has them.
     async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error>;
+}
+
+/// The ENT directory: loaded at start, changed in batches.
+#[async_trait::async_trait]
+pub trait DirectoryStore: Send + Sync {
     /// The whole directory, at start.
     async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
     /// Applies a batch of directory changes in one transaction, with one audit entry each,
@@ -265,14 +285,24 @@ pub trait Store: Send + Sync + 'static {
         changes: &[directory::DirectoryChange],
         credentials: &[(String, Vec<ScramCredential>)],
     ) -> Result<(), Error>;
-    /// Notes a user's first login (only the first is kept).
-    async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;
+}
+
+/// The audit log of directory changes.
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync {
     /// Audit entries, newest first, older than `before` when given.
     async fn audit_log(
         &self,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<directory::AuditEntry>, Error>;
+}
+
+/// Every domain of the store.
+#[async_trait::async_trait]
+pub trait Store:
+    AccountStore + RosterStore + OfflineStore + DirectoryStore + AuditStore + 'static
+{
     /// Waits for running queries and closes the connections.
     async fn close(&self);
 }

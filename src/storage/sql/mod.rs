@@ -1,0 +1,178 @@
+//! The sqlx implementation of [`Store`], one set of queries for SQLite and PostgreSQL through
+//! sqlx's `Any` driver, one file per domain (accounts, roster, offline, directory, audit).
+//!
+//! Queries use `$1, $2, …` placeholders, which both back ends accept; in SQLite they are
+//! numbered in order of first appearance, so every query names them in ascending order.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, Row};
+
+use super::{
+    AccountStore, AuditStore, DirectoryStore, Error, OfflineMessage, OfflineStore, RosterItem,
+    RosterSnapshot, RosterStore, ScramCredential, ScramHash, Store, Subscription,
+    SubscriptionRequest,
+};
+
+mod accounts;
+mod audit;
+mod directory;
+mod offline;
+mod roster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl(url.to_owned()));
+        };
+        install_default_drivers();
+        if backend == Backend::Sqlite {
+            create_sqlite_parent_dir(url);
+        }
+        let mut options = AnyPoolOptions::new().max_connections(max_connections.max(1));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; NORMAL sync is durable in WAL
+                    // mode except on power loss of the last transactions.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("schema/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("schema/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// A transaction that holds the write lock from its start on SQLite: a transaction that
+    /// reads first and writes later would fail at once with SQLITE_BUSY when another writer
+    /// got there in between (busy_timeout does not cover that upgrade).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// SQLite creates the file (mode=rwc) but not its folder.
+fn create_sqlite_parent_dir(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        // An error here resurfaces, better worded, when SQLite opens the file.
+        let _ = std::fs::create_dir_all(parent);
+    }
+}
+
+/// Everything an account owns, children first.
+const OWNED_BY_USER: [&str; 7] = [
+    "DELETE FROM credentials WHERE username = $1",
+    "DELETE FROM roster_groups WHERE username = $1",
+    "DELETE FROM roster_items WHERE username = $1",
+    "DELETE FROM empty_categories WHERE username = $1",
+    "DELETE FROM roster_versions WHERE username = $1",
+    "DELETE FROM subscription_requests WHERE username = $1",
+    "DELETE FROM offline_messages WHERE username = $1",
+];
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn hash_from_name(name: &str) -> Option<ScramHash> {
+    ScramHash::ALL.into_iter().find(|h| h.mechanism() == name)
+}
+
+/// Replaces an existing account's credentials; `NotFound` when there is no such account.
+async fn replace_credentials(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    credentials: &[ScramCredential],
+) -> Result<(), Error> {
+    let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_none() {
+        return Err(Error::NotFound);
+    }
+    sqlx::query("DELETE FROM credentials WHERE username = $1")
+        .bind(username)
+        .execute(&mut **tx)
+        .await?;
+    insert_credentials(tx, username, credentials).await
+}
+
+async fn insert_credentials(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    credentials: &[ScramCredential],
+) -> Result<(), Error> {
+    for c in credentials {
+        sqlx::query(
+            "INSERT INTO credentials (username, mechanism, salt, iterations, stored_key, server_key) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(username)
+        .bind(c.hash.mechanism())
+        .bind(c.salt.clone())
+        .bind(i64::from(c.iterations))
+        .bind(c.stored_key.clone())
+        .bind(c.server_key.clone())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+fn flag(value: bool) -> i64 {
+    i64::from(value)
+}
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
