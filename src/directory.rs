@@ -2,9 +2,12 @@
 //! groups and links, the per-structure rules and profile access, and the audit log.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A user's profile in the ENT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     Student,
@@ -41,7 +44,7 @@ impl Profile {
 }
 
 /// How far a profile may reach another, within a structure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     None,
@@ -75,7 +78,7 @@ impl Scope {
 
 /// One change of the directory, as the admin API and the bulk import express them. A batch of
 /// changes is applied in one transaction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DirectoryChange {
     PutStructure {
@@ -186,7 +189,7 @@ pub struct DirectoryRows {
 }
 
 /// One entry of the audit log of admin changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     /// Unix seconds.
@@ -194,5 +197,6 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     /// The change, as JSON.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }

@@ -1,35 +1,47 @@
 //! The admin HTTP API (`/admin/api/v1/`, JSON, bearer token) through which the ENT provisions
 //! the directory, and the admin console page (`/admin`).
 //!
+//! One router per resource (`structures`, `users`, `classes`, `groups`, `import`, `audit`),
+//! the bearer token checked once by a middleware, every error one JSON type, and the OpenAPI
+//! document generated from the handlers and types (`openapi`), checked against
+//! docs/admin-api.openapi.json by a test.
+//!
 //! Every change goes through [`apply`]: validated against the directory, stored in one
 //! transaction with its audit entries, made live, and then enforced on open sessions.
 
+mod audit;
+mod classes;
 pub mod demo;
+mod groups;
 pub mod import;
+mod openapi;
+mod structures;
+mod users;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
 use jid::BareJid;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
 use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::Shared;
-use crate::directory::{DirectoryChange, Profile, Scope};
-use crate::policy::ApplyError;
+use crate::directory::{DirectoryChange, Profile};
+use crate::policy::{ApplyError, Policy};
 use crate::router::CloseReason;
-use crate::storage::ScramCredential;
+use crate::storage::{DynStore, ScramCredential};
 
-/// The OpenAPI description of this API, also kept in docs/.
-pub const OPENAPI: &str = include_str!("../../docs/admin-api.openapi.json");
+pub use openapi::document as openapi_document;
+
 const CONSOLE: &str = include_str!("console.html");
 
+/// Every failure of the API, as one JSON shape: `{"error": "…"}`.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("missing or wrong bearer token")]
@@ -40,6 +52,14 @@ pub enum AdminError {
     NotFound(String),
     #[error("internal error")]
     Internal(String),
+}
+
+/// The body of every error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, for the person reading the ENT's logs.
+    error: String,
 }
 
 impl IntoResponse for AdminError {
@@ -53,7 +73,10 @@ impl IntoResponse for AdminError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -69,18 +92,83 @@ impl From<JsonRejection> for AdminError {
     }
 }
 
+impl From<ApplyError> for AdminError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::Invalid { invalid, .. } if invalid.is_not_found() => {
+                AdminError::NotFound(invalid.to_string())
+            }
+            ApplyError::Invalid { invalid, .. } => AdminError::BadRequest(invalid.to_string()),
+            ApplyError::Storage(err) => AdminError::Internal(err.to_string()),
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, AdminError>;
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
+/// A JSON body, or the error that says why it is not one.
+type Body<T> = std::result::Result<Json<T>, JsonRejection>;
+
+/// What the admin handlers may reach: the directory, the store and the server's settings for
+/// passwords, through these methods only (not the TLS acceptor, the listeners or the token).
+#[derive(Clone)]
+pub(crate) struct AdminState(Arc<Shared>);
+
+impl AdminState {
+    fn policy(&self) -> &Policy {
+        &self.0.policy
+    }
+
+    fn store(&self) -> &DynStore {
+        &self.0.store
+    }
+
+    fn scram_iterations(&self) -> u32 {
+        self.0.config.auth.scram_iterations
+    }
+
+    /// Applies a batch of changes as `actor` and enforces it on open sessions.
+    async fn apply(
+        &self,
+        actor: &str,
+        changes: &[DirectoryChange],
+        credentials: &[(String, Vec<ScramCredential>)],
+    ) -> std::result::Result<(), ApplyError> {
+        apply(&self.0, actor, changes, credentials).await
+    }
+
+    /// Applies the changes one admin call makes.
+    async fn change(
+        &self,
+        headers: &HeaderMap,
+        changes: Vec<DirectoryChange>,
+    ) -> Result<StatusCode> {
+        self.change_with_credentials(headers, changes, &[]).await
+    }
+
+    async fn change_with_credentials(
+        &self,
+        headers: &HeaderMap,
+        changes: Vec<DirectoryChange>,
+        credentials: &[(String, Vec<ScramCredential>)],
+    ) -> Result<StatusCode> {
+        self.apply(&actor(headers), &changes, credentials).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+/// Lets a request through only with the admin token (compared in constant time).
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     // RFC 9110 §11.1: the scheme is case-insensitive.
-    let given = headers
+    let given = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .unwrap_or_default();
-    let expected = shared.admin_token.as_bytes();
+    let expected = state.0.admin_token.as_bytes();
     let matches = given.len() == expected.len()
         && given
             .bytes()
@@ -88,9 +176,9 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<()> {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if matches && !expected.is_empty() {
-        Ok(())
+        next.run(request).await
     } else {
-        Err(AdminError::Unauthorized)
+        AdminError::Unauthorized.into_response()
     }
 }
 
@@ -144,88 +232,6 @@ fn actor(headers: &HeaderMap) -> String {
         .map_or_else(|| "admin-api".to_owned(), |v| format!("admin-api:{v}"))
 }
 
-async fn change(
-    shared: &Shared,
-    headers: &HeaderMap,
-    changes: Vec<DirectoryChange>,
-) -> Result<StatusCode> {
-    change_with_credentials(shared, headers, changes, &[]).await
-}
-
-async fn change_with_credentials(
-    shared: &Shared,
-    headers: &HeaderMap,
-    changes: Vec<DirectoryChange>,
-    credentials: &[(String, Vec<ScramCredential>)],
-) -> Result<StatusCode> {
-    apply(shared, &actor(headers), &changes, credentials)
-        .await
-        .map_err(|e| match e {
-            ApplyError::Invalid { invalid, .. } if invalid.is_not_found() => {
-                AdminError::NotFound(invalid.to_string())
-            }
-            ApplyError::Invalid { invalid, .. } => AdminError::BadRequest(invalid.to_string()),
-            ApplyError::Storage(err) => AdminError::Internal(err.to_string()),
-        })?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-type AppState = State<Arc<Shared>>;
-
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route("/structures", get(list_structures))
-        .route(
-            "/structures/{id}",
-            get(get_structure)
-                .put(put_structure)
-                .delete(delete_structure),
-        )
-        .route("/structures/{id}/profiles", get(get_profiles))
-        .route("/structures/{id}/profiles/{profile}", put(put_profile))
-        .route("/structures/{id}/rules", get(get_rules))
-        .route("/structures/{id}/rules/{from}/{to}", put(put_rule))
-        .route(
-            "/users/{username}",
-            get(get_user).put(put_user).delete(delete_user),
-        )
-        .route(
-            "/users/{username}/children/{child}",
-            put(link_child).delete(unlink_child),
-        )
-        .route(
-            "/classes/{id}",
-            get(get_class).put(put_class).delete(delete_class),
-        )
-        .route(
-            "/classes/{id}/members/{username}",
-            put(add_class_member).delete(remove_class_member),
-        )
-        .route(
-            "/groups/{id}",
-            get(get_group).put(put_group).delete(delete_group),
-        )
-        .route(
-            "/groups/{id}/members/{username}",
-            put(add_group_member).delete(remove_group_member),
-        )
-        .route("/import", post(import))
-        .route("/audit", get(audit))
-        .route("/openapi.json", get(openapi));
-    Router::new()
-        .nest("/admin/api/v1", api)
-        .route("/admin", get(console))
-        .with_state(shared)
-}
-
-async fn console() -> Html<&'static str> {
-    Html(CONSOLE)
-}
-
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
-}
-
 fn profile_of(text: &str) -> Result<Profile> {
     Profile::parse(text).ok_or_else(|| {
         AdminError::NotFound(format!(
@@ -234,554 +240,36 @@ fn profile_of(text: &str) -> Result<Profile> {
     })
 }
 
-fn structure_json(shared: &Shared, id: &str) -> Result<Value> {
-    let state = shared.policy.snapshot();
-    let structure = state
-        .structures
-        .get(id)
-        .ok_or_else(|| AdminError::NotFound(format!("unknown structure {id:?}")))?;
-    let mut classes: Vec<Value> = state
-        .classes
-        .iter()
-        .filter(|(_, c)| c.structure == id)
-        .map(|(cid, c)| json!({ "id": cid, "name": c.name, "members": c.members.len() }))
-        .collect();
-    classes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(json!({
-        "id": id,
-        "name": structure.name,
-        "members": structure.members.len(),
-        "classes": classes,
-        "profiles": profiles_json(structure),
-        "rules": rules_json(structure),
-    }))
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let state = AdminState(shared);
+    let api = Router::new()
+        .merge(structures::routes())
+        .merge(users::routes())
+        .merge(classes::routes())
+        .merge(groups::routes())
+        .merge(import::routes())
+        .merge(audit::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // The description of the API is public.
+        .route("/openapi.json", get(openapi::serve));
+    Router::new()
+        .nest("/admin/api/v1", api)
+        .route("/admin", get(console))
+        .with_state(state)
 }
 
-fn profiles_json(structure: &crate::policy::directory::Structure) -> Value {
-    let mut map = serde_json::Map::new();
-    for profile in Profile::ALL {
-        let enabled = structure.access.get(&profile).copied().unwrap_or(true);
-        map.insert(profile.as_str().into(), Value::Bool(enabled));
-    }
-    Value::Object(map)
-}
-
-fn rules_json(structure: &crate::policy::directory::Structure) -> Value {
-    let mut map = serde_json::Map::new();
-    for from in Profile::ALL {
-        let mut row = serde_json::Map::new();
-        for to in Profile::ALL {
-            let scope = structure
-                .rules
-                .get(&(from, to))
-                .copied()
-                .unwrap_or_else(|| crate::policy::default_scope(from, to));
-            row.insert(to.as_str().into(), Value::String(scope.as_str().into()));
-        }
-        map.insert(from.as_str().into(), Value::Object(row));
-    }
-    Value::Object(map)
-}
-
-async fn list_structures(State(shared): AppState, headers: HeaderMap) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    let state = shared.policy.snapshot();
-    let mut ids: Vec<&String> = state.structures.keys().collect();
-    ids.sort();
-    let list = ids
-        .into_iter()
-        .map(|id| structure_json(&shared, id))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Json(Value::Array(list)))
-}
-
-async fn get_structure(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    Ok(Json(structure_json(&shared, &id)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameBody {
-    name: String,
-}
-
-async fn put_structure(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: std::result::Result<Json<NameBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let Json(body) = body?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::PutStructure {
-            id,
-            name: body.name,
-        }],
-    )
-    .await
-}
-
-async fn delete_structure(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::DeleteStructure { id }],
-    )
-    .await
-}
-
-async fn get_profiles(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    Ok(Json(structure_json(&shared, &id)?["profiles"].clone()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnabledBody {
-    enabled: bool,
-}
-
-async fn put_profile(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((id, profile)): Path<(String, String)>,
-    body: std::result::Result<Json<EnabledBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let profile = profile_of(&profile)?;
-    let Json(body) = body?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::SetProfileAccess {
-            structure: id,
-            profile,
-            enabled: body.enabled,
-        }],
-    )
-    .await
-}
-
-async fn get_rules(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    Ok(Json(structure_json(&shared, &id)?["rules"].clone()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScopeBody {
-    scope: Scope,
-}
-
-async fn put_rule(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((id, from, to)): Path<(String, String, String)>,
-    body: std::result::Result<Json<ScopeBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let (from, to) = (profile_of(&from)?, profile_of(&to)?);
-    let Json(body) = body?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::SetRule {
-            structure: id,
-            from,
-            to,
-            scope: body.scope,
-        }],
-    )
-    .await
-}
-
-async fn get_user(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(username): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    let state = shared.policy.snapshot();
-    let user = state
-        .users
-        .get(&username)
-        .ok_or_else(|| AdminError::NotFound(format!("unknown user {username:?}")))?;
-    Ok(Json(json!({
-        "username": username,
-        "display_name": user.display_name,
-        "profile": user.profile,
-        "structures": user.structures,
-        "classes": user.classes,
-        "groups": user.groups,
-        "parents": user.parents,
-        "children": user.children,
-        "hidden": user.hidden,
-        "first_login": user.first_login,
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserBody {
-    display_name: String,
-    profile: Profile,
-    #[serde(default)]
-    structures: Vec<String>,
-    /// Sets the account's password (SCRAM credentials), when given.
-    #[serde(default)]
-    password: Option<String>,
-}
-
-async fn put_user(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(username): Path<String>,
-    body: std::result::Result<Json<UserBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let Json(body) = body?;
-    // A password that cannot be set is refused before anything changes; one that can is set
-    // in the directory change's own transaction.
-    let mut credentials = Vec::new();
-    if let Some(password) = body.password {
-        let name = crate::auth::normalise_username(&username).ok_or_else(|| {
-            AdminError::BadRequest(format!("{username:?} is not a valid username"))
-        })?;
-        credentials.push((name, password_credentials(&shared, password).await?));
-    }
-    change_with_credentials(
-        &shared,
-        &headers,
-        vec![DirectoryChange::PutUser {
-            username,
-            display_name: body.display_name,
-            profile: body.profile,
-            structures: body.structures,
-        }],
-        &credentials,
-    )
-    .await
+async fn console() -> Html<&'static str> {
+    Html(CONSOLE)
 }
 
 /// Reads a JSON body as each admin call would.
 #[cfg(feature = "fuzzing")]
 pub fn fuzz_bodies(bytes: &[u8]) {
-    let _ = serde_json::from_slice::<NameBody>(bytes);
-    let _ = serde_json::from_slice::<EnabledBody>(bytes);
-    let _ = serde_json::from_slice::<ScopeBody>(bytes);
-    let _ = serde_json::from_slice::<UserBody>(bytes);
-    let _ = serde_json::from_slice::<ClassBody>(bytes);
-    let _ = serde_json::from_slice::<GroupBody>(bytes);
+    structures::fuzz_bodies(bytes);
+    users::fuzz_bodies(bytes);
+    classes::fuzz_bodies(bytes);
+    groups::fuzz_bodies(bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
         let _ = profile_of(text);
     }
-}
-
-async fn password_credentials(
-    shared: &Shared,
-    password: String,
-) -> Result<Vec<crate::storage::ScramCredential>> {
-    crate::accounts::credentials(password, shared.config.auth.scram_iterations)
-        .await
-        .map_err(|e| match e {
-            crate::accounts::Error::Password(p) => AdminError::BadRequest(p.to_string()),
-            other => AdminError::Internal(other.to_string()),
-        })
-}
-
-async fn delete_user(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(username): Path<String>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::DeleteUser { username }],
-    )
-    .await
-}
-
-async fn link_child(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((parent, child)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::LinkParent { parent, child }],
-    )
-    .await
-}
-
-async fn unlink_child(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((parent, child)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::UnlinkParent { parent, child }],
-    )
-    .await
-}
-
-async fn get_class(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    let state = shared.policy.snapshot();
-    let class = state
-        .classes
-        .get(&id)
-        .ok_or_else(|| AdminError::NotFound(format!("unknown class {id:?}")))?;
-    Ok(Json(json!({
-        "id": id, "structure": class.structure, "name": class.name, "members": class.members,
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClassBody {
-    structure: String,
-    name: String,
-    #[serde(default)]
-    members: Option<Vec<String>>,
-}
-
-async fn put_class(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: std::result::Result<Json<ClassBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let Json(body) = body?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::PutClass {
-            id,
-            structure: body.structure,
-            name: body.name,
-            members: body.members,
-        }],
-    )
-    .await
-}
-
-async fn delete_class(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(&shared, &headers, vec![DirectoryChange::DeleteClass { id }]).await
-}
-
-async fn add_class_member(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((class, username)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::AddClassMember { class, username }],
-    )
-    .await
-}
-
-async fn remove_class_member(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((class, username)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::RemoveClassMember { class, username }],
-    )
-    .await
-}
-
-async fn get_group(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    let state = shared.policy.snapshot();
-    let group = state
-        .groups
-        .get(&id)
-        .ok_or_else(|| AdminError::NotFound(format!("unknown group {id:?}")))?;
-    Ok(Json(
-        json!({ "id": id, "name": group.name, "members": group.members }),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupBody {
-    name: String,
-    #[serde(default)]
-    members: Option<Vec<String>>,
-}
-
-async fn put_group(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: std::result::Result<Json<GroupBody>, JsonRejection>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    let Json(body) = body?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::PutGroup {
-            id,
-            name: body.name,
-            members: body.members,
-        }],
-    )
-    .await
-}
-
-async fn delete_group(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(&shared, &headers, vec![DirectoryChange::DeleteGroup { id }]).await
-}
-
-async fn add_group_member(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((group, username)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::AddGroupMember { group, username }],
-    )
-    .await
-}
-
-async fn remove_group_member(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Path((group, username)): Path<(String, String)>,
-) -> Result<StatusCode> {
-    authorize(&shared, &headers)?;
-    change(
-        &shared,
-        &headers,
-        vec![DirectoryChange::RemoveGroupMember { group, username }],
-    )
-    .await
-}
-
-/// Applies a parsed batch, naming the line of the change that fails.
-pub(crate) async fn import_batch(
-    shared: &Shared,
-    actor: &str,
-    import: import::Import,
-) -> std::result::Result<usize, (bool, String)> {
-    let credentials = import::credentials(import.passwords, shared.config.auth.scram_iterations)
-        .await
-        .map_err(|e| (false, e))?;
-    let lines = &import.lines;
-    match apply(shared, actor, &import.changes, &credentials).await {
-        Ok(()) => Ok(import.changes.len()),
-        Err(ApplyError::Invalid { index, invalid }) => Err((
-            false,
-            format!(
-                "line {}: {invalid}",
-                lines.get(index).copied().unwrap_or(index + 1)
-            ),
-        )),
-        Err(ApplyError::Storage(e)) => Err((true, e.to_string())),
-    }
-}
-
-#[derive(Serialize)]
-struct Imported {
-    applied: usize,
-}
-
-async fn import(
-    State(shared): AppState,
-    headers: HeaderMap,
-    body: String,
-) -> Result<Json<Imported>> {
-    authorize(&shared, &headers)?;
-    let batch = import::parse_import(&body)
-        .map_err(|e| AdminError::BadRequest(format!("nothing imported: {e}")))?;
-    let who = format!("{}:import", actor(&headers));
-    let applied = import_batch(&shared, &who, batch)
-        .await
-        .map_err(|(internal, message)| {
-            if internal {
-                AdminError::Internal(message)
-            } else {
-                AdminError::BadRequest(format!("nothing imported: {message}"))
-            }
-        })?;
-    Ok(Json(Imported { applied }))
-}
-
-#[derive(Deserialize)]
-struct AuditQuery {
-    limit: Option<u32>,
-    before: Option<i64>,
-}
-
-async fn audit(
-    State(shared): AppState,
-    headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
-) -> Result<Json<Value>> {
-    authorize(&shared, &headers)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = shared
-        .store
-        .audit_log(limit, query.before)
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    Ok(Json(serde_json::to_value(entries).unwrap_or(Value::Null)))
 }

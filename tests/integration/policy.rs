@@ -388,7 +388,7 @@ async fn admin_api_errors_and_audit() {
     let (status, body) = http(api, "GET", "/admin/api/v1/openapi.json", Some(&token), None).await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("\"openapi\": \"3.0.3\""),
+        body.contains("\"openapi\": \"3.1.0\""),
         "{}",
         &body[..100.min(body.len())]
     );

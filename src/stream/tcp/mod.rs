@@ -89,7 +89,12 @@ pub(crate) async fn serve_socket(
         return;
     };
     drop(logging_in);
-    let (link, bound) = *link;
+    // Moved out in a block of its own: a box moved out of is freed only when its binding
+    // goes out of scope, which would keep it for the whole session.
+    let (link, bound) = {
+        let boxed = link;
+        *boxed
+    };
     tracing::Span::current().record("jid", tracing::field::display(&bound.jid));
     crate::session::start(link, bound, shared.clone()).await;
 }

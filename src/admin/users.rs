@@ -1,0 +1,212 @@
+//! `/users`: the directory's users, their passwords and their parent links.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{AdminError, AdminState, Body, ErrorBody, Result};
+use crate::directory::{DirectoryChange, Profile};
+use crate::storage::ScramCredential;
+
+pub(super) fn routes() -> Router<AdminState> {
+    Router::new()
+        .route(
+            "/users/{username}",
+            get(get_user).put(put_user).delete(delete_user),
+        )
+        .route(
+            "/users/{username}/children/{child}",
+            put(link_child).delete(unlink_child),
+        )
+}
+
+/// A user of the directory.
+#[derive(Serialize, ToSchema)]
+pub struct User {
+    username: String,
+    display_name: String,
+    profile: Profile,
+    structures: BTreeSet<String>,
+    classes: BTreeSet<String>,
+    groups: BTreeSet<String>,
+    parents: BTreeSet<String>,
+    children: BTreeSet<String>,
+    /// Left out of the directory search, at the user's own request.
+    hidden: bool,
+    /// When the user first logged in to the chat (Unix seconds); users appear in search only
+    /// after it.
+    first_login: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/users/{username}", tag = "users",
+    summary = "One user",
+    params(("username" = String, Path, description = "The JID localpart, lowercase")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
+pub(super) async fn get_user(
+    State(admin): State<AdminState>,
+    Path(username): Path<String>,
+) -> Result<Json<User>> {
+    let state = admin.policy().snapshot();
+    let user = state
+        .users
+        .get(&username)
+        .ok_or_else(|| AdminError::NotFound(format!("unknown user {username:?}")))?;
+    Ok(Json(User {
+        display_name: user.display_name.clone(),
+        profile: user.profile,
+        structures: user.structures.clone(),
+        classes: user.classes.clone(),
+        groups: user.groups.clone(),
+        parents: user.parents.clone(),
+        children: user.children.clone(),
+        hidden: user.hidden,
+        first_login: user.first_login,
+        username,
+    }))
+}
+
+/// A user as the ENT provisions it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    display_name: String,
+    profile: Profile,
+    /// Replaces the user's structures.
+    #[serde(default)]
+    structures: Vec<String>,
+    /// Sets the account's password (SCRAM credentials), when given.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[utoipa::path(put, path = "/users/{username}", tag = "users",
+    summary = "Create or replace a user",
+    description = "Moving a user to a structure where their profile has no chat access closes their sessions at once.",
+    params(("username" = String, Path, description = "The JID localpart, lowercase")),
+    request_body = UserBody,
+    responses(
+        (status = 204, description = "Done"),
+        (status = 400, description = "Bad input; `error` says what is wrong", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown structure", body = ErrorBody),
+    ))]
+pub(super) async fn put_user(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+    body: Body<UserBody>,
+) -> Result<StatusCode> {
+    let Json(body) = body?;
+    // A password that cannot be set is refused before anything changes; one that can is set
+    // in the directory change's own transaction.
+    let mut credentials = Vec::new();
+    if let Some(password) = body.password {
+        let name = crate::auth::normalise_username(&username).ok_or_else(|| {
+            AdminError::BadRequest(format!("{username:?} is not a valid username"))
+        })?;
+        credentials.push((name, password_credentials(&admin, password).await?));
+    }
+    let change = DirectoryChange::PutUser {
+        username,
+        display_name: body.display_name,
+        profile: body.profile,
+        structures: body.structures,
+    };
+    admin
+        .change_with_credentials(&headers, vec![change], &credentials)
+        .await
+}
+
+async fn password_credentials(
+    admin: &AdminState,
+    password: String,
+) -> Result<Vec<ScramCredential>> {
+    crate::accounts::credentials(password, admin.scram_iterations())
+        .await
+        .map_err(|e| match e {
+            crate::accounts::Error::Password(p) => AdminError::BadRequest(p.to_string()),
+            other => AdminError::Internal(other.to_string()),
+        })
+}
+
+#[utoipa::path(delete, path = "/users/{username}", tag = "users",
+    summary = "Delete a user",
+    description = "Their sessions are closed at once (`not-authorized`).",
+    params(("username" = String, Path, description = "The JID localpart, lowercase")),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
+pub(super) async fn delete_user(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+) -> Result<StatusCode> {
+    admin
+        .change(&headers, vec![DirectoryChange::DeleteUser { username }])
+        .await
+}
+
+#[utoipa::path(put, path = "/users/{username}/children/{child}", tag = "users",
+    summary = "Link a parent to a child",
+    params(
+        ("username" = String, Path, description = "The parent's username"),
+        ("child" = String, Path, description = "The child's username"),
+    ),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 400, description = "Bad input; `error` says what is wrong", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
+pub(super) async fn link_child(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path((parent, child)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    admin
+        .change(
+            &headers,
+            vec![DirectoryChange::LinkParent { parent, child }],
+        )
+        .await
+}
+
+#[utoipa::path(delete, path = "/users/{username}/children/{child}", tag = "users",
+    summary = "Unlink a parent from a child",
+    params(
+        ("username" = String, Path, description = "The parent's username"),
+        ("child" = String, Path, description = "The child's username"),
+    ),
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
+pub(super) async fn unlink_child(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path((parent, child)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    admin
+        .change(
+            &headers,
+            vec![DirectoryChange::UnlinkParent { parent, child }],
+        )
+        .await
+}
+
+#[cfg(feature = "fuzzing")]
+pub(super) fn fuzz_bodies(bytes: &[u8]) {
+    let _ = serde_json::from_slice::<UserBody>(bytes);
+}
