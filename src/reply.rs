@@ -57,7 +57,8 @@ pub fn error_type_of(condition: &DefinedCondition) -> ErrorType {
     }
 }
 
-/// A policy denial (DESIGN.md): `forbidden`, with the reason in English and French.
+/// A policy denial (docs/policy.md): `forbidden` (`not-allowed` for a request not accepted
+/// yet), with the reason in English and French.
 pub fn policy_error(reason: Reason) -> StanzaError {
     let condition = reason.condition();
     let mut error = StanzaError::new(error_type_of(&condition), condition, "en", reason.english());

@@ -185,7 +185,8 @@ enum Gate {
 }
 
 /// The one place where a stanza from a user meets the rules on its way to another user of
-/// this server, whatever its kind, before any handler sees it (DESIGN.md, "one chokepoint").
+/// this server, whatever its kind, before any handler sees it (docs/policy.md, "Where it
+/// applies").
 ///
 /// - Everything the sender writes, in any stanza, follows the communication rules: messages
 ///   of every type, directed presence (which carries a status text), IQs, subscription
@@ -194,10 +195,10 @@ enum Gate {
 ///   they follow the rules too, and are dropped when refused.
 /// - Ending a relationship (`unsubscribe`, `unsubscribed`) and probes always pass: the server
 ///   writes what the other side gets, so nothing of the sender's goes through.
-/// - With `im.chat_requires_acceptance`, messages and directed presence need an accepted
-///   contact; IQ requests always need the recipient's presence subscription, and strangers
-///   get the same answer as for an absent account or resource, so that an IQ tells nobody
-///   whether an account exists or a resource is online.
+/// - Whether the recipient accepted the sender is read for the policy's own rule
+///   (`im.chat_requires_acceptance`); IQ requests always need the recipient's presence
+///   subscription, and strangers get the same answer as for an absent account or resource,
+///   so that an IQ tells nobody whether an account exists or a resource is online.
 async fn gate(
     cx: &Context<'_>,
     sender: &Sender<'_>,
