@@ -674,3 +674,43 @@ async fn presence_between_contacts_kept_apart_carries_no_text() {
     assert!(!seen.contains("BACK"), "{seen}");
     server.stop().await;
 }
+
+/// Every call of the admin API, as its OpenAPI document lists them, needs the token: the
+/// middleware covers each resource's router, and only the document itself is public.
+#[tokio::test]
+async fn every_admin_call_needs_the_token() {
+    let server = TestServer::start().await;
+    let api = server.http;
+    let (status, body) = http(api, "GET", "/admin/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200, "the document is public: {body}");
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let public = operation["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(|r| r.is_empty()))
+            });
+            // Path parameters filled with a plausible value.
+            let concrete = path
+                .replace("{profile}", "student")
+                .replace("{from}", "student")
+                .replace("{to}", "teacher")
+                .replace(['{', '}'], "");
+            let url = format!("/admin/api/v1{concrete}");
+            let method = method.to_uppercase();
+            let (status, text) = http(api, &method, &url, None, Some("{}")).await;
+            if public {
+                assert_eq!(status, 200, "{method} {url}: {text}");
+            } else {
+                assert_eq!(status, 401, "{method} {url} without a token: {text}");
+                assert!(text.contains("\"error\""), "{method} {url}: {text}");
+                let (status, _) = http(api, &method, &url, Some("wrong"), Some("{}")).await;
+                assert_eq!(status, 401, "{method} {url} with a wrong token");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 25, "every call was tried");
+    server.stop().await;
+}
