@@ -172,14 +172,16 @@ impl Server {
     /// Opens the store (migrating it), loads or generates the certificate, binds every
     /// listener, and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        config.validate()?;
+        // Everything is loaded before any port is bound: a client is never accepted before the
+        // server can serve it.
+        let shared = Arc::new(Shared::new(config).await?);
+        let config = &shared.config;
         let c2s = transport::bind_all(&config.listen.c2s).await?;
         let direct = transport::bind_all(&config.listen.c2s_direct_tls).await?;
         let http = transport::bind_all(&config.http.listen).await?;
         let http_addrs = addrs_of(&http)?;
         let c2s_addrs = addrs_of(&c2s)?;
         let direct_tls_addrs = addrs_of(&direct)?;
-        let shared = Arc::new(Shared::new(config).await?);
         if shared.config.admin.demo_directory && shared.policy.snapshot().structures.is_empty() {
             load_demo_directory(&shared).await?;
         }
