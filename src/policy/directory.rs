@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use std::sync::Arc;
+
 use imbl::{HashMap as SharedMap, OrdSet};
 
 use crate::directory::{DirectoryChange, DirectoryRows, Profile, Scope};
@@ -52,7 +54,9 @@ pub struct Group {
 #[derive(Debug, Clone, Default)]
 pub struct DirectoryState {
     pub structures: SharedMap<String, Structure>,
-    pub users: SharedMap<String, User>,
+    /// Values behind an `Arc`: a map node holds a pointer per slot instead of a whole user, and
+    /// a change copies the one user it touches.
+    pub users: SharedMap<String, Arc<User>>,
     pub classes: SharedMap<String, Class>,
     pub groups: SharedMap<String, Group>,
 }
@@ -111,7 +115,7 @@ impl DirectoryState {
             };
             state.users.insert(
                 username,
-                User {
+                Arc::new(User {
                     display_name,
                     profile,
                     structures: BTreeSet::new(),
@@ -121,7 +125,7 @@ impl DirectoryState {
                     children: BTreeSet::new(),
                     hidden,
                     first_login,
-                },
+                }),
             );
         }
         for (structure, username) in rows.structure_members {
@@ -179,7 +183,7 @@ impl DirectoryState {
     fn join_structure(&mut self, structure: &str, username: &str) {
         if let (Some(s), Some(u)) = (
             self.structures.get_mut(structure),
-            self.users.get_mut(username),
+            self.users.get_mut(username).map(Arc::make_mut),
         ) {
             s.members.insert(username.to_owned());
             u.structures.insert(structure.to_owned());
@@ -187,7 +191,10 @@ impl DirectoryState {
     }
 
     fn join_class(&mut self, class: &str, username: &str) {
-        if let (Some(c), Some(u)) = (self.classes.get_mut(class), self.users.get_mut(username)) {
+        if let (Some(c), Some(u)) = (
+            self.classes.get_mut(class),
+            self.users.get_mut(username).map(Arc::make_mut),
+        ) {
             c.members.insert(username.to_owned());
             u.classes.insert(class.to_owned());
         }
@@ -197,13 +204,16 @@ impl DirectoryState {
         if let Some(c) = self.classes.get_mut(class) {
             c.members.remove(username);
         }
-        if let Some(u) = self.users.get_mut(username) {
+        if let Some(u) = self.users.get_mut(username).map(Arc::make_mut) {
             u.classes.remove(class);
         }
     }
 
     fn join_group(&mut self, group: &str, username: &str) {
-        if let (Some(g), Some(u)) = (self.groups.get_mut(group), self.users.get_mut(username)) {
+        if let (Some(g), Some(u)) = (
+            self.groups.get_mut(group),
+            self.users.get_mut(username).map(Arc::make_mut),
+        ) {
             g.members.insert(username.to_owned());
             u.groups.insert(group.to_owned());
         }
@@ -213,27 +223,27 @@ impl DirectoryState {
         if let Some(g) = self.groups.get_mut(group) {
             g.members.remove(username);
         }
-        if let Some(u) = self.users.get_mut(username) {
+        if let Some(u) = self.users.get_mut(username).map(Arc::make_mut) {
             u.groups.remove(group);
         }
     }
 
     fn link(&mut self, parent: &str, child: &str) {
         if self.users.contains_key(parent) && self.users.contains_key(child) {
-            if let Some(p) = self.users.get_mut(parent) {
+            if let Some(p) = self.users.get_mut(parent).map(Arc::make_mut) {
                 p.children.insert(child.to_owned());
             }
-            if let Some(c) = self.users.get_mut(child) {
+            if let Some(c) = self.users.get_mut(child).map(Arc::make_mut) {
                 c.parents.insert(parent.to_owned());
             }
         }
     }
 
     fn unlink(&mut self, parent: &str, child: &str) {
-        if let Some(p) = self.users.get_mut(parent) {
+        if let Some(p) = self.users.get_mut(parent).map(Arc::make_mut) {
             p.children.remove(child);
         }
-        if let Some(c) = self.users.get_mut(child) {
+        if let Some(c) = self.users.get_mut(child).map(Arc::make_mut) {
             c.parents.remove(parent);
         }
     }
@@ -292,7 +302,7 @@ impl DirectoryState {
                 }
                 if let Some(structure) = self.structures.remove(id) {
                     for member in structure.members {
-                        if let Some(u) = self.users.get_mut(&member) {
+                        if let Some(u) = self.users.get_mut(&member).map(Arc::make_mut) {
                             u.structures.remove(id);
                         }
                     }
@@ -323,17 +333,20 @@ impl DirectoryState {
                         structure.members.remove(username);
                     }
                 }
-                let user = self.users.entry(username.clone()).or_insert_with(|| User {
-                    display_name: String::new(),
-                    profile: *profile,
-                    structures: BTreeSet::new(),
-                    classes: BTreeSet::new(),
-                    groups: BTreeSet::new(),
-                    parents: BTreeSet::new(),
-                    children: BTreeSet::new(),
-                    hidden: false,
-                    first_login: None,
+                let user = self.users.entry(username.clone()).or_insert_with(|| {
+                    Arc::new(User {
+                        display_name: String::new(),
+                        profile: *profile,
+                        structures: BTreeSet::new(),
+                        classes: BTreeSet::new(),
+                        groups: BTreeSet::new(),
+                        parents: BTreeSet::new(),
+                        children: BTreeSet::new(),
+                        hidden: false,
+                        first_login: None,
+                    })
                 });
+                let user = Arc::make_mut(user);
                 user.display_name = display_name.clone();
                 user.profile = *profile;
                 user.structures.clear();
@@ -360,12 +373,12 @@ impl DirectoryState {
                         }
                     }
                     for p in &user.parents {
-                        if let Some(parent) = self.users.get_mut(p) {
+                        if let Some(parent) = self.users.get_mut(p).map(Arc::make_mut) {
                             parent.children.remove(username);
                         }
                     }
                     for c in &user.children {
-                        if let Some(child) = self.users.get_mut(c) {
+                        if let Some(child) = self.users.get_mut(c).map(Arc::make_mut) {
                             child.parents.remove(username);
                         }
                     }
@@ -406,7 +419,7 @@ impl DirectoryState {
                 self.class(id)?;
                 if let Some(class) = self.classes.remove(id) {
                     for m in class.members {
-                        if let Some(u) = self.users.get_mut(&m) {
+                        if let Some(u) = self.users.get_mut(&m).map(Arc::make_mut) {
                             u.classes.remove(id);
                         }
                     }
@@ -439,7 +452,7 @@ impl DirectoryState {
                 self.group(id)?;
                 if let Some(group) = self.groups.remove(id) {
                     for m in group.members {
-                        if let Some(u) = self.users.get_mut(&m) {
+                        if let Some(u) = self.users.get_mut(&m).map(Arc::make_mut) {
                             u.groups.remove(id);
                         }
                     }
@@ -501,7 +514,7 @@ impl DirectoryState {
             }
             SetHidden { username, hidden } => {
                 self.user(username)?;
-                if let Some(u) = self.users.get_mut(username) {
+                if let Some(u) = self.users.get_mut(username).map(Arc::make_mut) {
                     u.hidden = *hidden;
                 }
             }

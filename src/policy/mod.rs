@@ -262,7 +262,7 @@ impl Policy {
         self.state.rcu(|current| {
             first = is_first(current);
             let mut next = (**current).clone();
-            if first && let Some(user) = next.users.get_mut(username) {
+            if first && let Some(user) = next.users.get_mut(username).map(Arc::make_mut) {
                 user.first_login = Some(at);
             }
             next
