@@ -342,6 +342,9 @@ pub async fn user_message(
             "no such user",
         );
     }
+    if !offline::worth_keeping(&message) {
+        return;
+    }
     let own = sender.jid.to_bare();
     if !cx.writes.try_spend(roster::local(&own)) {
         let stanza = Stanza::Message(message);

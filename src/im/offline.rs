@@ -1,7 +1,7 @@
 //! Offline storage (XEP-0160): chat and normal messages to a user with no available resource
 //! are kept, then delivered in order with a XEP-0203 delay stamp when the user comes online,
 //! in bounded batches, each deleted only once the client has acknowledged it (see
-//! `session::deliver_offline`).
+//! `session::deliver_backlog`). Only what carries content is kept (`worth_keeping`).
 
 use std::str::FromStr;
 
@@ -13,6 +13,21 @@ use xmpp_parsers::message::Message;
 
 use crate::im::Context;
 use crate::storage;
+
+/// XEP-0334 message processing hints.
+const HINTS: &str = "urn:xmpp:hints";
+
+/// Whether a message to a user who is not online is worth keeping for them (XEP-0160): one
+/// with a body or a subject, unless it says `<no-store/>`, or one that asks for it with
+/// `<store/>`. A message with nothing to read (a chat state such as `<composing/>`, XEP-0085)
+/// is dropped without an error: replayed at the next login, it would only fill the storage.
+pub fn worth_keeping(message: &Message) -> bool {
+    let hinted = |name: &str| message.payloads.iter().any(|p| p.is(name, HINTS));
+    if hinted("no-store") {
+        return false;
+    }
+    !message.bodies.is_empty() || !message.subjects.is_empty() || hinted("store")
+}
 
 pub enum Stored {
     Kept,

@@ -432,6 +432,44 @@ pub async fn offline_message_arrives_with_delay(server: &TestServer) {
     bob.logout().await;
 }
 
+/// XEP-0160/XEP-0085: a chat state alone (`<composing/>`) to an offline contact is dropped
+/// without an error, as is a message that says `<no-store/>`; a message with a body, or one
+/// that asks `<store/>`, is kept.
+pub async fn only_messages_with_content_are_kept_offline(server: &TestServer) {
+    let names = setup(server).await;
+    let mut alice = online(server, &names.alice).await;
+    let mut bob = online(server, &names.bob).await;
+    befriend(&mut alice, &mut bob, &names, "Amis").await;
+    bob.logout().await;
+    let b = jid(&names.bob);
+    let sent = [
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+        "<paused xmlns='http://jabber.org/protocol/chatstates'/>",
+        "<body>jetable</body><no-store xmlns='urn:xmpp:hints'/>",
+        "<body>gardé</body><active xmlns='http://jabber.org/protocol/chatstates'/>",
+        "<received xmlns='urn:xmpp:receipts' id='r1'/><store xmlns='urn:xmpp:hints'/>",
+    ];
+    for (n, payload) in sent.iter().enumerate() {
+        alice
+            .send(&format!(
+                "<message xmlns='jabber:client' to='{b}' type='chat' id='o{n}'>{payload}</message>"
+            ))
+            .await;
+    }
+    alice.expect_none("type='error'").await;
+    let mut bob = online(server, &names.bob).await;
+    let kept = bob.expect("gardé").await;
+    assert!(
+        !kept.contains("composing") && !kept.contains("paused"),
+        "{kept}"
+    );
+    assert!(!kept.contains("jetable"), "{kept}");
+    bob.expect("urn:xmpp:receipts").await;
+    bob.expect_none("composing").await;
+    alice.logout().await;
+    bob.logout().await;
+}
+
 pub async fn chat_needs_an_accepted_contact(server: &TestServer) {
     let names = setup(server).await;
     let mut alice = online(server, &names.alice).await;
@@ -636,6 +674,7 @@ on_both_backends!(
     categories_create_rename_delete,
     presence_states_are_seen_by_the_contact,
     offline_message_arrives_with_delay,
+    only_messages_with_content_are_kept_offline,
     chat_needs_an_accepted_contact,
     roster_versioning,
     bad_roster_input_gets_errors_and_saves_nothing,
