@@ -38,6 +38,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub im: ImConfig,
+    pub rooms: RoomsConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -220,6 +221,110 @@ impl Default for ImConfig {
     }
 }
 
+/// Conversations: multi-user rooms (XEP-0045) at their own domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub enabled: bool,
+    /// The conference service's domain. Empty means `conference.<domain>`.
+    pub domain: String,
+    /// Seconds a new room may stay locked, never configured, before it is destroyed.
+    pub locked_timeout_secs: u64,
+    /// Rooms one user may own (created and not destroyed).
+    pub max_rooms_per_user: u32,
+    /// Occupants (users, whatever their resources) one room admits; also the highest
+    /// `muc#roomconfig_maxusers` an owner may set.
+    pub max_occupants: usize,
+    /// Affiliations (members, admins, owners, banned users) one room keeps.
+    pub max_members: usize,
+    /// Messages of history a room keeps (in memory and in the store) and sends on join.
+    pub max_history: usize,
+    /// Longest nickname, room name, description and subject, in characters.
+    pub max_nick_chars: usize,
+    pub max_name_chars: usize,
+    pub max_description_chars: usize,
+    pub max_subject_chars: usize,
+    /// Largest room vCard (XEP-0054: the room's logo), in bytes of XML.
+    pub max_vcard_bytes: usize,
+    /// A user of the ENT directory appears under their display name ("NOM Prénom") whatever
+    /// nickname the client asks for (status 210), so that nobody passes for somebody else.
+    pub directory_nicks: bool,
+    /// Only owners remove occupants (the manual: only the creator). Off: moderators may, as
+    /// XEP-0045 has it.
+    pub only_owners_kick: bool,
+    /// What a new room is before its owner changes it.
+    pub defaults: RoomDefaults,
+}
+
+/// A new room's configuration (the `muc#roomconfig` fields' defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomDefaults {
+    pub members_only: bool,
+    pub public: bool,
+    pub persistent: bool,
+    pub moderated: bool,
+    /// Occupants may invite (`muc#roomconfig_allowinvites`).
+    pub allow_invites: bool,
+    /// Occupants may change the subject.
+    pub change_subject: bool,
+    /// Occupants see each other's real JIDs (`whois` = anyone).
+    pub real_jids_visible: bool,
+    /// Who may send private messages to occupants: anyone, participants, moderators, none.
+    pub allow_private_messages: String,
+    /// Messages of history sent on join (at most `rooms.max_history`).
+    pub history_length: usize,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            domain: String::new(),
+            locked_timeout_secs: 600,
+            max_rooms_per_user: 100,
+            max_occupants: 200,
+            max_members: 1000,
+            max_history: 50,
+            max_nick_chars: 64,
+            max_name_chars: 100,
+            max_description_chars: 500,
+            max_subject_chars: 500,
+            max_vcard_bytes: 96 * 1024,
+            directory_nicks: true,
+            only_owners_kick: true,
+            defaults: RoomDefaults::default(),
+        }
+    }
+}
+
+impl Default for RoomDefaults {
+    fn default() -> Self {
+        Self {
+            members_only: true,
+            public: false,
+            persistent: true,
+            moderated: false,
+            allow_invites: true,
+            change_subject: true,
+            real_jids_visible: true,
+            allow_private_messages: "anyone".into(),
+            history_length: 20,
+        }
+    }
+}
+
+impl RoomsConfig {
+    /// The conference service's domain.
+    pub fn service_domain(&self, domain: &str) -> String {
+        if self.domain.is_empty() {
+            format!("conference.{domain}")
+        } else {
+            self.domain.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -246,6 +351,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             im: ImConfig::default(),
+            rooms: RoomsConfig::default(),
             http: HttpConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
@@ -415,6 +521,31 @@ impl Config {
         if fallback.is_empty() || fallback.chars().count() > self.im.max_category_name {
             return Err(Error::Invalid(
                 "im.fallback_category must be a non-empty category name".into(),
+            ));
+        }
+        let rooms = &self.rooms;
+        let service = rooms.service_domain(&self.domain);
+        if jid::BareJid::new(&service).is_err()
+            || service.contains(['@', '/'])
+            || service == self.domain
+        {
+            return Err(Error::Invalid(format!(
+                "rooms.domain {service:?} must be a valid XMPP domain other than the server's"
+            )));
+        }
+        if rooms.max_occupants < 2
+            || rooms.max_nick_chars == 0
+            || rooms.max_name_chars == 0
+            || rooms.locked_timeout_secs == 0
+            || rooms.defaults.history_length > rooms.max_history
+            || !["anyone", "participants", "moderators", "none"]
+                .contains(&rooms.defaults.allow_private_messages.as_str())
+        {
+            return Err(Error::Invalid(
+                "rooms: max_occupants must be at least 2, max_nick_chars, max_name_chars and \
+                 locked_timeout_secs positive, defaults.history_length at most max_history, and \
+                 defaults.allow_private_messages one of anyone, participants, moderators, none"
+                    .into(),
             ));
         }
         if self.auth.scram_iterations < 4096 {

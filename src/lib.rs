@@ -15,6 +15,7 @@ pub mod storage;
 mod im;
 mod link;
 mod listener;
+mod muc;
 mod ns;
 pub mod policy;
 mod reply;
@@ -61,7 +62,9 @@ pub(crate) struct Shared {
     store: DynStore,
     router: router::Router,
     rosters: im::roster::Rosters,
-    policy: policy::Policy,
+    policy: Arc<policy::Policy>,
+    /// The conference service, when rooms are enabled (also registered with the router).
+    rooms: Option<Arc<muc::Rooms>>,
     /// Bearer token of the admin API.
     admin_token: String,
     auth: auth::Authenticator,
@@ -92,9 +95,11 @@ impl Shared {
             },
         )?);
         let store = storage::open(&config.database_url(), config.database.max_connections).await?;
-        let policy = policy::Policy::load(&store)
-            .await?
-            .requiring_acceptance(config.im.chat_requires_acceptance);
+        let policy = Arc::new(
+            policy::Policy::load(&store)
+                .await?
+                .requiring_acceptance(config.im.chat_requires_acceptance),
+        );
         let admin_token = admin_token(&config)?;
         let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
         let auth = auth::Authenticator::new(
@@ -103,21 +108,40 @@ impl Shared {
             throttle,
             config.auth_workers(),
         );
+        let router = router::Router::new(config.limits.router());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let rooms = if config.rooms.enabled {
+            let (rooms, history) = muc::Rooms::new(
+                &config.domain,
+                config.rooms.clone(),
+                store.clone(),
+                policy.clone(),
+                config.im.max_offline_messages,
+            )
+            .map_err(|_| config::Error::Invalid("invalid rooms.domain".into()))?;
+            router.register_component(rooms.domain().clone(), rooms.clone());
+            tasks.spawn(history.run(shutdown.clone()));
+            Some(rooms)
+        } else {
+            None
+        };
         Ok(Shared {
             writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             admission: Arc::new(transport::admission::Admission::new(config.admission())),
             domain,
             store,
-            router: router::Router::new(config.limits.router()),
+            router,
             rosters: im::roster::Rosters::default(),
             policy,
+            rooms,
             admin_token,
             auth,
             tls,
             lifecycle: Arc::new(routing::Sessions),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
+            tasks,
+            shutdown,
             config,
         })
     }
@@ -211,6 +235,9 @@ impl Server {
             }
         }
         shared.tasks.spawn(purge_throttle(shared.clone()));
+        if shared.rooms.is_some() {
+            shared.tasks.spawn(sweep_rooms(shared.clone()));
+        }
         tracing::info!(
             domain = %shared.config.domain,
             c2s = ?c2s_addrs,
@@ -343,6 +370,20 @@ async fn load_demo_directory(shared: &Shared) -> Result<(), StartError> {
         "loaded the demo ENT directory (password `demo`); set admin.demo_directory = false in production"
     );
     Ok(())
+}
+
+/// Destroys the rooms left locked too long.
+async fn sweep_rooms(shared: Arc<Shared>) {
+    let Some(rooms) = shared.rooms.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(rooms.sweep_period());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => rooms.sweep(&shared.router).await,
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn purge_throttle(shared: Arc<Shared>) {

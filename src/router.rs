@@ -397,13 +397,6 @@ impl Router {
     }
 
     /// Routes `domain` and every entity at it to `component`, replacing any component there.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the first components, rooms and uploads, come next"
-        )
-    )]
     pub fn register_component(&self, domain: jid::DomainPart, component: Arc<dyn Component>) {
         self.components.rcu(|current| {
             let mut next: Components = current

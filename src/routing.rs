@@ -5,6 +5,7 @@
 
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::MessageType;
+use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -32,7 +33,15 @@ impl Lifecycle for Sessions {
     }
 
     async fn stanza(&self, shared: &Shared, sender: &Sender<'_>, stanza: Stanza) {
+        // RFC 6121 §4.5.2: going unavailable ends the directed presence of room occupancy.
+        let leaving = matches!(
+            &stanza,
+            Stanza::Presence(p) if p.to.is_none() && p.type_ == PresenceType::Unavailable
+        );
         route(&shared.im(), sender, stanza).await;
+        if leaving && let Some(rooms) = &shared.rooms {
+            rooms.session_ended(&shared.router, sender.jid).await;
+        }
     }
 
     async fn backlog(&self, shared: &Shared, jid: &FullJid, after: i64) -> Option<Backlog> {
@@ -51,6 +60,9 @@ impl Lifecycle for Sessions {
 
     async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl) {
         im::presence::session_ended(&shared.im(), jid, control);
+        if let Some(rooms) = &shared.rooms {
+            rooms.session_ended(&shared.router, jid).await;
+        }
         shared.rosters.detach(&jid.to_bare()).await;
     }
 }

@@ -28,6 +28,9 @@ pub enum Action {
     /// the rules no longer allow does not stay writable; with `chat_requires_acceptance`, the
     /// target must have accepted the actor (`Relation::accepted`).
     Message,
+    /// Write privately to a fellow occupant of a conversation: the communication rules of
+    /// `Message`, without the accepted request (both were admitted to the conversation).
+    PrivateMessage,
     /// Invite into a conversation.
     Invite,
     /// Join a conversation where the target is.
@@ -268,6 +271,14 @@ impl Policy {
             next
         });
         first
+    }
+
+    /// The name the directory gives a user ("NOM Prénom"), if the user is in it.
+    pub fn display_name(&self, username: &str) -> Option<String> {
+        let state = self.state.load();
+        let user = state.users.get(username)?;
+        let name = user.display_name.trim();
+        (!name.is_empty()).then(|| name.to_owned())
     }
 
     /// The one decision every enforcement point asks for.

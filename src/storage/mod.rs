@@ -298,10 +298,77 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Vec<directory::AuditEntry>, Error>;
 }
 
+/// A persistent room as stored: what a room is loaded back from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub name: String,
+    /// The configuration as JSON, which the rooms module reads.
+    pub config: String,
+    pub subject: Option<String>,
+    pub subject_by: Option<String>,
+    pub vcard: Option<String>,
+    /// (bare JID, affiliation) for every affiliation but `none`.
+    pub affiliations: Vec<(String, String)>,
+    /// The recent groupchat messages, oldest first, with when each was sent (Unix seconds).
+    pub history: Vec<(String, i64)>,
+}
+
+/// A room as listed: its name and configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    pub name: String,
+    pub config: String,
+}
+
+/// Persistent conversations (XEP-0045 rooms).
+#[async_trait::async_trait]
+pub trait RoomStore: Send + Sync {
+    /// A room with its affiliations and its last `history` messages.
+    async fn load_room(&self, name: &str, history: u32) -> Result<Option<StoredRoom>, Error>;
+    /// Stores a new room with its affiliations (its owner among them), atomically;
+    /// `LimitReached` when `owner` already owns `limit` rooms, `Conflict` if it exists.
+    async fn create_room(
+        &self,
+        room: &StoredRoom,
+        public: bool,
+        owner: &str,
+        limit: u32,
+    ) -> Result<(), Error>;
+    async fn save_room_config(&self, name: &str, config: &str, public: bool) -> Result<(), Error>;
+    async fn save_room_subject(&self, name: &str, subject: &str, by: &str) -> Result<(), Error>;
+    async fn save_room_vcard(&self, name: &str, vcard: &str) -> Result<(), Error>;
+    /// Sets (or, with `None`, removes) a user's affiliation with a room.
+    async fn set_room_affiliation(
+        &self,
+        name: &str,
+        jid: &str,
+        affiliation: Option<&str>,
+    ) -> Result<(), Error>;
+    /// Deletes a room with its affiliations and history; whether there was one.
+    async fn delete_room(&self, name: &str) -> Result<bool, Error>;
+    /// Appends groupchat messages (room, stanza, Unix seconds) in one transaction, then keeps
+    /// only the last `keep` of each room they touched.
+    async fn append_room_history(
+        &self,
+        rows: &[(String, String, i64)],
+        keep: u32,
+    ) -> Result<(), Error>;
+    /// Public rooms by name, after `after`: at most `limit`, with the count of all of them.
+    async fn public_rooms(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<RoomListing>, u64), Error>;
+    /// The rooms where a user is owner, admin or member, by name; at most `limit`.
+    async fn rooms_of(&self, jid: &str, limit: u32) -> Result<Vec<RoomListing>, Error>;
+    /// How many rooms a user owns.
+    async fn rooms_owned(&self, jid: &str) -> Result<u64, Error>;
+}
+
 /// Every domain of the store.
 #[async_trait::async_trait]
 pub trait Store:
-    AccountStore + RosterStore + OfflineStore + DirectoryStore + AuditStore + 'static
+    AccountStore + RosterStore + OfflineStore + DirectoryStore + AuditStore + RoomStore + 'static
 {
     /// Waits for running queries and closes the connections.
     async fn close(&self);

@@ -1,5 +1,5 @@
 //! The sqlx implementation of [`Store`], one set of queries for SQLite and PostgreSQL through
-//! sqlx's `Any` driver, one file per domain (accounts, roster, offline, directory, audit).
+//! sqlx's `Any` driver, one file per domain (accounts, roster, offline, directory, audit, rooms).
 //!
 //! Queries use `$1, $2, …` placeholders, which both back ends accept; in SQLite they are
 //! numbered in order of first appearance, so every query names them in ascending order.
@@ -11,15 +11,16 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::{
-    AccountStore, AuditStore, DirectoryStore, Error, OfflineMessage, OfflineStore, RosterItem,
-    RosterSnapshot, RosterStore, ScramCredential, ScramHash, Store, Subscription,
-    SubscriptionRequest,
+    AccountStore, AuditStore, DirectoryStore, Error, OfflineMessage, OfflineStore, RoomListing,
+    RoomStore, RosterItem, RosterSnapshot, RosterStore, ScramCredential, ScramHash, Store,
+    StoredRoom, Subscription, SubscriptionRequest,
 };
 
 mod accounts;
 mod audit;
 mod directory;
 mod offline;
+mod rooms;
 mod roster;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

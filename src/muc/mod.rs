@@ -1,0 +1,622 @@
+//! Conversations: the multi-user chat service (XEP-0045), a component of the router at
+//! `conference.<domain>`.
+//!
+//! Each active room is a `Room` behind its own async lock, so rooms work in parallel and a
+//! room's changes are serialised (a change is written to the store before it shows). Rooms
+//! without occupants are unloaded and read back from the store when addressed again; locked
+//! rooms and temporary rooms live in memory only. Groupchat history is written by one task in
+//! batches, off the delivery path.
+//!
+//! The ENT rules apply at the doors: joining and inviting ask the policy (`Action::Join`,
+//! `Action::Invite`), private messages between occupants too (`Action::PrivateMessage`).
+
+mod form;
+mod room;
+mod texts;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::presence::Type as PresenceType;
+use xmpp_parsers::rsm::{First, SetResult};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::config::RoomsConfig;
+use crate::policy::Policy;
+use crate::reply::{error_reply, error_type_of};
+use crate::router::{Component, Router};
+use crate::storage::{self, DynStore};
+
+pub use form::RoomConfig;
+use room::Room;
+
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+/// The disco#items node listing the rooms where the asker is owner, admin or member
+/// (docs/extensions.md).
+pub const MY_ROOMS_NODE: &str = "urn:causette:rooms:mine";
+/// Public rooms listed per disco#items page (XEP-0059), whatever the client asks.
+const MAX_PAGE: usize = 50;
+/// Groupchat messages waiting for the history writer before senders wait for it.
+const HISTORY_QUEUE: usize = 4096;
+/// Rows the history writer puts in one transaction.
+const HISTORY_BATCH: usize = 256;
+
+/// One groupchat message to keep: room, stanza XML, Unix seconds.
+type HistoryRow = (String, String, i64);
+
+/// The conference service.
+pub struct Rooms {
+    domain: jid::DomainPart,
+    /// The server's own domain: only its users take part (there is no federation).
+    users_domain: String,
+    settings: RoomsConfig,
+    store: DynStore,
+    policy: Arc<Policy>,
+    max_offline_messages: u32,
+    /// The rooms in memory: those with occupants, and locked ones.
+    active: DashMap<String, Arc<Mutex<Room>>>,
+    /// The rooms where each user has an occupant, to leave them when the user's session ends.
+    joined: DashMap<BareJid, Vec<String>>,
+    history: mpsc::Sender<HistoryRow>,
+}
+
+/// Writes groupchat history to the store in batches; runs until shutdown, then drains.
+pub struct HistoryWriter {
+    queue: mpsc::Receiver<HistoryRow>,
+    store: DynStore,
+    keep: u32,
+}
+
+impl HistoryWriter {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(HISTORY_BATCH);
+        loop {
+            let received = tokio::select! {
+                n = self.queue.recv_many(&mut batch, HISTORY_BATCH) => n,
+                _ = shutdown.cancelled() => {
+                    self.queue.close();
+                    while self.queue.recv_many(&mut batch, HISTORY_BATCH).await > 0 {
+                        self.write(&mut batch).await;
+                    }
+                    return;
+                }
+            };
+            if received == 0 {
+                return;
+            }
+            self.write(&mut batch).await;
+        }
+    }
+
+    async fn write(&self, batch: &mut Vec<HistoryRow>) {
+        if let Err(err) = self.store.append_room_history(batch, self.keep).await {
+            tracing::error!(error = %err, rows = batch.len(), "cannot store room history");
+        }
+        batch.clear();
+    }
+}
+
+/// What a room handler needs besides the room.
+pub(crate) struct Cx<'a> {
+    pub router: &'a Router,
+    pub rooms: &'a Rooms,
+}
+
+/// What becomes of a room once a stanza has been handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    Keep,
+    /// No occupant left: the room leaves memory (it stays in the store).
+    Unload,
+    /// The room is gone (destroyed, or temporary and empty).
+    Forget,
+}
+
+impl Rooms {
+    pub fn new(
+        server_domain: &str,
+        settings: RoomsConfig,
+        store: DynStore,
+        policy: Arc<Policy>,
+        max_offline_messages: u32,
+    ) -> Result<(Arc<Rooms>, HistoryWriter), jid::Error> {
+        let domain = jid::DomainPart::new(&settings.service_domain(server_domain))?.into_owned();
+        let (history, queue) = mpsc::channel(HISTORY_QUEUE);
+        let writer = HistoryWriter {
+            queue,
+            store: store.clone(),
+            keep: u32::try_from(settings.max_history).unwrap_or(u32::MAX),
+        };
+        let rooms = Rooms {
+            domain,
+            users_domain: server_domain.to_owned(),
+            settings,
+            store,
+            policy,
+            max_offline_messages,
+            active: DashMap::new(),
+            joined: DashMap::new(),
+            history,
+        };
+        Ok((Arc::new(rooms), writer))
+    }
+
+    pub fn domain(&self) -> &jid::DomainPart {
+        &self.domain
+    }
+
+    /// The room called `name`: in memory, else loaded from the store.
+    async fn find(&self, name: &str) -> Result<Option<Arc<Mutex<Room>>>, storage::Error> {
+        if let Some(room) = self.active.get(name) {
+            return Ok(Some(room.clone()));
+        }
+        let history = u32::try_from(self.settings.max_history).unwrap_or(u32::MAX);
+        let Some(stored) = self.store.load_room(name, history).await? else {
+            return Ok(None);
+        };
+        let Ok(node) = jid::NodePart::new(name) else {
+            return Ok(None);
+        };
+        let jid = BareJid::from_parts(Some(&node), &self.domain);
+        let room = Room::from_store(jid, stored, &self.settings);
+        // Another task may have loaded it meanwhile: theirs wins.
+        Ok(Some(
+            self.active
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(room)))
+                .clone(),
+        ))
+    }
+
+    /// Rooms a user owns, in the store and locked in memory.
+    async fn owned_by(&self, user: &BareJid) -> Result<u64, storage::Error> {
+        let stored = self.store.rooms_owned(&user.to_string()).await?;
+        let mut locked = 0u64;
+        for room in self.active.iter() {
+            if let Ok(room) = room.try_lock()
+                && room.is_locked_by(user)
+            {
+                locked += 1;
+            }
+        }
+        Ok(stored + locked)
+    }
+
+    fn note_joined(&self, user: &BareJid, room: &str) {
+        let mut rooms = self.joined.entry(user.clone()).or_default();
+        if !rooms.iter().any(|r| r == room) {
+            rooms.push(room.to_owned());
+        }
+    }
+
+    fn note_left(&self, user: &BareJid, room: &str) {
+        self.joined.remove_if_mut(user, |_, rooms| {
+            rooms.retain(|r| r != room);
+            rooms.is_empty()
+        });
+    }
+
+    fn settle(&self, name: &str, room: &Arc<Mutex<Room>>, after: After) {
+        if after != After::Keep {
+            self.active
+                .remove_if(name, |_, current| Arc::ptr_eq(current, room));
+        }
+    }
+
+    /// A session ended, or its user went unavailable: it leaves every room.
+    pub async fn session_ended(&self, router: &Router, jid: &FullJid) {
+        let bare = jid.to_bare();
+        let names = match self.joined.get(&bare) {
+            Some(rooms) => rooms.clone(),
+            None => return,
+        };
+        let cx = Cx {
+            router,
+            rooms: self,
+        };
+        for name in names {
+            let Some(room) = self.active.get(&name).map(|r| r.clone()) else {
+                self.note_left(&bare, &name);
+                continue;
+            };
+            let mut guard = room.lock().await;
+            if guard.gone {
+                continue;
+            }
+            let after = guard.session_gone(&cx, jid).await;
+            if after != After::Keep {
+                guard.gone = true;
+            }
+            drop(guard);
+            self.settle(&name, &room, after);
+        }
+    }
+
+    /// Destroys the rooms left locked past `rooms.locked_timeout_secs`.
+    pub async fn sweep(&self, router: &Router) {
+        let timeout = Duration::from_secs(self.settings.locked_timeout_secs);
+        let now = Instant::now();
+        let rooms: Vec<(String, Arc<Mutex<Room>>)> = self
+            .active
+            .iter()
+            .map(|r| (r.key().clone(), r.value().clone()))
+            .collect();
+        let cx = Cx {
+            router,
+            rooms: self,
+        };
+        for (name, room) in rooms {
+            let mut guard = room.lock().await;
+            if guard.gone || !guard.locked_since().is_some_and(|t| now - t >= timeout) {
+                continue;
+            }
+            tracing::info!(room = %name, "destroying a room never configured");
+            guard
+                .destroy(&cx, None, Some(texts::NEVER_CONFIGURED))
+                .await;
+            guard.gone = true;
+            drop(guard);
+            self.settle(&name, &room, After::Forget);
+        }
+    }
+
+    /// How often `sweep` should run.
+    pub fn sweep_period(&self) -> Duration {
+        Duration::from_secs((self.settings.locked_timeout_secs / 4).clamp(1, 60))
+    }
+
+    /// Stanzas to the service itself: discovery.
+    async fn to_service(&self, router: &Router, from: &FullJid, stanza: Stanza) {
+        let Stanza::Iq(iq) = &stanza else {
+            return reply_error(
+                router,
+                &stanza,
+                DefinedCondition::ServiceUnavailable,
+                "the conference service takes only discovery requests; write to a room",
+            );
+        };
+        let Iq::Get { payload, .. } = iq else {
+            if matches!(iq, Iq::Set { .. }) {
+                return reply_error(
+                    router,
+                    &stanza,
+                    DefinedCondition::ServiceUnavailable,
+                    "the conference service takes no such request",
+                );
+            }
+            return;
+        };
+        let answer = if payload.is("query", DISCO_INFO) {
+            if payload.attr("node").is_some() {
+                Err((DefinedCondition::ItemNotFound, "no such node"))
+            } else {
+                Ok(self.service_info())
+            }
+        } else if payload.is("query", DISCO_ITEMS) {
+            match DiscoItemsQuery::try_from(payload.clone()) {
+                Ok(query) => self.service_items(from, query).await,
+                Err(_) => Err((DefinedCondition::BadRequest, "invalid disco#items request")),
+            }
+        } else if payload.is("ping", crate::ns::PING) {
+            Ok(None)
+        } else {
+            Err((
+                DefinedCondition::ServiceUnavailable,
+                "the conference service does not answer this request",
+            ))
+        };
+        match answer {
+            Ok(payload) => deliver(
+                router,
+                from,
+                Stanza::Iq(Iq::Result {
+                    from: iq.to().cloned(),
+                    to: iq.from().cloned(),
+                    id: iq.id().to_owned(),
+                    payload,
+                }),
+            ),
+            Err((condition, text)) => reply_error(router, &stanza, condition, text),
+        }
+    }
+
+    fn service_info(&self) -> Option<Element> {
+        let info = DiscoInfoResult {
+            node: None,
+            identities: vec![Identity::new(
+                "conference",
+                "text",
+                "fr",
+                texts::SERVICE_NAME,
+            )],
+            features: [
+                DISCO_INFO,
+                DISCO_ITEMS,
+                MUC,
+                crate::ns::PING,
+                "jabber:iq:rsm",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+            extensions: Vec::new(),
+        };
+        Some(info.into())
+    }
+
+    /// The public rooms, paged (XEP-0059), or with the `MY_ROOMS_NODE` node the asker's.
+    async fn service_items(
+        &self,
+        from: &FullJid,
+        query: DiscoItemsQuery,
+    ) -> Result<Option<Element>, (DefinedCondition, &'static str)> {
+        let failed = |err: storage::Error| {
+            tracing::error!(error = %err, "cannot list rooms");
+            (
+                DefinedCondition::InternalServerError,
+                "the rooms cannot be listed right now",
+            )
+        };
+        let listing = |name: String, config: &str| {
+            let config: RoomConfig = serde_json::from_str(config).unwrap_or_default();
+            let jid = BareJid::from_parts(jid::NodePart::new(&name).ok().as_deref(), &self.domain);
+            Item {
+                jid: Jid::from(jid),
+                node: None,
+                name: (!config.name.is_empty()).then_some(config.name),
+            }
+        };
+        match query.node.as_deref() {
+            Some(MY_ROOMS_NODE) => {
+                let mine = self
+                    .store
+                    .rooms_of(
+                        &from.to_bare().to_string(),
+                        self.settings.max_rooms_per_user.max(1) * 4,
+                    )
+                    .await
+                    .map_err(failed)?;
+                let items = mine
+                    .into_iter()
+                    .map(|r| listing(r.name, &r.config))
+                    .collect();
+                Ok(Some(
+                    DiscoItemsResult {
+                        node: query.node,
+                        items,
+                        rsm: None,
+                    }
+                    .into(),
+                ))
+            }
+            Some(_) => Err((DefinedCondition::ItemNotFound, "no such node")),
+            None => {
+                let (max, after) = match &query.rsm {
+                    Some(rsm) => {
+                        if rsm.before.is_some() || rsm.index.is_some() {
+                            return Err((
+                                DefinedCondition::FeatureNotImplemented,
+                                "pages go forward only: use <after/>",
+                            ));
+                        }
+                        (rsm.max.unwrap_or(MAX_PAGE).min(MAX_PAGE), rsm.after.clone())
+                    }
+                    None => (MAX_PAGE, None),
+                };
+                let (rooms, count) = self
+                    .store
+                    .public_rooms(after.as_deref(), max as u32)
+                    .await
+                    .map_err(failed)?;
+                let first = rooms.first().map(|r| r.name.clone());
+                let last = rooms.last().map(|r| r.name.clone());
+                let items = rooms
+                    .into_iter()
+                    .map(|r| listing(r.name, &r.config))
+                    .collect();
+                let rsm = SetResult {
+                    first: first.map(|item| First { index: None, item }),
+                    last,
+                    count: Some(count as usize),
+                };
+                Ok(Some(
+                    DiscoItemsResult {
+                        node: None,
+                        items,
+                        rsm: Some(rsm),
+                    }
+                    .into(),
+                ))
+            }
+        }
+    }
+
+    /// A stanza to a room or to an occupant.
+    async fn to_room(&self, router: &Router, from: FullJid, to: Jid, stanza: Stanza) {
+        let Some(name) = to.node().map(|n| n.as_str().to_owned()) else {
+            return;
+        };
+        let cx = Cx {
+            router,
+            rooms: self,
+        };
+        // A room unloaded between lookup and lock is looked up again, once.
+        for _ in 0..2 {
+            let room = match self.find(&name).await {
+                Ok(room) => room,
+                Err(err) => {
+                    tracing::error!(error = %err, room = %name, "cannot load a room");
+                    return reply_error(
+                        router,
+                        &stanza,
+                        DefinedCondition::InternalServerError,
+                        "the conversation cannot be reached right now; try again",
+                    );
+                }
+            };
+            let room = match room {
+                Some(room) => room,
+                None => match self.create(&cx, &from, &to, &stanza, &name).await {
+                    Some(room) => room,
+                    None => return,
+                },
+            };
+            let mut guard = room.lock().await;
+            if guard.gone {
+                continue;
+            }
+            let after = guard.handle(&cx, &from, &to, stanza).await;
+            if after != After::Keep {
+                guard.gone = true;
+            }
+            drop(guard);
+            self.settle(&name, &room, after);
+            return;
+        }
+        reply_error(
+            router,
+            &stanza,
+            DefinedCondition::ResourceConstraint,
+            "the conversation is busy; try again",
+        );
+    }
+
+    /// A stanza to a room that does not exist: a join creates it (locked until configured);
+    /// anything else is answered `item-not-found`.
+    async fn create(
+        &self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        to: &Jid,
+        stanza: &Stanza,
+        name: &str,
+    ) -> Option<Arc<Mutex<Room>>> {
+        let joining = matches!(stanza, Stanza::Presence(p) if p.type_ == PresenceType::None)
+            && to.resource().is_some();
+        if !joining {
+            // Nothing tells a stranger whether a room exists but is hidden from it.
+            if !matches!(stanza, Stanza::Presence(_)) {
+                reply_error(
+                    cx.router,
+                    stanza,
+                    DefinedCondition::ItemNotFound,
+                    "no such conversation",
+                );
+            } else if to.resource().is_none() {
+                reply_error(
+                    cx.router,
+                    stanza,
+                    DefinedCondition::JidMalformed,
+                    "a nickname is needed to join: address room@service/nickname",
+                );
+            }
+            return None;
+        }
+        let creator = from.to_bare();
+        match self.owned_by(&creator).await {
+            Ok(n) if n >= u64::from(self.settings.max_rooms_per_user) => {
+                reply_error(
+                    cx.router,
+                    stanza,
+                    DefinedCondition::NotAllowed,
+                    texts::TOO_MANY_ROOMS,
+                );
+                return None;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "cannot count a user's rooms");
+                reply_error(
+                    cx.router,
+                    stanza,
+                    DefinedCondition::InternalServerError,
+                    "the conversation cannot be created right now; try again",
+                );
+                return None;
+            }
+        }
+        let jid = to.to_bare();
+        let room = Room::create(jid, creator, &self.settings);
+        Some(
+            self.active
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(room)))
+                .clone(),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Component for Rooms {
+    fn name(&self) -> &str {
+        texts::SERVICE_NAME
+    }
+
+    async fn handle(&self, router: &Router, stanza: Stanza) {
+        let (from, to) = match &stanza {
+            Stanza::Message(m) => (m.from.clone(), m.to.clone()),
+            Stanza::Presence(p) => (p.from.clone(), p.to.clone()),
+            Stanza::Iq(iq) => (iq.from().cloned(), iq.to().cloned()),
+        };
+        let (Some(from), Some(to)) = (from, to) else {
+            return;
+        };
+        let Ok(from) = from.try_into_full() else {
+            return;
+        };
+        if from.domain().as_str() != self.users_domain {
+            return;
+        }
+        if to.node().is_none() {
+            return self.to_service(router, &from, stanza).await;
+        }
+        self.to_room(router, from, to, stanza).await
+    }
+}
+
+/// Queues a stanza for a user's session; a session gone meanwhile misses it.
+fn deliver(router: &Router, to: &FullJid, stanza: Stanza) {
+    let _ = router.deliver_to_full(to, Box::new(stanza));
+}
+
+fn stanza_error(condition: DefinedCondition, text: &str) -> StanzaError {
+    let type_ = match condition {
+        DefinedCondition::NotAllowed | DefinedCondition::RegistrationRequired => ErrorType::Cancel,
+        ref other => error_type_of(other),
+    };
+    StanzaError::new(type_, condition, "en", text)
+}
+
+/// Answers a stanza with an error from where it was sent (RFC 6120 §8.3).
+fn reply_error(router: &Router, stanza: &Stanza, condition: DefinedCondition, text: &str) {
+    reply_with(router, stanza, stanza_error(condition, text));
+}
+
+fn reply_with(router: &Router, stanza: &Stanza, error: StanzaError) {
+    let to = match stanza {
+        Stanza::Message(m) => m.from.clone(),
+        Stanza::Presence(p) => p.from.clone(),
+        Stanza::Iq(iq) => iq.from().cloned(),
+    };
+    if let (Some(reply), Some(to)) = (error_reply(stanza, error), to)
+        && let Ok(full) = to.try_as_full()
+    {
+        deliver(router, full, reply);
+    }
+}
+
+#[cfg(test)]
+mod tests;
