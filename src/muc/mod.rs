@@ -260,7 +260,7 @@ impl Rooms {
         };
         for (name, room) in rooms {
             let mut guard = room.lock().await;
-            if guard.gone || !guard.locked_since().is_some_and(|t| now - t >= timeout) {
+            if guard.gone || guard.locked_since().is_none_or(|t| now - t < timeout) {
                 continue;
             }
             tracing::info!(room = %name, "destroying a room never configured");
@@ -617,6 +617,3 @@ fn reply_with(router: &Router, stanza: &Stanza, error: StanzaError) {
         deliver(router, full, reply);
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -184,12 +184,12 @@ fn localised(text: &Text) -> Message {
 }
 
 /// A stanza error with a text of the moment.
-fn error(condition: DefinedCondition, text: &str) -> StanzaError {
-    super::stanza_error(condition, text)
+fn error(condition: DefinedCondition, text: &str) -> Box<StanzaError> {
+    Box::new(super::stanza_error(condition, text))
 }
 
 /// What a request changes, or why not.
-type Outcome<T = ()> = Result<T, StanzaError>;
+type Outcome<T = ()> = Result<T, Box<StanzaError>>;
 
 impl Room {
     /// A new room, locked until its creator configures it.
@@ -482,7 +482,7 @@ impl Room {
                     Action::Join,
                     Relation::default(),
                 ) {
-                    return Err(policy_error(reason));
+                    return Err(Box::new(policy_error(reason)));
                 }
             }
         }
@@ -968,7 +968,7 @@ impl Room {
                     Relation::default(),
                 )
             {
-                return Err(policy_error(reason));
+                return Err(Box::new(policy_error(reason)));
             }
             if self.affiliation(&invitee) == Affiliation::Outcast {
                 return Err(error(
@@ -1009,7 +1009,7 @@ impl Room {
                 Relation::default(),
             )
         {
-            return Err(policy_error(reason));
+            return Err(Box::new(policy_error(reason)));
         }
         let mut message = Message::new(Some(to.clone()));
         message.from = Some(self.room_jid());
@@ -1112,7 +1112,7 @@ impl Room {
                 Relation::default(),
             )
         {
-            return Err(policy_error(reason));
+            return Err(Box::new(policy_error(reason)));
         }
         let mut out = message.clone();
         out.from = Some(self.occupant_jid(&sender.nick));
@@ -1655,7 +1655,7 @@ impl Room {
                         Relation::default(),
                     )
                 {
-                    return Err(policy_error(reason));
+                    return Err(Box::new(policy_error(reason)));
                 }
                 changes.push(Change::Affiliation(target, affiliation, reason));
             } else {
@@ -1671,7 +1671,8 @@ impl Room {
                 Change::Role(nick, role, reason) => {
                     // Indices shift as occupants leave: the target is found again by nickname.
                     if let Some(at) = self.by_nick(&nick) {
-                        self.apply_role(cx, &actor_nick, role, reason.as_deref(), at);
+                        self.apply_role(cx, &actor_nick, role, reason.as_deref(), at)
+                            .await?;
                     }
                 }
                 Change::Affiliation(target, affiliation, reason) => {
@@ -1684,22 +1685,30 @@ impl Room {
         Ok(())
     }
 
-    fn apply_role(
+    /// A role change; removing an occupant from a members-only room (the manual's "Retirer
+    /// de la conversation") also ends its membership, so that it needs a new invitation.
+    async fn apply_role(
         &mut self,
         cx: &Cx<'_>,
         actor: &str,
         role: Role,
         reason: Option<&str>,
         at: usize,
-    ) {
+    ) -> Outcome {
         if role == Role::None {
             let user = self.occupants[at].user.clone();
-            tracing::info!(room = %self.jid, kicked = %user, by = actor, "occupant removed");
-            self.remove_occupant(cx, at, &[307], Some(actor), reason);
-            return;
+            let mut statuses = vec![307];
+            if self.config.members_only && self.affiliation(&user) == Affiliation::Member {
+                self.set_affiliation(cx, &user, Affiliation::None).await?;
+                statuses.push(321);
+            }
+            tracing::info!(room = %self.jid, removed = %user, by = actor, "occupant removed");
+            self.remove_occupant(cx, at, &statuses, Some(actor), reason);
+            return Ok(());
         }
         self.occupants[at].role = role;
         self.broadcast_presence(cx, at, &[], None);
+        Ok(())
     }
 
     /// Stores an affiliation, then keeps it.
@@ -1749,7 +1758,7 @@ impl Room {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> StanzaError {
+fn internal(err: impl std::fmt::Display) -> Box<StanzaError> {
     tracing::error!(error = %err, "room change not stored");
     error(
         DefinedCondition::InternalServerError,
@@ -1762,8 +1771,8 @@ fn send_presence(cx: &Cx<'_>, to: &FullJid, mut presence: Presence) {
     deliver(cx.router, to, Stanza::Presence(presence));
 }
 
-fn reply(cx: &Cx<'_>, stanza: &Stanza, error: StanzaError) {
-    super::reply_with(cx.router, stanza, error);
+fn reply(cx: &Cx<'_>, stanza: &Stanza, error: Box<StanzaError>) {
+    super::reply_with(cx.router, stanza, *error);
 }
 
 fn answer_iq(cx: &Cx<'_>, from: &FullJid, iq: &Iq, answer: Outcome<Option<Element>>) {
@@ -1781,7 +1790,7 @@ fn answer_iq(cx: &Cx<'_>, from: &FullJid, iq: &Iq, answer: Outcome<Option<Elemen
             from: iq.to().cloned(),
             to: iq.from().cloned(),
             id: iq.id().to_owned(),
-            error,
+            error: *error,
             payload: None,
         },
     };

@@ -10,5 +10,6 @@ mod load;
 mod login;
 mod policy;
 mod postgres;
+mod rooms;
 mod storage;
 mod streams;

@@ -46,3 +46,9 @@ async fn directory_store_on_postgres() {
     crate::storage::directory_story(&store, &unique("pg")).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn rooms_survive_a_restart_on_postgres() {
+    let Some(url) = postgres_url() else { return };
+    crate::rooms::restart_story(url, &unique("room")).await;
+}

@@ -452,8 +452,17 @@ impl Xmpp {
 
     /// The next stanza whose XML contains every one of `needles`.
     pub async fn expect_all(&mut self, needles: &[&str]) -> String {
-        let matches = |s: &String| needles.iter().all(|n| s.contains(n));
-        if let Some(at) = self.pending.iter().position(matches) {
+        self.expect_where(needles, |s| needles.iter().all(|n| s.contains(n)))
+            .await
+    }
+
+    /// The next stanza that `matches` accepts; `needles` say what it is, for the failure.
+    pub async fn expect_where(
+        &mut self,
+        needles: &[&str],
+        matches: impl Fn(&String) -> bool,
+    ) -> String {
+        if let Some(at) = self.pending.iter().position(&matches) {
             return self.pending.remove(at).unwrap();
         }
         loop {

@@ -1,0 +1,692 @@
+//! Conversations (XEP-0045 rooms at conference.localhost): the manual's story with the ENT's
+//! rules, persistence across a restart, discovery, limits and hostile input, with real clients.
+
+use crate::common::{TestServer, Xmpp, http};
+
+const SERVICE: &str = "conference.localhost";
+
+const DIRECTORY: &str = r#"{"op":"put_structure","id":"0750001A","name":"Collège Victor Hugo"}
+{"op":"put_structure","id":"0750002B","name":"Lycée Jean Moulin"}
+{"op":"put_user","username":"prof","display_name":"DURAND Marc","profile":"teacher","structures":["0750001A"]}
+{"op":"put_user","username":"lea","display_name":"MARTIN Léa","profile":"student","structures":["0750001A"]}
+{"op":"put_user","username":"hugo","display_name":"PETIT Hugo","profile":"student","structures":["0750001A"]}
+{"op":"put_user","username":"tom","display_name":"BERNARD Tom","profile":"student","structures":["0750002B"]}
+{"op":"put_class","id":"6A","structure":"0750001A","name":"6e A","members":["prof","lea","hugo"]}
+"#;
+
+/// A server with the ENT directory above; every user's password is `pw`.
+async fn school(adjust: impl FnOnce(&mut causette::Config)) -> TestServer {
+    let server = TestServer::start_with(adjust).await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(DIRECTORY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let iterations = server.server().config().auth.scram_iterations;
+    for user in ["prof", "lea", "hugo", "tom"] {
+        causette::accounts::set_password(&server.server().store(), user, "pw".into(), iterations)
+            .await
+            .expect("password set");
+    }
+    server
+}
+
+async fn online(server: &TestServer, user: &str) -> Xmpp {
+    let mut client = Xmpp::login(server, user, "pw").await;
+    client.send("<presence xmlns='jabber:client'/>").await;
+    client.expect("<presence").await;
+    client
+}
+
+fn room(name: &str) -> String {
+    format!("{name}@{SERVICE}")
+}
+
+/// Sends a join and returns the room's answer: the self-presence (status 110) or an error.
+async fn join(client: &mut Xmpp, room: &str, nick: &str) -> String {
+    join_with(client, room, nick, "").await
+}
+
+async fn join_with(client: &mut Xmpp, room: &str, nick: &str, inner: &str) -> String {
+    client
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{room}/{nick}'>\
+             <x xmlns='http://jabber.org/protocol/muc'>{inner}</x></presence>"
+        ))
+        .await;
+    let from = format!("from='{room}");
+    client
+        .expect_where(&[&from, "110 or error"], |s| {
+            s.starts_with("<presence")
+                && s.contains(&from)
+                && (s.contains("code='110'") || s.contains("type='error'"))
+        })
+        .await
+}
+
+/// Sends an IQ to `to` and returns its answer.
+async fn ask(client: &mut Xmpp, to: &str, type_: &str, payload: &str, id: &str) -> String {
+    client
+        .send(&format!(
+            "<iq xmlns='jabber:client' type='{type_}' to='{to}' id='{id}'>{payload}</iq>"
+        ))
+        .await;
+    client.expect(&format!("id='{id}'")).await
+}
+
+async fn configure(client: &mut Xmpp, room: &str, fields: &[(&str, &str)], id: &str) -> String {
+    let fields: String = fields
+        .iter()
+        .map(|(var, value)| format!("<field var='{var}'><value>{value}</value></field>"))
+        .collect();
+    ask(
+        client,
+        room,
+        "set",
+        &format!(
+            "<query xmlns='http://jabber.org/protocol/muc#owner'>\
+             <x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+             {fields}</x></query>"
+        ),
+        id,
+    )
+    .await
+}
+
+async fn invite(client: &mut Xmpp, room: &str, to: &str) {
+    client
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{room}'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <invite to='{to}'><reason>On parle de la sortie</reason></invite></x></message>"
+        ))
+        .await;
+}
+
+/// The manual's story: start a conversation (locked, then unlocked), invite, chat, invite
+/// from a participant, remove a participant (the creator only), under the ENT's rules.
+#[tokio::test]
+async fn a_conversation_as_the_manual_tells_it() {
+    let server = school(|_| {}).await;
+    let mut prof = online(&server, "prof").await;
+    let mut lea = online(&server, "lea").await;
+    let mut hugo = online(&server, "hugo").await;
+    let sortie = room("sortie");
+
+    // Created by joining: owner, statuses 110 and 201; the directory's name as nickname (210).
+    let created = join(&mut prof, &sortie, "prof").await;
+    for needle in [
+        "code='110'",
+        "code='201'",
+        "code='210'",
+        "affiliation='owner'",
+        "role='moderator'",
+        "from='sortie@conference.localhost/DURAND Marc'",
+    ] {
+        assert!(created.contains(needle), "{needle}: {created}");
+    }
+    let locked = prof.expect("verrouillé").await;
+    assert!(
+        locked.contains("type='groupchat'") && locked.contains("xml:lang='en'"),
+        "{locked}"
+    );
+
+    // Locked: nobody else enters, whatever they know.
+    let refused = join(&mut lea, &sortie, "lea").await;
+    assert!(refused.contains("<item-not-found"), "{refused}");
+    assert!(refused.contains("locked"), "{refused}");
+
+    // The owner confirms the configuration: the room says it is unlocked.
+    let form = ask(
+        &mut prof,
+        &sortie,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        "form",
+    )
+    .await;
+    assert!(
+        form.contains("muc#roomconfig_membersonly") && form.contains("type='form'"),
+        "{form}"
+    );
+    let done = configure(
+        &mut prof,
+        &sortie,
+        &[("muc#roomconfig_roomname", "Sortie au musée")],
+        "conf",
+    )
+    .await;
+    assert!(done.contains("type='result'"), "{done}");
+    prof.expect("maintenant déverrouillé").await;
+
+    // Members only: Léa needs an invitation.
+    let refused = join(&mut lea, &sortie, "lea").await;
+    assert!(refused.contains("<registration-required"), "{refused}");
+
+    // An invitation across the ENT's rules is refused, in French too, and changes nothing.
+    invite(&mut prof, &sortie, "tom@localhost").await;
+    let denied = prof.expect("type='error'").await;
+    assert!(
+        denied.contains("<forbidden") && denied.contains("xml:lang='fr'"),
+        "{denied}"
+    );
+
+    // The invitation: Léa becomes a member and may enter.
+    invite(&mut prof, &sortie, "lea@localhost").await;
+    let invitation = lea.expect("<invite").await;
+    assert!(
+        invitation.contains("from='prof@localhost'")
+            && invitation.contains("On parle de la sortie")
+            && invitation.contains("Sortie au musée"),
+        "{invitation}"
+    );
+    let joined = join(&mut lea, &sortie, "lea").await;
+    assert!(
+        joined.contains("affiliation='member'")
+            && joined.contains("from='sortie@conference.localhost/MARTIN Léa'")
+            && joined.contains("code='100'"),
+        "{joined}"
+    );
+    // The others' presence came first, with real JIDs (members see them), then the subject.
+    lea.expect_all(&[
+        "from='sortie@conference.localhost/DURAND Marc'",
+        "jid='prof@localhost/",
+    ])
+    .await;
+    lea.expect("<subject").await;
+    prof.expect("from='sortie@conference.localhost/MARTIN Léa'")
+        .await;
+
+    // Any participant may invite.
+    invite(&mut lea, &sortie, "hugo@localhost").await;
+    let invitation = hugo.expect("<invite").await;
+    assert!(invitation.contains("from='lea@localhost'"), "{invitation}");
+    join(&mut hugo, &sortie, "hugo").await;
+    prof.expect("/PETIT Hugo'").await;
+    lea.expect("/PETIT Hugo'").await;
+
+    // Chat: everyone gets it from the sender's nickname.
+    hugo.send(&format!(
+        "<message xmlns='jabber:client' to='{sortie}' type='groupchat' id='m1'><body>Bonjour !</body></message>"
+    ))
+    .await;
+    for client in [&mut prof, &mut lea, &mut hugo] {
+        let got = client.expect("Bonjour !").await;
+        assert!(
+            got.contains("from='sortie@conference.localhost/PETIT Hugo'"),
+            "{got}"
+        );
+    }
+
+    // Only the creator removes participants.
+    let refused = ask(
+        &mut lea,
+        &sortie,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='PETIT Hugo' role='none'/></query>",
+        "kick1",
+    )
+    .await;
+    assert!(
+        refused.contains("<not-allowed") && refused.contains("only the creator"),
+        "{refused}"
+    );
+    let kicked = ask(
+        &mut prof,
+        &sortie,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='PETIT Hugo' role='none'>\
+         <reason>Hors sujet</reason></item></query>",
+        "kick2",
+    )
+    .await;
+    assert!(kicked.contains("type='result'"), "{kicked}");
+    // The removed person reads who removed them (the manual's "[NOM Prénom] vous a retiré").
+    let gone = hugo.expect_all(&["type='unavailable'", "code='307'"]).await;
+    assert!(
+        gone.contains("nick='DURAND Marc'")
+            && gone.contains("Hors sujet")
+            && gone.contains("code='110'"),
+        "{gone}"
+    );
+    // The others see them leave.
+    let left = lea
+        .expect_all(&["type='unavailable'", "/PETIT Hugo'"])
+        .await;
+    assert!(left.contains("code='307'"), "{left}");
+    // Removed from a members-only conversation: back only with a new invitation.
+    let refused = join(&mut hugo, &sortie, "hugo").await;
+    assert!(refused.contains("<registration-required"), "{refused}");
+
+    server.stop().await;
+}
+
+/// Configuration, affiliations, subject and history are stored: the room comes back after a
+/// restart, with its history sent on join.
+#[tokio::test]
+async fn rooms_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/rooms.db?mode=rwc", data.path().display());
+    restart_story(url, "classe").await;
+}
+
+pub async fn restart_story(url: String, name: &str) {
+    let config = |c: &mut causette::Config| {
+        c.database.url = url.clone();
+        c.admin.demo_directory = false;
+    };
+    let alice = format!("{name}a");
+    let bob = format!("{name}b");
+    let server = TestServer::start_with(config).await;
+    server.add_user(&alice, "pw").await;
+    server.add_user(&bob, "pw").await;
+    let lobby = room(name);
+    {
+        let mut a = online(&server, &alice).await;
+        join(&mut a, &lobby, "alice").await;
+        let done = configure(
+            &mut a,
+            &lobby,
+            &[("muc#roomconfig_roomname", "Classe de 6e A")],
+            "conf",
+        )
+        .await;
+        assert!(done.contains("type='result'"), "{done}");
+        invite(&mut a, &lobby, &format!("{bob}@localhost")).await;
+        a.send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><subject>Devoirs</subject></message>"
+        ))
+        .await;
+        a.expect("<subject>Devoirs").await;
+        for text in ["premier", "second"] {
+            a.send(&format!(
+                "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>{text}</body></message>"
+            ))
+            .await;
+            a.expect(text).await;
+        }
+        a.logout().await;
+    }
+    server.stop().await;
+
+    let server = TestServer::start_with(config).await;
+    let mut b = online(&server, &bob).await;
+    // The invitation was kept for Bob, who was online then too; his rooms list it.
+    let mine = ask(
+        &mut b,
+        SERVICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items' node='urn:causette:rooms:mine'/>",
+        "mine",
+    )
+    .await;
+    assert!(
+        mine.contains(&format!("jid='{lobby}'")) && mine.contains("name='Classe de 6e A'"),
+        "{mine}"
+    );
+    let joined = join(&mut b, &lobby, "bob").await;
+    assert!(joined.contains("affiliation='member'"), "{joined}");
+    let first = b.expect("premier").await;
+    assert!(first.contains("urn:xmpp:delay"), "{first}");
+    b.expect("second").await;
+    b.expect("<subject>Devoirs").await;
+    server.stop().await;
+}
+
+/// Discovery: the service in the server's items, its features, public rooms with paging, and
+/// hidden rooms hidden.
+#[tokio::test]
+async fn discovery_lists_public_rooms_only() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = false).await;
+    server.add_user("owner", "pw").await;
+    server.add_user("stranger", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let mut stranger = online(&server, "stranger").await;
+
+    let items = ask(
+        &mut owner,
+        "localhost",
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+        "items",
+    )
+    .await;
+    assert!(items.contains(&format!("jid='{SERVICE}'")), "{items}");
+    let info = ask(
+        &mut owner,
+        SERVICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "info",
+    )
+    .await;
+    assert!(
+        info.contains("category='conference'")
+            && info.contains("var='http://jabber.org/protocol/muc'"),
+        "{info}"
+    );
+
+    for (name, public) in [("club-a", "1"), ("club-b", "1"), ("secret", "0")] {
+        join(&mut owner, &room(name), "o").await;
+        let done = configure(
+            &mut owner,
+            &room(name),
+            &[
+                ("muc#roomconfig_publicroom", public),
+                ("muc#roomconfig_roomname", name),
+            ],
+            &format!("c-{name}"),
+        )
+        .await;
+        assert!(done.contains("type='result'"), "{done}");
+    }
+    let page = ask(
+        &mut stranger,
+        SERVICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items'>\
+         <set xmlns='http://jabber.org/protocol/rsm'><max>1</max></set></query>",
+        "p1",
+    )
+    .await;
+    assert!(page.contains("jid='club-a@conference.localhost'"), "{page}");
+    assert!(
+        page.contains("<count>2</count>") && !page.contains("club-b"),
+        "{page}"
+    );
+    let page = ask(
+        &mut stranger,
+        SERVICE,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#items'>\
+         <set xmlns='http://jabber.org/protocol/rsm'><max>5</max><after>club-a</after></set></query>",
+        "p2",
+    )
+    .await;
+    assert!(
+        page.contains("club-b") && !page.contains("secret"),
+        "{page}"
+    );
+
+    // A hidden room tells strangers nothing; its members see its features.
+    let hidden = ask(
+        &mut stranger,
+        &room("secret"),
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "h1",
+    )
+    .await;
+    assert!(hidden.contains("<item-not-found"), "{hidden}");
+    let seen = ask(
+        &mut owner,
+        &room("secret"),
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "h2",
+    )
+    .await;
+    for feature in [
+        "muc_membersonly",
+        "muc_hidden",
+        "muc_persistent",
+        "muc#roominfo",
+    ] {
+        assert!(seen.contains(feature), "{feature}: {seen}");
+    }
+    server.stop().await;
+}
+
+/// Hostile and broken input gets standard errors with a text; the room keeps serving.
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_room_goes_on() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = false).await;
+    server.add_user("owner", "pw").await;
+    server.add_user("guest", "pw").await;
+    server.add_user("outsider", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+    let mut outsider = online(&server, "outsider").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+    invite(&mut owner, &lobby, "guest@localhost").await;
+    join(&mut guest, &lobby, "guest").await;
+
+    // A join without a nickname.
+    guest
+        .send(&format!("<presence xmlns='jabber:client' to='{lobby}'/>"))
+        .await;
+    let err = guest.expect("<jid-malformed").await;
+    assert!(err.contains("nickname is needed"), "{err}");
+    // A nickname too long.
+    let long = "n".repeat(200);
+    let err = join(&mut outsider, &room("other"), &long).await;
+    assert!(err.contains("<not-acceptable"), "{err}");
+    // History asked with nonsense.
+    let err = join_with(
+        &mut outsider,
+        &room("third"),
+        "x",
+        "<history maxstanzas='-3'/>",
+    )
+    .await;
+    assert!(err.contains("<bad-request"), "{err}");
+    // A form with an unknown field or a bad value changes nothing.
+    for (field, value) in [
+        ("muc#roomconfig_whatever", "1"),
+        ("muc#roomconfig_membersonly", "perhaps"),
+    ] {
+        let err = configure(&mut owner, &lobby, &[(field, value)], field).await;
+        assert!(
+            err.contains("<not-acceptable") && err.contains(field),
+            "{err}"
+        );
+    }
+    // Invitations to nobody sensible.
+    for to in ["someone@elsewhere.example", "localhost"] {
+        invite(&mut owner, &lobby, to).await;
+        let err = owner.expect("<jid-malformed").await;
+        assert!(err.contains("only users of this server"), "{err}");
+    }
+    // Messages from someone not in the room, and of the wrong kind.
+    outsider
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>spam</body></message>"
+        ))
+        .await;
+    let err = outsider.expect("<not-acceptable").await;
+    assert!(err.contains("not in this conversation"), "{err}");
+    guest
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='chat'><body>hm</body></message>"
+        ))
+        .await;
+    guest.expect("<not-acceptable").await;
+    // A private message to a nickname nobody has.
+    guest
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}/nobody' type='chat'><body>psst</body></message>"
+        ))
+        .await;
+    guest.expect("<item-not-found").await;
+    // Owner requests from a member.
+    let err = ask(
+        &mut guest,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'/>",
+        "own",
+    )
+    .await;
+    assert!(err.contains("<forbidden"), "{err}");
+    // Through all of it the room serves its occupants, and private messages work.
+    guest
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}/owner' type='chat'><body>psst</body></message>"
+        ))
+        .await;
+    let pm = owner.expect("psst").await;
+    assert!(pm.contains(&format!("from='{lobby}/guest'")), "{pm}");
+    guest
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>still here</body></message>"
+        ))
+        .await;
+    owner.expect("still here").await;
+    server.stop().await;
+}
+
+/// Rooms per user and occupants per room are bounded, with clear errors.
+#[tokio::test]
+async fn limits_on_rooms_and_occupants() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.max_rooms_per_user = 1;
+        c.rooms.defaults.members_only = false;
+    })
+    .await;
+    for user in ["a", "b", "c"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut a = online(&server, "a").await;
+    let mut b = online(&server, "b").await;
+    let mut c = online(&server, "c").await;
+    join(&mut a, &room("one"), "a").await;
+    // Locked rooms count: a second one is refused at once.
+    let err = join(&mut a, &room("two"), "a").await;
+    assert!(
+        err.contains("<not-allowed") && err.contains("as many conversations"),
+        "{err}"
+    );
+    let done = configure(
+        &mut a,
+        &room("one"),
+        &[("muc#roomconfig_maxusers", "2")],
+        "max",
+    )
+    .await;
+    assert!(done.contains("type='result'"), "{done}");
+    join(&mut b, &room("one"), "b").await;
+    let err = join(&mut c, &room("one"), "c").await;
+    assert!(
+        err.contains("<service-unavailable") && err.contains("as many participants"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+/// The owner destroys a room with a reason and an alternate venue; a room never configured is
+/// destroyed after the timeout; a session that ends leaves its rooms.
+#[tokio::test]
+async fn destruction_timeout_and_departure() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.locked_timeout_secs = 1;
+    })
+    .await;
+    server.add_user("owner", "pw").await;
+    server.add_user("guest", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+
+    // Never configured: destroyed, and the creator is told.
+    join(&mut owner, &room("forgotten"), "owner").await;
+    let gone = owner.expect("<destroy").await;
+    assert!(
+        gone.contains("type='unavailable'") && gone.contains("never configured"),
+        "{gone}"
+    );
+
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+    invite(&mut owner, &lobby, "guest@localhost").await;
+    join(&mut guest, &lobby, "guest").await;
+    owner.expect(&format!("from='{lobby}/guest'")).await;
+
+    // A session that ends leaves: the others see it go.
+    guest.logout().await;
+    let left = owner
+        .expect_all(&["type='unavailable'", &format!("from='{lobby}/guest'")])
+        .await;
+    assert!(left.contains("role='none'"), "{left}");
+
+    let mut guest = online(&server, "guest").await;
+    join(&mut guest, &lobby, "guest").await;
+    let done = ask(
+        &mut owner,
+        &lobby,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'>\
+         <destroy jid='new@conference.localhost'><reason>On déménage</reason></destroy></query>",
+        "destroy",
+    )
+    .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let told = guest.expect("<destroy").await;
+    assert!(
+        told.contains("jid='new@conference.localhost'") && told.contains("On déménage"),
+        "{told}"
+    );
+    // Gone: joining again creates a new, locked room.
+    let again = join(&mut guest, &lobby, "guest").await;
+    assert!(again.contains("code='201'"), "{again}");
+    server.stop().await;
+}
+
+/// A user whose profile loses chat access leaves every room at once; joins and private
+/// messages follow the ENT's rules.
+#[tokio::test]
+async fn the_ent_rules_hold_in_rooms() {
+    let server = school(|_| {}).await;
+    let token = server.server().admin_token().to_owned();
+    let mut prof = online(&server, "prof").await;
+    let mut lea = online(&server, "lea").await;
+    let classe = room("classe");
+    join(&mut prof, &classe, "x").await;
+    configure(
+        &mut prof,
+        &classe,
+        &[("muc#roomconfig_membersonly", "0")],
+        "open",
+    )
+    .await;
+    // Open, but not to someone the rules keep from its owner.
+    let mut tom = online(&server, "tom").await;
+    let refused = join(&mut tom, &classe, "tom").await;
+    assert!(
+        refused.contains("<forbidden") && refused.contains("xml:lang='fr'"),
+        "{refused}"
+    );
+    join(&mut lea, &classe, "x").await;
+    prof.expect("/MARTIN Léa'").await;
+    // A fixed directory name cannot be changed.
+    lea.send(&format!(
+        "<presence xmlns='jabber:client' to='{classe}/Le Prof'/>"
+    ))
+    .await;
+    let err = lea.expect("<not-acceptable").await;
+    assert!(err.contains("ENT directory"), "{err}");
+
+    let off = http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/profiles/student",
+        Some(&token),
+        Some(r#"{"enabled":false}"#),
+    )
+    .await;
+    assert_eq!(off.0, 204, "{}", off.1);
+    let left = prof
+        .expect_all(&["type='unavailable'", "/MARTIN Léa'"])
+        .await;
+    assert!(left.contains("role='none'"), "{left}");
+    server.stop().await;
+}
