@@ -13,8 +13,6 @@
 #              MECHANISM (default PLAIN),
 #              STEP_SECS (default 10), OUT (default bench/out/results-<date>.jsonl),
 #              ROOMS x OCCUPANTS for the fan-out scenario (default 100 x 50; 0 skips it).
-#              The fan-out scenario runs only against servers with rooms (XEP-0045):
-#              Causette is skipped until it has them.
 # Needs root (apt-get installs ejabberd and prosody when missing). Only loopback is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -228,7 +226,7 @@ measure() {
         --pairs "$PAIRS" --rates "$RATES" --step-secs "$STEP_SECS" --password "$PASSWORD" \
         --mechanism "$MECHANISM" "${tls_args[@]}" | tee -a "$OUT"
     stop_server
-    if [ "$ROOMS" -gt 0 ] && [ "$name" != causette ]; then
+    if [ "$ROOMS" -gt 0 ]; then
         "start_$name"
         "$LOAD" --scenario rooms --server 127.0.0.1:$PORT --label "$name" --server-pid "$SERVER_PID" \
             --rooms "$ROOMS" --occupants "$OCCUPANTS" --rates "$ROOM_RATES" \

@@ -158,6 +158,7 @@ impl Shared {
             rosters: &self.rosters,
             policy: &self.policy,
             writes: &self.writes,
+            rooms: self.rooms.as_deref(),
         }
     }
 }

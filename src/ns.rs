@@ -13,3 +13,6 @@ pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 pub fn name(text: &'static str) -> rxml::NcName {
     rxml::NcName::try_from(text).expect("static names are valid")
 }
+
+/// XEP-0249 direct invitations.
+pub const CONFERENCE: &str = "jabber:x:conference";

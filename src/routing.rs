@@ -4,16 +4,16 @@
 //! federation, so other domains are bounced.
 
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::message::MessageType;
+use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 
 use crate::Shared;
 use crate::im::{self, Context};
-use crate::reply::{bounce, reply_iq};
+use crate::reply::{bounce, error_reply, reply_iq};
 use crate::router::{Sender, SessionControl};
 use crate::server_iq;
 use crate::session::{Backlog, Lifecycle};
@@ -122,12 +122,36 @@ async fn to_user(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: Stanza
     let bare = to.to_bare();
     match stanza {
         Stanza::Presence(presence) => im::user_presence(cx, sender, to, &bare, presence).await,
-        Stanza::Message(message) => im::user_message(cx, sender, to, &bare, message).await,
+        Stanza::Message(message) => {
+            if let Some(rooms) = cx.rooms
+                && let Some(room) = direct_invitation(&message)
+                && let Err(error) = rooms
+                    .direct_invitation(cx.router, sender.jid, &bare, &room)
+                    .await
+            {
+                // Refused by the room: not delivered, so that the invitee is not sent to a
+                // door that stays closed.
+                if let Some(reply) = error_reply(&Stanza::Message(message), *error) {
+                    sender.reply(reply);
+                }
+                return;
+            }
+            im::user_message(cx, sender, to, &bare, message).await
+        }
         Stanza::Iq(iq) => match to.try_as_full() {
             Ok(full) => im::iq_to_full(cx, sender, full, iq),
             Err(_) => server_iq::on_account(cx, sender, &bare, iq).await,
         },
     }
+}
+
+/// The room a direct invitation (XEP-0249) names, if the message is one.
+fn direct_invitation(message: &Message) -> Option<BareJid> {
+    let x = message
+        .payloads
+        .iter()
+        .find(|p| p.is("x", crate::ns::CONFERENCE))?;
+    BareJid::new(x.attr("jid")?).ok()
 }
 
 /// Stanzas addressed to the server itself (or one of its resources).

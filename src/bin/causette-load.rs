@@ -588,8 +588,8 @@ async fn scenario_chat(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serde
 }
 
 /// Joins a room (XEP-0045 §7.2) and waits for the room's presence for this occupant (status
-/// 110); the first occupant also configures it as an instant room (§10.1.2), since servers may
-/// keep a new room locked until its owner does.
+/// 110); the first occupant also configures it (§10.1.3), open to all (Causette's rooms are
+/// members-only by default), which also unlocks it.
 async fn join_room(client: &mut Client, room: &str, nick: &str, create: bool) -> Result<(), Error> {
     client
         .send(&format!(
@@ -613,7 +613,10 @@ async fn join_room(client: &mut Client, room: &str, nick: &str, create: bool) ->
             .send(&format!(
                 "<iq type='set' id='create' to='{room}'>\
                  <query xmlns='http://jabber.org/protocol/muc#owner'>\
-                 <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+                 <x xmlns='jabber:x:data' type='submit'>\
+                 <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+                 <field var='muc#roomconfig_membersonly'><value>0</value></field>\
+                 </x></query></iq>"
             ))
             .await?;
         let got = client.until(&["id='create'", "id=\"create\""]).await?;
@@ -638,6 +641,7 @@ async fn scenario_rooms(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serd
         return failed("login failed", clients.len(), login_errors, samples);
     }
     // Join room by room, the creator first, then the other occupants at once.
+    let (rss_before_join, _) = server_stats(args.server_pid);
     let muc = args.muc_domain();
     let joined_started = Instant::now();
     let mut rooms = tokio::task::JoinSet::new();
@@ -695,6 +699,13 @@ async fn scenario_rooms(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serd
         );
     }
     let join_seconds = joined_started.elapsed().as_secs_f64();
+    // What an idle occupant costs the server beyond its connection, once the joins settled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss_joined, _) = server_stats(args.server_pid);
+    let kb_per_occupant = match (rss_before_join, rss_joined) {
+        (Some(before), Some(after)) => Some((after as f64 - before as f64) / total as f64),
+        _ => None,
+    };
     // Occupants of one room are adjacent: interleave them, so that consecutive messages go
     // to different rooms.
     let occupants = args.occupants;
@@ -711,6 +722,9 @@ async fn scenario_rooms(args: &Args, tls: Option<Arc<ClientConfig>>) -> Vec<serd
             "rooms": args.rooms,
             "occupants": args.occupants,
             "join_seconds": join_seconds,
+            "server_rss_before_join_kb": rss_before_join,
+            "server_rss_joined_kb": rss_joined,
+            "kb_per_idle_occupant": kb_per_occupant,
         }),
     )
     .await

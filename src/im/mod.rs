@@ -35,6 +35,9 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
     /// What each account may change per minute.
     pub writes: &'a budget::WriteBudget,
+    /// The conference service, when rooms are enabled: direct invitations (XEP-0249) to its
+    /// rooms grant membership.
+    pub rooms: Option<&'a crate::muc::Rooms>,
 }
 
 /// Whether a stanza from a user may go to `to`, a user of this server: through the policy

@@ -273,6 +273,56 @@ impl Rooms {
         }
     }
 
+    /// A direct invitation (XEP-0249) from `from` to `invitee`, about `room`: refused with an
+    /// error when the inviter may not invite there; a members-only room makes the invitee a
+    /// member. Rooms of other services are not ours to judge.
+    pub async fn direct_invitation(
+        &self,
+        router: &Router,
+        from: &FullJid,
+        invitee: &BareJid,
+        room: &BareJid,
+    ) -> Result<(), Box<StanzaError>> {
+        if room.domain().as_str() != self.domain.as_str() {
+            return Ok(());
+        }
+        let not_found = || {
+            Box::new(stanza_error(
+                DefinedCondition::ItemNotFound,
+                "no such conversation",
+            ))
+        };
+        let Some(name) = room.node() else {
+            return Err(not_found());
+        };
+        let found = self.find(name.as_str()).await.map_err(|err| {
+            tracing::error!(error = %err, "cannot load a room");
+            Box::new(stanza_error(
+                DefinedCondition::InternalServerError,
+                "the conversation cannot be reached right now; try again",
+            ))
+        })?;
+        let Some(found) = found else {
+            return Err(not_found());
+        };
+        let mut guard = found.lock().await;
+        if guard.gone {
+            return Err(not_found());
+        }
+        let cx = Cx {
+            router,
+            rooms: self,
+        };
+        let done = guard.direct_invitation(&cx, from, invitee).await;
+        let after = guard.settled();
+        if after != After::Keep {
+            guard.gone = true;
+        }
+        drop(guard);
+        self.settle(name.as_str(), &found, after);
+        done
+    }
+
     /// How often `sweep` should run.
     pub fn sweep_period(&self) -> Duration {
         Duration::from_secs((self.settings.locked_timeout_secs / 4).clamp(1, 60))
@@ -478,7 +528,12 @@ impl Rooms {
             if guard.gone {
                 continue;
             }
-            let after = guard.handle(&cx, &from, &to, stanza).await;
+            let mut after = guard.handle(&cx, &from, &to, stanza).await;
+            if after == After::Keep {
+                // A room looked at from outside (discovery, a refused join) leaves memory
+                // again when nobody is in it.
+                after = guard.settled();
+            }
             if after != After::Keep {
                 guard.gone = true;
             }

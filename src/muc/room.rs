@@ -354,7 +354,7 @@ impl Room {
                         &Stanza::Presence(presence),
                         error(DefinedCondition::JidMalformed, texts::NICK_EMPTY),
                     );
-                    return self.after_refusal();
+                    return self.settled();
                 };
                 let result = match self.by_session(from) {
                     Some(at) if self.occupants[at].nick == nick => {
@@ -368,7 +368,7 @@ impl Room {
                     Ok(()) => After::Keep,
                     Err(err) => {
                         reply(cx, &Stanza::Presence(presence), err);
-                        self.after_refusal()
+                        self.settled()
                     }
                 }
             }
@@ -377,8 +377,10 @@ impl Room {
         }
     }
 
-    /// A refused join leaves a room just created for it (or left empty) to go.
-    fn after_refusal(&self) -> After {
+    /// What becomes of the room as it stands: kept while it has occupants or waits for its
+    /// configuration; else it leaves memory (a refused join leaves a room just created for it
+    /// to go).
+    pub fn settled(&self) -> After {
         if !self.occupants.is_empty() {
             After::Keep
         } else if self.locked.is_some() || !self.config.persistent || !self.persisted {
@@ -938,12 +940,7 @@ impl Room {
                 &format!("at most {MAX_INVITES} invitations at once"),
             ));
         }
-        let Some(at) = self.by_session(from) else {
-            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
-        };
-        if !self.config.allow_invites && !self.is_moderator(at) {
-            return Err(error(DefinedCondition::Forbidden, texts::INVITE_FORBIDDEN));
-        }
+        self.may_invite(from)?;
         // Every invitation is checked before any is sent: a refused one changes nothing.
         let inviter = from.to_bare();
         let mut invitees = Vec::new();
@@ -957,33 +954,87 @@ impl Room {
                 ));
             };
             let invitee = to.to_bare();
-            if invitee.domain().as_str() != cx.rooms.users_domain || invitee.node().is_none() {
-                return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
-            }
-            if let (Some(a), Some(b)) = (inviter.node(), invitee.node())
-                && let Decision::Deny(reason) = cx.rooms.policy.decide(
-                    a.as_str(),
-                    b.as_str(),
-                    Action::Invite,
-                    Relation::default(),
-                )
-            {
-                return Err(Box::new(policy_error(reason)));
-            }
-            if self.affiliation(&invitee) == Affiliation::Outcast {
-                return Err(error(
-                    DefinedCondition::NotAllowed,
-                    "this person is banned from this conversation",
-                ));
-            }
+            self.check_invitee(cx, &inviter, &invitee)?;
             invitees.push((invitee, invite.reason));
         }
+        let new_members = invitees
+            .iter()
+            .filter(|(i, _)| self.needs_membership(i))
+            .count();
+        if self.affiliations.len() + new_members > cx.rooms.settings.max_members {
+            return Err(error(
+                DefinedCondition::NotAllowed,
+                texts::TOO_MANY_AFFILIATIONS,
+            ));
+        }
         for (invitee, reason) in invitees {
-            if self.config.members_only && self.affiliation(&invitee) == Affiliation::None {
+            if self.needs_membership(&invitee) {
                 self.set_affiliation(cx, &invitee, Affiliation::Member)
                     .await?;
             }
             self.send_invitation(cx, &inviter, &invitee, reason).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the sender of an invitation is an occupant who may invite.
+    fn may_invite(&self, from: &FullJid) -> Outcome {
+        let Some(at) = self.by_session(from) else {
+            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
+        };
+        if !self.config.allow_invites && !self.is_moderator(at) {
+            return Err(error(DefinedCondition::Forbidden, texts::INVITE_FORBIDDEN));
+        }
+        Ok(())
+    }
+
+    /// Whether `inviter` may invite `invitee` here: a user of this server, whom the ENT's rules
+    /// let the inviter invite, and not banned from the room.
+    fn check_invitee(&self, cx: &Cx<'_>, inviter: &BareJid, invitee: &BareJid) -> Outcome {
+        if invitee.domain().as_str() != cx.rooms.users_domain || invitee.node().is_none() {
+            return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
+        }
+        if let (Some(a), Some(b)) = (inviter.node(), invitee.node())
+            && let Decision::Deny(reason) =
+                cx.rooms
+                    .policy
+                    .decide(a.as_str(), b.as_str(), Action::Invite, Relation::default())
+        {
+            return Err(Box::new(policy_error(reason)));
+        }
+        if self.affiliation(invitee) == Affiliation::Outcast {
+            return Err(error(
+                DefinedCondition::NotAllowed,
+                "this person is banned from this conversation",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An invitee of a members-only room becomes a member, so that the room admits them.
+    fn needs_membership(&self, invitee: &BareJid) -> bool {
+        self.config.members_only && self.affiliation(invitee) == Affiliation::None
+    }
+
+    /// A direct invitation (XEP-0249) that the inviter sends the invitee themselves: checked
+    /// as a mediated one, it makes the invitee a member of a members-only room.
+    pub async fn direct_invitation(
+        &mut self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        invitee: &BareJid,
+    ) -> Outcome {
+        self.may_invite(from)?;
+        self.check_invitee(cx, &from.to_bare(), invitee)?;
+        if self.needs_membership(invitee) {
+            if self.affiliations.len() >= cx.rooms.settings.max_members {
+                return Err(error(
+                    DefinedCondition::NotAllowed,
+                    texts::TOO_MANY_AFFILIATIONS,
+                ));
+            }
+            self.set_affiliation(cx, invitee, Affiliation::Member)
+                .await?;
         }
         Ok(())
     }

@@ -690,3 +690,52 @@ async fn the_ent_rules_hold_in_rooms() {
     assert!(left.contains("role='none'"), "{left}");
     server.stop().await;
 }
+
+/// XEP-0249: a direct invitation from an occupant who may invite makes the invitee a member;
+/// one from someone outside the room is refused and not delivered.
+#[tokio::test]
+async fn direct_invitations_grant_membership() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        // The invitation is a one-to-one message: these users are not contacts.
+        c.im.chat_requires_acceptance = false;
+    })
+    .await;
+    for user in ["owner", "guest", "outsider"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+    let mut outsider = online(&server, "outsider").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+
+    outsider
+        .send(&format!(
+            "<message xmlns='jabber:client' to='guest@localhost' id='d1'>\
+             <x xmlns='jabber:x:conference' jid='{lobby}'/></message>"
+        ))
+        .await;
+    let refused = outsider.expect("id='d1'").await;
+    assert!(
+        refused.contains("type='error'") && refused.contains("not in this conversation"),
+        "{refused}"
+    );
+    guest.expect_none("jabber:x:conference").await;
+
+    owner
+        .send(&format!(
+            "<message xmlns='jabber:client' to='guest@localhost' id='d2'>\
+             <x xmlns='jabber:x:conference' jid='{lobby}' reason='Viens'/></message>"
+        ))
+        .await;
+    let invitation = guest.expect("jabber:x:conference").await;
+    assert!(
+        invitation.contains("from='owner@localhost/"),
+        "{invitation}"
+    );
+    let joined = join(&mut guest, &lobby, "guest").await;
+    assert!(joined.contains("affiliation='member'"), "{joined}");
+    server.stop().await;
+}
