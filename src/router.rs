@@ -21,8 +21,29 @@ use xmpp_parsers::presence::Presence;
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stream_error::DefinedCondition;
 
-/// What a session's queue carries. Boxed: the queue allocates its slots up front.
+use crate::link::SharedStanza;
+
+/// A stanza on its way to one session. Boxed: the queue allocates its slots up front.
 pub type Outbound = Box<Stanza>;
+
+/// What a session's queue carries: a stanza for it alone, or one encoded once for many
+/// recipients (a room's broadcast), which the session writes with its own `to`.
+#[derive(Debug)]
+pub enum Queued {
+    Stanza(Outbound),
+    Shared(Arc<SharedStanza>),
+}
+
+impl Queued {
+    /// What it is counted for against the session's byte limit.
+    fn cost(&self) -> usize {
+        match self {
+            Queued::Stanza(stanza) => stanza_cost(stanza),
+            // The bytes are shared; the recipient and the slot are this session's.
+            Queued::Shared(shared) => 128 + shared.len(),
+        }
+    }
+}
 
 /// Why a session is being closed from outside, and the stream error it gets.
 #[derive(Debug, Clone)]
@@ -80,9 +101,9 @@ impl SessionControl {
     }
 
     /// The session took a stanza out of its queue.
-    pub fn dequeued(&self, stanza: &Stanza) {
+    pub fn dequeued(&self, queued: &Queued) {
         self.queued_bytes
-            .fetch_sub(stanza_cost(stanza), Ordering::Relaxed);
+            .fetch_sub(queued.cost(), Ordering::Relaxed);
     }
 
     pub fn set_presence(&self, available: bool, priority: i8) {
@@ -174,12 +195,12 @@ impl SessionControl {
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     jid: FullJid,
-    queue: mpsc::Sender<Outbound>,
+    queue: mpsc::Sender<Queued>,
     control: Arc<SessionControl>,
 }
 
 impl SessionHandle {
-    pub fn new(jid: FullJid, queue: mpsc::Sender<Outbound>, control: Arc<SessionControl>) -> Self {
+    pub fn new(jid: FullJid, queue: mpsc::Sender<Queued>, control: Arc<SessionControl>) -> Self {
         Self {
             jid,
             queue,
@@ -195,7 +216,11 @@ impl SessionHandle {
     /// Queues a stanza unless the queue is full in stanzas or in bytes: then the session does
     /// not read what it is sent, and is closed rather than allowed to grow memory.
     fn push(&self, stanza: Outbound, max_bytes: usize) -> bool {
-        let cost = stanza_cost(&stanza);
+        self.push_queued(Queued::Stanza(stanza), max_bytes)
+    }
+
+    fn push_queued(&self, stanza: Queued, max_bytes: usize) -> bool {
+        let cost = stanza.cost();
         let before = self.control.queued_bytes.fetch_add(cost, Ordering::Relaxed);
         let over_bytes = before + cost > max_bytes;
         let full = if over_bytes {
@@ -592,6 +617,21 @@ impl Router {
         }
     }
 
+    /// Queues a stanza encoded once for many recipients for one full JID, which it reaches
+    /// with that JID as `to`. False when no such session is bound.
+    pub fn deliver_shared(&self, to: &FullJid, stanza: &Arc<SharedStanza>) -> bool {
+        let Some(resources) = self.sessions.get(&to.to_bare()) else {
+            return false;
+        };
+        match resources.iter().find(|h| h.jid == *to) {
+            Some(handle) => {
+                handle.push_queued(Queued::Shared(stanza.clone()), self.limits.max_queued_bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Queues an IQ request from `from` for one full JID, which may then answer it whatever the
     /// rules say of the way back. Gives the stanza back when no such session is bound.
     pub fn deliver_iq_to_full(
@@ -667,7 +707,7 @@ mod tests {
         jid: &str,
         priority: i8,
         available: bool,
-    ) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+    ) -> (SessionHandle, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(4);
         let control = Arc::new(SessionControl::default());
         control.set_presence(available, priority);

@@ -24,7 +24,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 use crate::Shared;
 use crate::link::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 use crate::router::Sender;
-use crate::router::{CloseReason, Outbound, SessionControl, SessionHandle};
+use crate::router::{CloseReason, Queued, SessionControl, SessionHandle};
 
 mod nonza;
 mod outbox;
@@ -69,7 +69,7 @@ pub struct Backlog {
 /// A session's receiving end, created when its resource is bound.
 pub struct Bound {
     pub jid: FullJid,
-    queue: mpsc::Receiver<Outbound>,
+    queue: mpsc::Receiver<Queued>,
     control: Arc<SessionControl>,
     /// The last id of a backlog batch written to the client, followed by a ping
     /// (`offline-<id>`) whose answer acknowledges it.
@@ -213,7 +213,7 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
                     tokio::select! {
                         // Boxed, as a timeout with its timer and writes in flight is most of
                         // the loop's state, and the loop waits far more than it writes.
-                        written = Box::pin(outbox.write_queued(first, &mut bound.queue, &bound.control)) => {
+                        written = Box::pin(outbox.write_queued(first, &mut bound.queue, &bound.control, &bound.jid)) => {
                             if !written {
                                 break End::Abort;
                             }

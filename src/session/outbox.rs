@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use xmpp_parsers::stanza::Stanza;
 
 use crate::link::Link;
-use crate::router::{Outbound, SessionControl};
+use jid::FullJid;
+
+use crate::router::{Queued, SessionControl};
 
 /// Stanzas written to the link before one flush.
 const WRITE_BATCH: usize = 64;
@@ -84,20 +86,31 @@ impl<L: Link> Outbox<L> {
     }
 
     /// Writes what the queue holds, from `first`, up to a batch, with a single flush.
+    async fn feed_queued(&mut self, queued: &Queued, jid: &FullJid) -> std::io::Result<()> {
+        match queued {
+            Queued::Stanza(stanza) => self.link.feed(&**stanza).await?,
+            Queued::Shared(shared) => self.link.feed_shared(shared, jid).await?,
+        }
+        self.sent = self.sent.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Writes what the queue holds for the session `jid`, up to a batch, with one flush.
     pub async fn write_queued(
         &mut self,
-        first: Outbound,
-        queue: &mut mpsc::Receiver<Outbound>,
+        first: Queued,
+        queue: &mut mpsc::Receiver<Queued>,
         control: &SessionControl,
+        jid: &FullJid,
     ) -> bool {
         let write = async {
             control.dequeued(&first);
-            self.feed(&first).await?;
+            self.feed_queued(&first, jid).await?;
             for _ in 1..WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(next) => {
                         control.dequeued(&next);
-                        self.feed(&next).await?
+                        self.feed_queued(&next, jid).await?
                     }
                     Err(_) => break,
                 }
@@ -116,7 +129,7 @@ mod tests {
     use xso::AsXml;
 
     use super::*;
-    use crate::link::{Fatal, Incoming};
+    use crate::link::{Fatal, Incoming, SharedStanza};
 
     /// A link that keeps what it is given, serialised, and counts flushes.
     #[derive(Default)]
@@ -133,6 +146,18 @@ mod tests {
         async fn feed(&mut self, element: &(impl AsXml + Sync)) -> std::io::Result<()> {
             let element: Element = xso::transform(element).map_err(std::io::Error::other)?;
             self.written.push(String::from(&element));
+            Ok(())
+        }
+
+        async fn feed_shared(
+            &mut self,
+            stanza: &SharedStanza,
+            to: &FullJid,
+        ) -> std::io::Result<()> {
+            let mut xml = Vec::new();
+            stanza.write_to(to, &mut xml);
+            self.written
+                .push(String::from_utf8(xml).map_err(std::io::Error::other)?);
             Ok(())
         }
 
@@ -157,14 +182,35 @@ mod tests {
         assert!(outbox.write_nonzas(&[ack]).await);
         let (tx, mut queue) = mpsc::channel(4);
         let control = SessionControl::default();
-        tx.try_send(Box::new(message())).unwrap();
-        tx.try_send(Box::new(message())).unwrap();
+        tx.try_send(Queued::Stanza(Box::new(message()))).unwrap();
+        let mut groupchat =
+            Message::new_with_type(xmpp_parsers::message::MessageType::Groupchat, None);
+        groupchat.from = Some(jid::Jid::new("room@conference.localhost/Léa & co").unwrap());
+        let shared = SharedStanza::encode(&groupchat).unwrap();
+        tx.try_send(Queued::Shared(std::sync::Arc::new(shared)))
+            .unwrap();
         let first = queue.recv().await.unwrap();
-        assert!(outbox.write_queued(first, &mut queue, &control).await);
+        let me = FullJid::new("lea@localhost/d'Artagnan & <co>").unwrap();
+        assert!(outbox.write_queued(first, &mut queue, &control, &me).await);
         assert_eq!(outbox.sent(), 5);
         let link = outbox.link();
         assert_eq!(link.written.len(), 6);
         assert!(link.written[3].contains("urn:xmpp:sm:3"));
+        // The shared stanza got this session's address, escaped, and stays well-formed.
+        let written = &link.written[5];
+        assert!(
+            written.starts_with("<message to='lea@localhost/d&apos;Artagnan &amp; &lt;co>' "),
+            "{written}"
+        );
+        let parsed: Element = format!("<s xmlns='jabber:client'>{written}</s>")
+            .parse()
+            .expect("well-formed");
+        let parsed = parsed.children().next().unwrap();
+        assert_eq!(parsed.attr("to"), Some("lea@localhost/d'Artagnan & <co>"));
+        assert_eq!(
+            parsed.attr("from"),
+            Some("room@conference.localhost/Léa & co")
+        );
         // One flush per batch: the pair, the nonza, the queue (the paced run has none).
         assert_eq!(link.flushes, 3);
     }
