@@ -1708,7 +1708,8 @@ impl Room {
                         texts::TOO_MANY_AFFILIATIONS,
                     ));
                 }
-                if affiliation == Affiliation::Member
+                // Granting a place in the room is inviting, whatever the affiliation.
+                if rank(&affiliation) >= rank(&Affiliation::Member)
                     && let (Some(a), Some(b)) = (from.node(), target.node())
                     && let Decision::Deny(reason) = cx.rooms.policy.decide(
                         a.as_str(),
