@@ -739,3 +739,195 @@ async fn direct_invitations_grant_membership() {
     assert!(joined.contains("affiliation='member'"), "{joined}");
     server.stop().await;
 }
+
+/// Nicknames, several resources under one nickname, affiliations and their lists, bans,
+/// voice in a moderated room, who may change the subject, the room's logo.
+#[tokio::test]
+async fn roles_affiliations_and_nicknames() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.defaults.members_only = false;
+    })
+    .await;
+    for user in ["owner", "guest", "quiet", "banned"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(
+        &mut owner,
+        &lobby,
+        &[("muc#roomconfig_changesubject", "0")],
+        "conf",
+    )
+    .await;
+    join(&mut guest, &lobby, "guest").await;
+
+    // A nickname change (§7.6): 303 under the old nickname, then the new one.
+    guest
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{lobby}/guest2'/>"
+        ))
+        .await;
+    let changed = owner
+        .expect_all(&["type='unavailable'", "code='303'"])
+        .await;
+    assert!(
+        changed.contains(&format!("from='{lobby}/guest'")) && changed.contains("nick='guest2'"),
+        "{changed}"
+    );
+    owner.expect(&format!("from='{lobby}/guest2'")).await;
+    // Taken nicknames are refused.
+    let mut quiet = online(&server, "quiet").await;
+    let taken = join(&mut quiet, &lobby, "guest2").await;
+    assert!(taken.contains("<conflict"), "{taken}");
+
+    // A second resource of the same user joins under the same nickname (210 if it asked
+    // for another).
+    let mut guest_phone = online(&server, "guest").await;
+    let second = join(&mut guest_phone, &lobby, "phone").await;
+    assert!(
+        second.contains(&format!("from='{lobby}/guest2'")) && second.contains("code='210'"),
+        "{second}"
+    );
+
+    // Subjects: occupants may not change it here, the owner may.
+    guest
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><subject>Hack</subject></message>"
+        ))
+        .await;
+    let err = guest.expect("<forbidden").await;
+    assert!(err.contains("subject"), "{err}");
+
+    // Affiliations: admin for the guest (a moderator now), a ban for someone absent.
+    let done = ask(
+        &mut owner,
+        &lobby,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='guest@localhost' affiliation='admin'/>\
+         <item jid='banned@localhost' affiliation='outcast'><reason>Insultes</reason></item>\
+         </query>",
+        "aff",
+    )
+    .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let promoted = owner
+        .expect_all(&[&format!("from='{lobby}/guest2'"), "affiliation='admin'"])
+        .await;
+    assert!(promoted.contains("role='moderator'"), "{promoted}");
+    let list = ask(
+        &mut owner,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query>",
+        "list",
+    )
+    .await;
+    assert!(list.contains("jid='banned@localhost'"), "{list}");
+    let err = ask(
+        &mut quiet,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='owner'/></query>",
+        "list2",
+    )
+    .await;
+    assert!(err.contains("<forbidden"), "{err}");
+    let mut banned = online(&server, "banned").await;
+    let refused = join(&mut banned, &lobby, "b").await;
+    assert!(
+        refused.contains("<forbidden") && refused.contains("banned"),
+        "{refused}"
+    );
+    // The last owner stays.
+    let err = ask(
+        &mut owner,
+        &lobby,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item jid='owner@localhost' affiliation='member'/></query>",
+        "last",
+    )
+    .await;
+    assert!(err.contains("<conflict"), "{err}");
+
+    // A moderated room: newcomers without affiliation are visitors until given voice.
+    configure(
+        &mut owner,
+        &lobby,
+        &[("muc#roomconfig_moderatedroom", "1")],
+        "mod",
+    )
+    .await;
+    let joined = join(&mut quiet, &lobby, "quiet").await;
+    assert!(joined.contains("role='visitor'"), "{joined}");
+    quiet
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>hello?</body></message>"
+        ))
+        .await;
+    let err = quiet.expect("<forbidden").await;
+    assert!(err.contains("no voice"), "{err}");
+    let voiced = ask(
+        &mut guest,
+        &lobby,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='quiet' role='participant'/></query>",
+        "voice",
+    )
+    .await;
+    assert!(voiced.contains("type='result'"), "{voiced}");
+    quiet
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>merci</body></message>"
+        ))
+        .await;
+    owner.expect("merci").await;
+
+    // The room's logo (vCard) is announced with 104 and hashed in its disco#info.
+    let set = ask(
+        &mut owner,
+        &lobby,
+        "set",
+        "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard>",
+        "logo",
+    )
+    .await;
+    assert!(set.contains("type='result'"), "{set}");
+    guest.expect("code='104'").await;
+    let info = ask(
+        &mut guest,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "info",
+    )
+    .await;
+    // SHA-1 of "hello".
+    assert!(
+        info.contains("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"),
+        "{info}"
+    );
+    let vcard = ask(
+        &mut quiet,
+        &lobby,
+        "get",
+        "<vCard xmlns='vcard-temp'/>",
+        "getlogo",
+    )
+    .await;
+    assert!(vcard.contains("aGVsbG8="), "{vcard}");
+    let err = ask(
+        &mut quiet,
+        &lobby,
+        "set",
+        "<vCard xmlns='vcard-temp'/>",
+        "setlogo",
+    )
+    .await;
+    assert!(err.contains("<forbidden"), "{err}");
+    server.stop().await;
+}

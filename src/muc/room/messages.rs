@@ -1,0 +1,363 @@
+//! Groupchat messages and subjects, invitations (mediated §7.8.2 and direct, XEP-0249) and
+//! declines, private messages between occupants (§7.5).
+
+use super::*;
+use crate::muc::form::AllowPm;
+
+impl Room {
+    pub(super) async fn message(
+        &mut self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        message: &Message,
+    ) -> Outcome {
+        if let Some(x) = message.payloads.iter().find(|p| p.is("x", MUC_USER)) {
+            return self.invitation_or_decline(cx, from, x).await;
+        }
+        match message.type_ {
+            MessageType::Groupchat => {}
+            MessageType::Error => {
+                // A client that bounces the room's messages is gone (§7.2.? "ghosts").
+                return Ok(());
+            }
+            _ => {
+                return Err(error(
+                    DefinedCondition::NotAcceptable,
+                    "messages to a conversation are of type groupchat",
+                ));
+            }
+        }
+        let Some(at) = self.by_session(from) else {
+            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
+        };
+        if self.occupants[at].role == Role::Visitor {
+            return Err(error(DefinedCondition::Forbidden, texts::VISITOR));
+        }
+        let nick = self.occupants[at].nick.clone();
+        let mut out = message.clone();
+        out.from = Some(self.occupant_jid(&nick));
+        out.to = None;
+        if !message.subjects.is_empty() && message.bodies.is_empty() {
+            if !self.config.change_subject && !self.is_moderator(at) {
+                return Err(error(DefinedCondition::Forbidden, texts::SUBJECT_FORBIDDEN));
+            }
+            let text = message
+                .subjects
+                .values()
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            if text.chars().count() > cx.rooms.settings.max_subject_chars {
+                return Err(error(
+                    DefinedCondition::NotAcceptable,
+                    &format!(
+                        "a subject has at most {} characters",
+                        cx.rooms.settings.max_subject_chars
+                    ),
+                ));
+            }
+            if self.persisted {
+                cx.rooms
+                    .store
+                    .save_room_subject(self.name(), &text, &nick)
+                    .await
+                    .map_err(internal)?;
+            }
+            self.subject = Some((text, nick));
+            self.broadcast_message(cx, &out);
+            return Ok(());
+        }
+        self.broadcast_message(cx, &out);
+        if !message.bodies.is_empty() && cx.rooms.settings.max_history > 0 {
+            let stamp = now();
+            if self.persisted {
+                let xml = String::from(&Element::from(out.clone()));
+                let row = (self.name().to_owned(), xml, stamp.0.timestamp());
+                if cx.rooms.history.send(row).await.is_err() {
+                    tracing::warn!(room = %self.jid, "history writer stopped");
+                }
+            }
+            if self.history.len() == cx.rooms.settings.max_history {
+                self.history.pop_front();
+            }
+            self.history.push_back(HistoryItem {
+                message: out,
+                stamp,
+            });
+        }
+        Ok(())
+    }
+
+    /// §7.8.2 mediated invitations and their declines.
+    pub(super) async fn invitation_or_decline(
+        &mut self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        x: &Element,
+    ) -> Outcome {
+        let user_x = MucUser::try_from(x.clone())
+            .map_err(|_| error(DefinedCondition::BadRequest, "invalid muc#user element"))?;
+        if let Some(decline) = user_x.decline {
+            let Some(to) = decline.to else {
+                return Err(error(
+                    DefinedCondition::BadRequest,
+                    "a <decline/> needs a 'to'",
+                ));
+            };
+            return self.relay_decline(cx, from, to, decline.reason);
+        }
+        let invites: Vec<&Element> = x.children().filter(|c| c.is("invite", MUC_USER)).collect();
+        if invites.is_empty() {
+            return Err(error(
+                DefinedCondition::BadRequest,
+                "nothing to do with this muc#user element",
+            ));
+        }
+        if invites.len() > MAX_INVITES {
+            return Err(error(
+                DefinedCondition::PolicyViolation,
+                &format!("at most {MAX_INVITES} invitations at once"),
+            ));
+        }
+        self.may_invite(from)?;
+        // Every invitation is checked before any is sent: a refused one changes nothing.
+        let inviter = from.to_bare();
+        let mut invitees = Vec::new();
+        for invite in invites {
+            let invite = xmpp_parsers::muc::user::Invite::try_from(invite.clone())
+                .map_err(|_| error(DefinedCondition::BadRequest, "invalid <invite/>"))?;
+            let Some(to) = invite.to else {
+                return Err(error(
+                    DefinedCondition::BadRequest,
+                    "an <invite/> needs a 'to'",
+                ));
+            };
+            let invitee = to.to_bare();
+            self.check_invitee(cx, &inviter, &invitee)?;
+            invitees.push((invitee, invite.reason));
+        }
+        let new_members = invitees
+            .iter()
+            .filter(|(i, _)| self.needs_membership(i))
+            .count();
+        if self.affiliations.len() + new_members > cx.rooms.settings.max_members {
+            return Err(error(
+                DefinedCondition::NotAllowed,
+                texts::TOO_MANY_AFFILIATIONS,
+            ));
+        }
+        for (invitee, reason) in invitees {
+            if self.needs_membership(&invitee) {
+                self.set_affiliation(cx, &invitee, Affiliation::Member)
+                    .await?;
+            }
+            self.send_invitation(cx, &inviter, &invitee, reason).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the sender of an invitation is an occupant who may invite.
+    pub(super) fn may_invite(&self, from: &FullJid) -> Outcome {
+        let Some(at) = self.by_session(from) else {
+            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
+        };
+        if !self.config.allow_invites && !self.is_moderator(at) {
+            return Err(error(DefinedCondition::Forbidden, texts::INVITE_FORBIDDEN));
+        }
+        Ok(())
+    }
+
+    /// Whether `inviter` may invite `invitee` here: a user of this server, whom the ENT's rules
+    /// let the inviter invite, and not banned from the room.
+    pub(super) fn check_invitee(
+        &self,
+        cx: &Cx<'_>,
+        inviter: &BareJid,
+        invitee: &BareJid,
+    ) -> Outcome {
+        if invitee.domain().as_str() != cx.rooms.users_domain || invitee.node().is_none() {
+            return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
+        }
+        if let (Some(a), Some(b)) = (inviter.node(), invitee.node())
+            && let Decision::Deny(reason) =
+                cx.rooms
+                    .policy
+                    .decide(a.as_str(), b.as_str(), Action::Invite, Relation::default())
+        {
+            return Err(Box::new(policy_error(reason)));
+        }
+        if self.affiliation(invitee) == Affiliation::Outcast {
+            return Err(error(
+                DefinedCondition::NotAllowed,
+                "this person is banned from this conversation",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An invitee of a members-only room becomes a member, so that the room admits them.
+    pub(super) fn needs_membership(&self, invitee: &BareJid) -> bool {
+        self.config.members_only && self.affiliation(invitee) == Affiliation::None
+    }
+
+    /// A direct invitation (XEP-0249) that the inviter sends the invitee themselves: checked
+    /// as a mediated one, it makes the invitee a member of a members-only room.
+    pub async fn direct_invitation(
+        &mut self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        invitee: &BareJid,
+    ) -> Outcome {
+        self.may_invite(from)?;
+        self.check_invitee(cx, &from.to_bare(), invitee)?;
+        if self.needs_membership(invitee) {
+            if self.affiliations.len() >= cx.rooms.settings.max_members {
+                return Err(error(
+                    DefinedCondition::NotAllowed,
+                    texts::TOO_MANY_AFFILIATIONS,
+                ));
+            }
+            self.set_affiliation(cx, invitee, Affiliation::Member)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A declined invitation goes back to the inviter, under the same rules as a private
+    /// message: its reason is the decliner's text.
+    pub(super) fn relay_decline(
+        &self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        to: Jid,
+        reason: Option<String>,
+    ) -> Outcome {
+        let inviter = to.to_bare();
+        if inviter.domain().as_str() != cx.rooms.users_domain || inviter.node().is_none() {
+            return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
+        }
+        if let (Some(a), Some(b)) = (from.node(), inviter.node())
+            && let Decision::Deny(reason) = cx.rooms.policy.decide(
+                a.as_str(),
+                b.as_str(),
+                Action::PrivateMessage,
+                Relation::default(),
+            )
+        {
+            return Err(Box::new(policy_error(reason)));
+        }
+        let mut message = Message::new(Some(to.clone()));
+        message.from = Some(self.room_jid());
+        let mut decline = Element::builder("decline", MUC_USER)
+            .attr(name("from"), from.to_bare().to_string())
+            .build();
+        if let Some(reason) = reason {
+            decline.append_child(Element::builder("reason", MUC_USER).append(reason).build());
+        }
+        let mut x = Element::builder("x", MUC_USER).build();
+        x.append_child(decline);
+        message.payloads.push(x);
+        // Online only: a decline is a courtesy, not worth keeping.
+        let _ = cx.router.deliver_message(&to, message);
+        Ok(())
+    }
+
+    pub(super) async fn send_invitation(
+        &self,
+        cx: &Cx<'_>,
+        inviter: &BareJid,
+        invitee: &BareJid,
+        reason: Option<String>,
+    ) {
+        let mut message = Message::new(Some(Jid::from(invitee.clone())));
+        message.from = Some(self.room_jid());
+        let mut invite = Element::builder("invite", MUC_USER)
+            .attr(name("from"), inviter.to_string())
+            .build();
+        if let Some(reason) = reason {
+            invite.append_child(Element::builder("reason", MUC_USER).append(reason).build());
+        }
+        let mut x = Element::builder("x", MUC_USER).build();
+        x.append_child(invite);
+        message.payloads.push(x);
+        let body = if self.config.name.is_empty() {
+            format!("Invitation à rejoindre la conversation {}", self.jid)
+        } else {
+            format!(
+                "Invitation à rejoindre la conversation « {} »",
+                self.config.name
+            )
+        };
+        message.bodies.insert(Lang::default(), body);
+        let to = Jid::from(invitee.clone());
+        if let crate::router::MessageDelivery::Undelivered(message) =
+            cx.router.deliver_message(&to, message)
+        {
+            // Kept for the invitee's next login, like any message; nothing tells the inviter
+            // whether the account exists.
+            let xml = String::from(&Element::from(message));
+            let username = invitee.node().map_or("", |n| n.as_str());
+            let _ = cx
+                .rooms
+                .store
+                .push_offline(username, &xml, cx.rooms.max_offline_messages)
+                .await;
+        }
+    }
+
+    /// §7.5: a private message to an occupant, from the sender's nickname.
+    pub(super) fn private_message(
+        &self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        nick: &str,
+        message: &Message,
+    ) -> Outcome {
+        let Some(at) = self.by_session(from) else {
+            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
+        };
+        if message.type_ == MessageType::Groupchat {
+            return Err(error(
+                DefinedCondition::BadRequest,
+                "groupchat messages go to the conversation, not to an occupant",
+            ));
+        }
+        if message.type_ == MessageType::Error {
+            return Ok(());
+        }
+        let allowed = match self.config.allow_pm {
+            AllowPm::Anyone => true,
+            AllowPm::Participants => self.occupants[at].role != Role::Visitor,
+            AllowPm::Moderators => self.is_moderator(at),
+            AllowPm::None => false,
+        };
+        if !allowed {
+            return Err(error(DefinedCondition::NotAllowed, texts::PM_FORBIDDEN));
+        }
+        let Some(target) = self.by_nick(nick) else {
+            return Err(error(DefinedCondition::ItemNotFound, texts::NO_SUCH_NICK));
+        };
+        let sender = &self.occupants[at];
+        let recipient = &self.occupants[target];
+        if let (Some(a), Some(b)) = (sender.user.node(), recipient.user.node())
+            && let Decision::Deny(reason) = cx.rooms.policy.decide(
+                a.as_str(),
+                b.as_str(),
+                Action::PrivateMessage,
+                Relation::default(),
+            )
+        {
+            return Err(Box::new(policy_error(reason)));
+        }
+        let mut out = message.clone();
+        out.from = Some(self.occupant_jid(&sender.nick));
+        out.payloads.retain(|p| !p.is("x", MUC_USER));
+        out.payloads.push(Element::builder("x", MUC_USER).build());
+        for session in &recipient.sessions {
+            let mut copy = out.clone();
+            copy.to = Some(Jid::from(session.clone()));
+            deliver(cx.router, session, Stanza::Message(copy));
+        }
+        Ok(())
+    }
+}

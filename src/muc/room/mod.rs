@@ -1,0 +1,382 @@
+//! One room (XEP-0045): its occupants, affiliations, configuration, subject and history, and
+//! what it does with each stanza addressed to it. The service holds the room's lock while a
+//! handler runs; a change reaches the store before anyone is told of it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jid::{BareJid, FullJid, Jid, ResourcePart};
+use minidom::Element;
+use xmpp_parsers::data_forms::{DataForm, DataFormType};
+use xmpp_parsers::date::DateTime;
+use xmpp_parsers::delay::Delay;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::message::{Lang, Message, MessageType};
+use xmpp_parsers::muc::Muc;
+use xmpp_parsers::muc::user::{Affiliation, MucUser, Role};
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
+
+use super::form::RoomConfig;
+use super::texts::{self, Text};
+use super::{After, Cx, DISCO_INFO, DISCO_ITEMS, MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, deliver};
+use crate::config::RoomsConfig;
+use crate::link::SharedStanza;
+use crate::ns::name;
+use crate::policy::{Action, Decision, Relation};
+use crate::reply::policy_error;
+use crate::storage::StoredRoom;
+
+mod admin;
+mod messages;
+mod occupancy;
+
+const VCARD: &str = "vcard-temp";
+/// Invitations one message may carry.
+const MAX_INVITES: usize = 20;
+
+/// A user in the room under one nickname, with one or more sessions.
+struct Occupant {
+    nick: String,
+    user: BareJid,
+    sessions: Vec<FullJid>,
+    role: Role,
+    /// What it shows (show, status, other payloads), kept without addresses.
+    presence: Presence,
+}
+
+struct HistoryItem {
+    /// As broadcast, without a recipient.
+    message: Message,
+    stamp: DateTime,
+}
+
+pub(super) struct Room {
+    jid: BareJid,
+    config: RoomConfig,
+    /// Set from creation until the owner confirms a configuration: when, and by whom.
+    locked: Option<(Instant, BareJid)>,
+    /// The room has its row in the store (configured and persistent).
+    persisted: bool,
+    /// The subject and the nickname that set it.
+    subject: Option<(String, String)>,
+    vcard: Option<String>,
+    affiliations: BTreeMap<BareJid, Affiliation>,
+    occupants: Vec<Occupant>,
+    history: VecDeque<HistoryItem>,
+    /// Unloaded or destroyed while a task waited for the lock: look the room up again.
+    pub gone: bool,
+}
+
+fn affiliation_str(a: &Affiliation) -> &'static str {
+    match a {
+        Affiliation::Owner => "owner",
+        Affiliation::Admin => "admin",
+        Affiliation::Member => "member",
+        Affiliation::Outcast => "outcast",
+        Affiliation::None => "none",
+    }
+}
+
+fn parse_affiliation(text: &str) -> Option<Affiliation> {
+    Some(match text {
+        "owner" => Affiliation::Owner,
+        "admin" => Affiliation::Admin,
+        "member" => Affiliation::Member,
+        "outcast" => Affiliation::Outcast,
+        "none" => Affiliation::None,
+        _ => return None,
+    })
+}
+
+fn role_str(r: &Role) -> &'static str {
+    match r {
+        Role::Moderator => "moderator",
+        Role::Participant => "participant",
+        Role::Visitor => "visitor",
+        Role::None => "none",
+    }
+}
+
+fn parse_role(text: &str) -> Option<Role> {
+    Some(match text {
+        "moderator" => Role::Moderator,
+        "participant" => Role::Participant,
+        "visitor" => Role::Visitor,
+        "none" => Role::None,
+        _ => return None,
+    })
+}
+
+fn rank(a: &Affiliation) -> u8 {
+    match a {
+        Affiliation::Owner => 4,
+        Affiliation::Admin => 3,
+        Affiliation::Member => 2,
+        Affiliation::None => 1,
+        Affiliation::Outcast => 0,
+    }
+}
+
+/// A `<item/>` of `muc#user` or `muc#admin`.
+#[derive(Default)]
+struct ItemSpec<'a> {
+    affiliation: &'a str,
+    role: &'a str,
+    jid: Option<String>,
+    nick: Option<&'a str>,
+    actor: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl ItemSpec<'_> {
+    fn element(&self, ns: &str) -> Element {
+        let mut item = Element::builder("item", ns)
+            .attr(name("affiliation"), self.affiliation)
+            .attr(name("role"), self.role)
+            .build();
+        if let Some(jid) = &self.jid {
+            item.set_attr(rxml::Namespace::NONE, name("jid"), jid.as_str());
+        }
+        if let Some(nick) = self.nick {
+            item.set_attr(rxml::Namespace::NONE, name("nick"), nick);
+        }
+        if let Some(actor) = self.actor {
+            item.append_child(
+                Element::builder("actor", ns)
+                    .attr(name("nick"), actor)
+                    .build(),
+            );
+        }
+        if let Some(reason) = self.reason {
+            item.append_child(Element::builder("reason", ns).append(reason).build());
+        }
+        item
+    }
+}
+
+/// The `<x xmlns='…muc#user'/>` of a room's presence or notice.
+fn user_x(items: Vec<Element>, statuses: &[u16]) -> Element {
+    let mut x = Element::builder("x", MUC_USER).build();
+    for item in items {
+        x.append_child(item);
+    }
+    for code in statuses {
+        x.append_child(
+            Element::builder("status", MUC_USER)
+                .attr(name("code"), code.to_string())
+                .build(),
+        );
+    }
+    x
+}
+
+fn now() -> DateTime {
+    DateTime(chrono::Utc::now().fixed_offset())
+}
+
+fn localised(text: &Text) -> Message {
+    let mut message = Message::new_with_type(MessageType::Groupchat, None);
+    message
+        .bodies
+        .insert(Lang::default(), text.french.to_owned());
+    message
+        .bodies
+        .insert(Lang("en".into()), text.english.to_owned());
+    message
+}
+
+/// A stanza error with a text of the moment.
+fn error(condition: DefinedCondition, text: &str) -> Box<StanzaError> {
+    Box::new(super::stanza_error(condition, text))
+}
+
+/// What a request changes, or why not.
+type Outcome<T = ()> = Result<T, Box<StanzaError>>;
+impl Room {
+    /// A new room, locked until its creator configures it.
+    pub fn create(jid: BareJid, creator: BareJid, settings: &RoomsConfig) -> Room {
+        let mut affiliations = BTreeMap::new();
+        affiliations.insert(creator.clone(), Affiliation::Owner);
+        Room {
+            jid,
+            config: RoomConfig::new(&settings.defaults, settings),
+            locked: Some((Instant::now(), creator)),
+            persisted: false,
+            subject: None,
+            vcard: None,
+            affiliations,
+            occupants: Vec::new(),
+            history: VecDeque::new(),
+            gone: false,
+        }
+    }
+
+    /// A persistent room read back from the store.
+    pub fn from_store(jid: BareJid, stored: StoredRoom, settings: &RoomsConfig) -> Room {
+        let config = serde_json::from_str(&stored.config).unwrap_or_else(|err| {
+            tracing::error!(room = %jid, error = %err, "unreadable room configuration: defaults");
+            RoomConfig::new(&settings.defaults, settings)
+        });
+        let affiliations = stored
+            .affiliations
+            .iter()
+            .filter_map(|(jid, a)| Some((BareJid::new(jid).ok()?, parse_affiliation(a)?)))
+            .collect();
+        let history = stored
+            .history
+            .iter()
+            .filter_map(|(xml, at)| {
+                let element: Element = xml.parse().ok()?;
+                let message = Message::try_from(element).ok()?;
+                let stamp = chrono::DateTime::from_timestamp(*at, 0)?.fixed_offset();
+                Some(HistoryItem {
+                    message,
+                    stamp: DateTime(stamp),
+                })
+            })
+            .collect();
+        Room {
+            jid,
+            config,
+            locked: None,
+            persisted: true,
+            subject: stored
+                .subject
+                .map(|s| (s, stored.subject_by.unwrap_or_default())),
+            vcard: stored.vcard,
+            affiliations,
+            occupants: Vec::new(),
+            history,
+            gone: false,
+        }
+    }
+
+    pub fn is_locked_by(&self, user: &BareJid) -> bool {
+        self.locked.as_ref().is_some_and(|(_, by)| by == user)
+    }
+
+    pub fn locked_since(&self) -> Option<Instant> {
+        self.locked.as_ref().map(|(at, _)| *at)
+    }
+
+    pub(super) fn name(&self) -> &str {
+        self.jid.node().map_or("", |n| n.as_str())
+    }
+
+    pub(super) fn affiliation(&self, user: &BareJid) -> Affiliation {
+        self.affiliations
+            .get(user)
+            .cloned()
+            .unwrap_or(Affiliation::None)
+    }
+
+    pub(super) fn role_for(&self, affiliation: &Affiliation) -> Role {
+        match affiliation {
+            Affiliation::Owner | Affiliation::Admin => Role::Moderator,
+            Affiliation::Member => Role::Participant,
+            Affiliation::None if self.config.moderated => Role::Visitor,
+            Affiliation::None => Role::Participant,
+            Affiliation::Outcast => Role::None,
+        }
+    }
+
+    pub(super) fn by_session(&self, jid: &FullJid) -> Option<usize> {
+        self.occupants.iter().position(|o| o.sessions.contains(jid))
+    }
+
+    pub(super) fn by_user(&self, user: &BareJid) -> Option<usize> {
+        self.occupants.iter().position(|o| o.user == *user)
+    }
+
+    pub(super) fn by_nick(&self, nick: &str) -> Option<usize> {
+        self.occupants.iter().position(|o| o.nick == nick)
+    }
+
+    pub(super) fn occupant_jid(&self, nick: &str) -> Jid {
+        match ResourcePart::new(nick) {
+            Ok(resource) => Jid::from(self.jid.with_resource(&resource)),
+            Err(_) => Jid::from(self.jid.clone()),
+        }
+    }
+
+    pub(super) fn room_jid(&self) -> Jid {
+        Jid::from(self.jid.clone())
+    }
+
+    pub(super) fn is_moderator(&self, at: usize) -> bool {
+        self.occupants[at].role == Role::Moderator
+    }
+
+    /// Everything addressed to the room or to one of its occupants.
+    pub async fn handle(&mut self, cx: &Cx<'_>, from: &FullJid, to: &Jid, stanza: Stanza) -> After {
+        let nick = to.resource().map(|r| r.as_str().to_owned());
+        match stanza {
+            Stanza::Presence(presence) => self.presence(cx, from, nick, presence).await,
+            Stanza::Message(message) => {
+                let result = match nick {
+                    Some(nick) => self.private_message(cx, from, &nick, &message),
+                    None => self.message(cx, from, &message).await,
+                };
+                if let Err(err) = result {
+                    reply(cx, &Stanza::Message(message), err);
+                }
+                After::Keep
+            }
+            Stanza::Iq(iq) => {
+                let answer = match nick {
+                    Some(nick) => self.iq_to_occupant(from, &nick, &iq),
+                    None => self.iq(cx, from, &iq).await,
+                };
+                let after = match &answer {
+                    Ok((_, after)) => *after,
+                    Err(_) => After::Keep,
+                };
+                answer_iq(cx, from, &iq, answer.map(|(payload, _)| payload));
+                after
+            }
+        }
+    }
+}
+
+fn internal(err: impl std::fmt::Display) -> Box<StanzaError> {
+    tracing::error!(error = %err, "room change not stored");
+    error(
+        DefinedCondition::InternalServerError,
+        "the change could not be saved; nothing changed",
+    )
+}
+
+fn send_presence(cx: &Cx<'_>, to: &FullJid, mut presence: Presence) {
+    presence.to = Some(Jid::from(to.clone()));
+    deliver(cx.router, to, Stanza::Presence(presence));
+}
+
+fn reply(cx: &Cx<'_>, stanza: &Stanza, error: Box<StanzaError>) {
+    super::reply_with(cx.router, stanza, *error);
+}
+
+fn answer_iq(cx: &Cx<'_>, from: &FullJid, iq: &Iq, answer: Outcome<Option<Element>>) {
+    if matches!(iq, Iq::Result { .. } | Iq::Error { .. }) {
+        return;
+    }
+    let stanza = match answer {
+        Ok(payload) => Iq::Result {
+            from: iq.to().cloned(),
+            to: iq.from().cloned(),
+            id: iq.id().to_owned(),
+            payload,
+        },
+        Err(error) => Iq::Error {
+            from: iq.to().cloned(),
+            to: iq.from().cloned(),
+            id: iq.id().to_owned(),
+            error: *error,
+            payload: None,
+        },
+    };
+    deliver(cx.router, from, Stanza::Iq(stanza));
+}
