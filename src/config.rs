@@ -239,6 +239,8 @@ pub struct RoomsConfig {
     pub max_members: usize,
     /// Messages of history a room keeps (in memory and in the store) and sends on join.
     pub max_history: usize,
+    /// Bytes of history a room keeps in memory, whatever the count: the oldest go first.
+    pub max_history_bytes: usize,
     /// Longest nickname, room name, description and subject, in characters.
     pub max_nick_chars: usize,
     pub max_name_chars: usize,
@@ -286,6 +288,7 @@ impl Default for RoomsConfig {
             max_occupants: 200,
             max_members: 1000,
             max_history: 50,
+            max_history_bytes: 256 * 1024,
             max_nick_chars: 64,
             max_name_chars: 100,
             max_description_chars: 500,

@@ -931,3 +931,24 @@ async fn roles_affiliations_and_nicknames() {
     assert!(err.contains("<forbidden"), "{err}");
     server.stop().await;
 }
+
+/// An invitation to someone offline is kept for their next login, once: inviting again does
+/// not fill their offline storage.
+#[tokio::test]
+async fn an_offline_invitee_finds_one_invitation() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = false).await;
+    server.add_user("owner", "pw").await;
+    server.add_user("away", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+    for _ in 0..3 {
+        invite(&mut owner, &lobby, "away@localhost").await;
+    }
+    owner.expect_none("type='error'").await;
+    let mut away = online(&server, "away").await;
+    away.expect("<invite").await;
+    away.expect_none("<invite").await;
+    server.stop().await;
+}

@@ -67,7 +67,9 @@ impl Room {
             self.broadcast_message(cx, &out);
             return Ok(());
         }
-        self.broadcast_message(cx, &out);
+        let Some(bytes) = self.broadcast_message(cx, &out) else {
+            return Ok(());
+        };
         if !message.bodies.is_empty() && cx.rooms.settings.max_history > 0 {
             let stamp = now();
             if self.persisted {
@@ -77,13 +79,12 @@ impl Room {
                     tracing::warn!(room = %self.jid, "history writer stopped");
                 }
             }
-            if self.history.len() == cx.rooms.settings.max_history {
-                self.history.pop_front();
-            }
-            self.history.push_back(HistoryItem {
+            let item = HistoryItem {
                 message: out,
                 stamp,
-            });
+                bytes,
+            };
+            self.keep_in_history(item, &cx.rooms.settings);
         }
         Ok(())
     }
@@ -147,11 +148,15 @@ impl Room {
             ));
         }
         for (invitee, reason) in invitees {
-            if self.needs_membership(&invitee) {
+            // Only the invitation that opens the door is kept for an invitee who is offline:
+            // repeated ones cannot fill their offline storage.
+            let first = self.needs_membership(&invitee);
+            if first {
                 self.set_affiliation(cx, &invitee, Affiliation::Member)
                     .await?;
             }
-            self.send_invitation(cx, &inviter, &invitee, reason).await;
+            self.send_invitation(cx, &inviter, &invitee, reason, first)
+                .await;
         }
         Ok(())
     }
@@ -268,6 +273,7 @@ impl Room {
         inviter: &BareJid,
         invitee: &BareJid,
         reason: Option<String>,
+        keep_offline: bool,
     ) {
         let mut message = Message::new(Some(Jid::from(invitee.clone())));
         message.from = Some(self.room_jid());
@@ -292,6 +298,7 @@ impl Room {
         let to = Jid::from(invitee.clone());
         if let crate::router::MessageDelivery::Undelivered(message) =
             cx.router.deliver_message(&to, message)
+            && keep_offline
         {
             // Kept for the invitee's next login, like any message; nothing tells the inviter
             // whether the account exists.

@@ -52,6 +52,8 @@ struct HistoryItem {
     /// As broadcast, without a recipient.
     message: Message,
     stamp: DateTime,
+    /// Its size as written, counted against `rooms.max_history_bytes`.
+    bytes: usize,
 }
 
 pub(super) struct Room {
@@ -67,6 +69,7 @@ pub(super) struct Room {
     affiliations: BTreeMap<BareJid, Affiliation>,
     occupants: Vec<Occupant>,
     history: VecDeque<HistoryItem>,
+    history_bytes: usize,
     /// Unloaded or destroyed while a task waited for the lock: look the room up again.
     pub gone: bool,
 }
@@ -211,6 +214,7 @@ impl Room {
             affiliations,
             occupants: Vec::new(),
             history: VecDeque::new(),
+            history_bytes: 0,
             gone: false,
         }
     }
@@ -236,10 +240,11 @@ impl Room {
                 Some(HistoryItem {
                     message,
                     stamp: DateTime(stamp),
+                    bytes: xml.len(),
                 })
             })
-            .collect();
-        Room {
+            .collect::<Vec<_>>();
+        let mut room = Room {
             jid,
             config,
             locked: None,
@@ -250,8 +255,27 @@ impl Room {
             vcard: stored.vcard,
             affiliations,
             occupants: Vec::new(),
-            history,
+            history: VecDeque::new(),
+            history_bytes: 0,
             gone: false,
+        };
+        for item in history {
+            room.keep_in_history(item, settings);
+        }
+        room
+    }
+
+    /// Adds a message to the history, forgetting the oldest past `rooms.max_history` messages
+    /// or `rooms.max_history_bytes` (the newest always stays).
+    fn keep_in_history(&mut self, item: HistoryItem, settings: &RoomsConfig) {
+        self.history_bytes += item.bytes;
+        self.history.push_back(item);
+        while self.history.len() > settings.max_history
+            || (self.history_bytes > settings.max_history_bytes && self.history.len() > 1)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= old.bytes;
+            }
         }
     }
 
@@ -379,4 +403,39 @@ fn answer_iq(cx: &Cx<'_>, from: &FullJid, iq: &Iq, answer: Outcome<Option<Elemen
         },
     };
     deliver(cx.router, from, Stanza::Iq(stanza));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(bytes: usize) -> HistoryItem {
+        HistoryItem {
+            message: Message::new_with_type(MessageType::Groupchat, None),
+            stamp: now(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn history_is_bounded_in_messages_and_in_bytes() {
+        let settings = RoomsConfig {
+            max_history: 3,
+            max_history_bytes: 1000,
+            ..RoomsConfig::default()
+        };
+        let jid = BareJid::new("r@conference.localhost").unwrap();
+        let mut room = Room::create(jid, BareJid::new("o@localhost").unwrap(), &settings);
+        for _ in 0..5 {
+            room.keep_in_history(item(100), &settings);
+        }
+        assert_eq!((room.history.len(), room.history_bytes), (3, 300));
+        room.keep_in_history(item(800), &settings);
+        assert_eq!((room.history.len(), room.history_bytes), (3, 1000));
+        room.keep_in_history(item(100), &settings);
+        assert_eq!((room.history.len(), room.history_bytes), (2, 900));
+        // One message larger than the bound stays alone: the newest is always kept.
+        room.keep_in_history(item(5000), &settings);
+        assert_eq!((room.history.len(), room.history_bytes), (1, 5000));
+    }
 }

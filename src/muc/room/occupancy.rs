@@ -493,19 +493,19 @@ impl Room {
     /// A message from the room itself to every occupant.
     pub(super) fn notice(&self, cx: &Cx<'_>, mut message: Message) {
         message.from = Some(self.room_jid());
-        self.broadcast_message(cx, &message);
+        let _ = self.broadcast_message(cx, &message);
     }
 
-    /// Sends a message to every occupant's sessions. Encoded once: each session writes the
-    /// same bytes with its own `to` (a class of 30 in one room is the heaviest path of a
-    /// school chat).
-    pub(super) fn broadcast_message(&self, cx: &Cx<'_>, message: &Message) {
+    /// Sends a message to every occupant's sessions, and says how many bytes it takes. Encoded
+    /// once: each session writes the same bytes with its own `to` (a class of 30 in one room
+    /// is the heaviest path of a school chat).
+    pub(super) fn broadcast_message(&self, cx: &Cx<'_>, message: &Message) -> Option<usize> {
         debug_assert!(message.to.is_none());
         let shared = match SharedStanza::encode(message) {
             Ok(shared) => Arc::new(shared),
             Err(err) => {
                 tracing::warn!(room = %self.jid, error = %err, "a message that cannot be encoded");
-                return;
+                return None;
             }
         };
         for occupant in &self.occupants {
@@ -513,5 +513,6 @@ impl Room {
                 cx.router.deliver_shared(session, &shared);
             }
         }
+        Some(shared.len())
     }
 }
