@@ -432,8 +432,8 @@ mod tests {
         assert_eq!((room.history.len(), room.history_bytes), (3, 300));
         room.keep_in_history(item(800), &settings);
         assert_eq!((room.history.len(), room.history_bytes), (3, 1000));
-        room.keep_in_history(item(100), &settings);
-        assert_eq!((room.history.len(), room.history_bytes), (2, 900));
+        room.keep_in_history(item(200), &settings);
+        assert_eq!((room.history.len(), room.history_bytes), (2, 1000));
         // One message larger than the bound stays alone: the newest is always kept.
         room.keep_in_history(item(5000), &settings);
         assert_eq!((room.history.len(), room.history_bytes), (1, 5000));
