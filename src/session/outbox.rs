@@ -8,9 +8,9 @@ use minidom::Element;
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza::Stanza;
 
-use crate::link::Link;
 use jid::FullJid;
 
+use crate::link::Link;
 use crate::router::{Queued, SessionControl};
 
 /// Stanzas written to the link before one flush.
@@ -85,7 +85,6 @@ impl<L: Link> Outbox<L> {
         matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
     }
 
-    /// Writes what the queue holds, from `first`, up to a batch, with a single flush.
     async fn feed_queued(&mut self, queued: &Queued, jid: &FullJid) -> std::io::Result<()> {
         match queued {
             Queued::Stanza(stanza) => self.link.feed(&**stanza).await?,
@@ -95,7 +94,8 @@ impl<L: Link> Outbox<L> {
         Ok(())
     }
 
-    /// Writes what the queue holds for the session `jid`, up to a batch, with one flush.
+    /// Writes what the queue holds for the session `jid`, from `first`, up to a batch, with a
+    /// single flush.
     pub async fn write_queued(
         &mut self,
         first: Queued,
