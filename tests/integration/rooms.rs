@@ -79,6 +79,15 @@ async fn ask(client: &mut Xmpp, to: &str, type_: &str, payload: &str, id: &str) 
     client.expect(&format!("id='{id}'")).await
 }
 
+/// Sends a groupchat message to a room.
+async fn say(client: &mut Xmpp, room: &str, body: &str) {
+    client
+        .send(&format!(
+            "<message xmlns='jabber:client' to='{room}' type='groupchat'><body>{body}</body></message>"
+        ))
+        .await;
+}
+
 async fn configure(client: &mut Xmpp, room: &str, fields: &[(&str, &str)], id: &str) -> String {
     let fields: String = fields
         .iter()
@@ -305,10 +314,7 @@ pub async fn restart_story(url: String, name: &str) {
         .await;
         a.expect("<subject>Devoirs").await;
         for text in ["premier", "second"] {
-            a.send(&format!(
-                "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>{text}</body></message>"
-            ))
-            .await;
+            say(&mut a, &lobby, text).await;
             a.expect(text).await;
         }
         a.logout().await;
@@ -496,11 +502,7 @@ async fn bad_input_gets_clear_errors_and_the_room_goes_on() {
         assert!(err.contains("only users of this server"), "{err}");
     }
     // Messages from someone not in the room, and of the wrong kind.
-    outsider
-        .send(&format!(
-            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>spam</body></message>"
-        ))
-        .await;
+    say(&mut outsider, &lobby, "spam").await;
     let err = outsider.expect("<not-acceptable").await;
     assert!(err.contains("not in this conversation"), "{err}");
     guest
@@ -534,11 +536,7 @@ async fn bad_input_gets_clear_errors_and_the_room_goes_on() {
         .await;
     let pm = owner.expect("psst").await;
     assert!(pm.contains(&format!("from='{lobby}/guest'")), "{pm}");
-    guest
-        .send(&format!(
-            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>still here</body></message>"
-        ))
-        .await;
+    say(&mut guest, &lobby, "still here").await;
     owner.expect("still here").await;
     server.stop().await;
 }
@@ -864,11 +862,7 @@ async fn roles_affiliations_and_nicknames() {
     .await;
     let joined = join(&mut quiet, &lobby, "quiet").await;
     assert!(joined.contains("role='visitor'"), "{joined}");
-    quiet
-        .send(&format!(
-            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>hello?</body></message>"
-        ))
-        .await;
+    say(&mut quiet, &lobby, "hello?").await;
     let err = quiet.expect("<forbidden").await;
     assert!(err.contains("no voice"), "{err}");
     let voiced = ask(
@@ -880,11 +874,7 @@ async fn roles_affiliations_and_nicknames() {
     )
     .await;
     assert!(voiced.contains("type='result'"), "{voiced}");
-    quiet
-        .send(&format!(
-            "<message xmlns='jabber:client' to='{lobby}' type='groupchat'><body>merci</body></message>"
-        ))
-        .await;
+    say(&mut quiet, &lobby, "merci").await;
     owner.expect("merci").await;
 
     // The room's logo (vCard) is announced with 104 and hashed in its disco#info.

@@ -557,16 +557,8 @@ impl Room {
                     ));
                 }
                 // Granting a place in the room is inviting, whatever the affiliation.
-                if rank(&affiliation) >= rank(&Affiliation::Member)
-                    && let (Some(a), Some(b)) = (from.node(), target.node())
-                    && let Decision::Deny(reason) = cx.rooms.policy.decide(
-                        a.as_str(),
-                        b.as_str(),
-                        Action::Invite,
-                        Relation::default(),
-                    )
-                {
-                    return Err(Box::new(policy_error(reason)));
+                if rank(&affiliation) >= rank(&Affiliation::Member) {
+                    rules_allow(cx, &from.to_bare(), &target, Action::Invite)?;
                 }
                 changes.push(Change::Affiliation(target, affiliation, reason));
             } else {

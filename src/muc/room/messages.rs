@@ -183,14 +183,7 @@ impl Room {
         if invitee.domain().as_str() != cx.rooms.users_domain || invitee.node().is_none() {
             return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
         }
-        if let (Some(a), Some(b)) = (inviter.node(), invitee.node())
-            && let Decision::Deny(reason) =
-                cx.rooms
-                    .policy
-                    .decide(a.as_str(), b.as_str(), Action::Invite, Relation::default())
-        {
-            return Err(Box::new(policy_error(reason)));
-        }
+        rules_allow(cx, inviter, invitee, Action::Invite)?;
         if self.affiliation(invitee) == Affiliation::Outcast {
             return Err(error(
                 DefinedCondition::NotAllowed,
@@ -241,16 +234,7 @@ impl Room {
         if inviter.domain().as_str() != cx.rooms.users_domain || inviter.node().is_none() {
             return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
         }
-        if let (Some(a), Some(b)) = (from.node(), inviter.node())
-            && let Decision::Deny(reason) = cx.rooms.policy.decide(
-                a.as_str(),
-                b.as_str(),
-                Action::PrivateMessage,
-                Relation::default(),
-            )
-        {
-            return Err(Box::new(policy_error(reason)));
-        }
+        rules_allow(cx, &from.to_bare(), &inviter, Action::PrivateMessage)?;
         let mut message = Message::new(Some(to.clone()));
         message.from = Some(self.room_jid());
         let mut decline = Element::builder("decline", MUC_USER)
@@ -346,16 +330,7 @@ impl Room {
         };
         let sender = &self.occupants[at];
         let recipient = &self.occupants[target];
-        if let (Some(a), Some(b)) = (sender.user.node(), recipient.user.node())
-            && let Decision::Deny(reason) = cx.rooms.policy.decide(
-                a.as_str(),
-                b.as_str(),
-                Action::PrivateMessage,
-                Relation::default(),
-            )
-        {
-            return Err(Box::new(policy_error(reason)));
-        }
+        rules_allow(cx, &sender.user, &recipient.user, Action::PrivateMessage)?;
         let mut out = message.clone();
         out.from = Some(self.occupant_jid(&sender.nick));
         out.payloads.retain(|p| !p.is("x", MUC_USER));

@@ -192,6 +192,22 @@ fn localised(text: &Text) -> Message {
     message
 }
 
+/// The ENT's rules between two users, for the rooms' doors: the policy's bilingual error when
+/// they refuse. Accounts without a localpart are not users and are never asked about.
+fn rules_allow(cx: &Cx<'_>, actor: &BareJid, target: &BareJid, action: Action) -> Outcome {
+    let (Some(actor), Some(target)) = (actor.node(), target.node()) else {
+        return Ok(());
+    };
+    match cx
+        .rooms
+        .policy
+        .decide(actor.as_str(), target.as_str(), action, Relation::default())
+    {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(Box::new(policy_error(reason))),
+    }
+}
+
 /// A stanza error with a text of the moment.
 fn error(condition: DefinedCondition, text: &str) -> Box<StanzaError> {
     Box::new(super::stanza_error(condition, text))

@@ -134,25 +134,12 @@ impl Room {
         };
         self.check_nick(cx, asked)?;
         // The ENT's rules: a joiner may communicate with the room's owners.
-        if let Some(username) = user.node() {
-            for owner in self
-                .affiliations
-                .iter()
-                .filter(|(_, a)| **a == Affiliation::Owner)
-                .map(|(j, _)| j)
-            {
-                let Some(owner_name) = owner.node() else {
-                    continue;
-                };
-                if let Decision::Deny(reason) = cx.rooms.policy.decide(
-                    username.as_str(),
-                    owner_name.as_str(),
-                    Action::Join,
-                    Relation::default(),
-                ) {
-                    return Err(Box::new(policy_error(reason)));
-                }
-            }
+        for (owner, _) in self
+            .affiliations
+            .iter()
+            .filter(|(_, a)| **a == Affiliation::Owner)
+        {
+            rules_allow(cx, &user, owner, Action::Join)?;
         }
         let existing = self.by_user(&user);
         let nick = match existing {
