@@ -942,3 +942,43 @@ async fn an_offline_invitee_finds_one_invitation() {
     away.expect_none("<invite").await;
     server.stop().await;
 }
+
+/// A session that sends its join again (a client that lost track, a window reloaded) gets
+/// the occupants, its own presence and the subject again, and stays one occupant.
+#[tokio::test]
+async fn a_session_that_joins_again_gets_the_room_again() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = false).await;
+    server.add_user("owner", "pw").await;
+    server.add_user("guest", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+    invite(&mut owner, &lobby, "guest@localhost").await;
+    join(&mut guest, &lobby, "guest").await;
+    say(&mut owner, &lobby, "avant").await;
+    guest.expect("avant").await;
+    guest.drain().await;
+
+    let again = join_with(&mut guest, &lobby, "guest", "<history maxstanzas='5'/>").await;
+    assert!(again.contains("code='110'"), "{again}");
+    guest.expect(&format!("from='{lobby}/owner'")).await;
+    let history = guest.expect("avant").await;
+    assert!(history.contains("urn:xmpp:delay"), "{history}");
+    guest.expect("<subject").await;
+    owner.expect(&format!("from='{lobby}/guest'")).await;
+    let occupants = ask(
+        &mut owner,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "count",
+    )
+    .await;
+    assert!(
+        occupants.contains("<field var='muc#roominfo_occupants'><value>2</value>"),
+        "{occupants}"
+    );
+    server.stop().await;
+}

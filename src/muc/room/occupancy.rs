@@ -23,6 +23,12 @@ impl Room {
                     return self.settled();
                 };
                 let result = match self.by_session(from) {
+                    Some(at)
+                        if self.occupants[at].nick == nick
+                            && presence.payloads.iter().any(|p| p.is("x", MUC)) =>
+                    {
+                        self.rejoin(cx, from, at, presence.clone())
+                    }
                     Some(at) if self.occupants[at].nick == nick => {
                         self.update_presence(cx, at, presence.clone());
                         Ok(())
@@ -155,13 +161,6 @@ impl Room {
         if existing.is_none() && self.occupants.len() >= self.config.max_users && !is_privileged {
             return Err(error(DefinedCondition::ServiceUnavailable, texts::FULL));
         }
-        let mut shown = presence.clone();
-        shown
-            .payloads
-            .retain(|p| !p.is("x", MUC) && !p.is("x", MUC_USER));
-        shown.from = None;
-        shown.to = None;
-        shown.id = None;
         let at = match existing {
             Some(at) => {
                 self.occupants[at].sessions.push(from.clone());
@@ -173,13 +172,42 @@ impl Room {
                     user: user.clone(),
                     sessions: vec![from.clone()],
                     role: self.role_for(&affiliation),
-                    presence: shown,
+                    presence: shown(presence.clone()),
                 });
                 cx.rooms.note_joined(&user, self.name());
                 self.occupants.len() - 1
             }
         };
-        // The others first, then the newcomer to the others, then to itself (§7.2.3).
+        if existing.is_none() {
+            self.broadcast_presence(cx, at, &[], Some(from));
+        }
+        let mut statuses = Vec::new();
+        if creating {
+            statuses.push(201);
+        }
+        if nick != asked {
+            statuses.push(210);
+        }
+        self.welcome(cx, from, at, &statuses, history);
+        if creating {
+            let mut notice = localised(&texts::LOCKED);
+            notice.from = Some(self.room_jid());
+            notice.to = Some(Jid::from(from.clone()));
+            deliver(cx.router, from, Stanza::Message(notice));
+        }
+        Ok(())
+    }
+
+    /// What a session that enters gets (§7.2.3): the others' presence, its own (110, and 100
+    /// when real JIDs are shown, with `statuses`), the history it asks for, the subject.
+    fn welcome(
+        &self,
+        cx: &Cx<'_>,
+        from: &FullJid,
+        at: usize,
+        statuses: &[u16],
+        history: Option<xmpp_parsers::muc::muc::History>,
+    ) {
         let viewer_moderator = self.is_moderator(at);
         for (i, other) in self.occupants.iter().enumerate() {
             if i != at {
@@ -187,29 +215,34 @@ impl Room {
                 send_presence(cx, from, p);
             }
         }
-        if existing.is_none() {
-            self.broadcast_presence(cx, at, &[], Some(from));
-        }
-        let mut statuses = vec![110];
+        let mut codes = vec![110];
         if self.config.real_jids_visible {
-            statuses.push(100);
+            codes.push(100);
         }
-        if creating {
-            statuses.push(201);
-        }
-        if nick != asked {
-            statuses.push(210);
-        }
-        let own = self.presence_of(&self.occupants[at], viewer_moderator, &statuses);
+        codes.extend_from_slice(statuses);
+        let own = self.presence_of(&self.occupants[at], viewer_moderator, &codes);
         send_presence(cx, from, own);
         self.send_history(cx, from, history);
         self.send_subject(cx, from);
-        if creating {
-            let mut notice = localised(&texts::LOCKED);
-            notice.from = Some(self.room_jid());
-            notice.to = Some(Jid::from(from.clone()));
-            deliver(cx.router, from, Stanza::Message(notice));
-        }
+    }
+
+    /// A join from a session already in the room (a client that lost track of it, a window
+    /// reloaded): it gets everything a newcomer gets, and the others see its presence again.
+    fn rejoin(&mut self, cx: &Cx<'_>, from: &FullJid, at: usize, presence: Presence) -> Outcome {
+        let history = match presence.payloads.iter().find(|p| p.is("x", MUC)) {
+            Some(x) => Muc::try_from(x.clone())
+                .map_err(|_| {
+                    error(
+                        DefinedCondition::BadRequest,
+                        "invalid join request: <history/> takes non-negative numbers and a date",
+                    )
+                })?
+                .history,
+            None => None,
+        };
+        self.occupants[at].presence = shown(presence);
+        self.broadcast_presence(cx, at, &[], Some(from));
+        self.welcome(cx, from, at, &[], history);
         Ok(())
     }
 
@@ -259,14 +292,8 @@ impl Room {
         }
     }
 
-    pub(super) fn update_presence(&mut self, cx: &Cx<'_>, at: usize, mut presence: Presence) {
-        presence
-            .payloads
-            .retain(|p| !p.is("x", MUC) && !p.is("x", MUC_USER));
-        presence.from = None;
-        presence.to = None;
-        presence.id = None;
-        self.occupants[at].presence = presence;
+    pub(super) fn update_presence(&mut self, cx: &Cx<'_>, at: usize, presence: Presence) {
+        self.occupants[at].presence = shown(presence);
         self.broadcast_presence(cx, at, &[], None);
     }
 
@@ -502,4 +529,15 @@ impl Room {
         }
         Some(shared.len())
     }
+}
+
+/// What an occupant shows of its presence, kept without addresses or the MUC elements.
+fn shown(mut presence: Presence) -> Presence {
+    presence
+        .payloads
+        .retain(|p| !p.is("x", MUC) && !p.is("x", MUC_USER));
+    presence.from = None;
+    presence.to = None;
+    presence.id = None;
+    presence
 }
