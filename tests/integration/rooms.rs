@@ -11,7 +11,9 @@ const DIRECTORY: &str = r#"{"op":"put_structure","id":"0750001A","name":"Collèg
 {"op":"put_user","username":"lea","display_name":"MARTIN Léa","profile":"student","structures":["0750001A"]}
 {"op":"put_user","username":"hugo","display_name":"PETIT Hugo","profile":"student","structures":["0750001A"]}
 {"op":"put_user","username":"tom","display_name":"BERNARD Tom","profile":"student","structures":["0750002B"]}
+{"op":"put_user","username":"mme","display_name":"PETIT Sophie","profile":"parent","structures":["0750001A"]}
 {"op":"put_class","id":"6A","structure":"0750001A","name":"6e A","members":["prof","lea","hugo"]}
+{"op":"link_parent","parent":"mme","child":"hugo"}
 "#;
 
 /// A server with the ENT directory above; every user's password is `pw`.
@@ -28,7 +30,7 @@ async fn school(adjust: impl FnOnce(&mut causette::Config)) -> TestServer {
     .await;
     assert_eq!(status, 200, "{body}");
     let iterations = server.server().config().auth.scram_iterations;
-    for user in ["prof", "lea", "hugo", "tom"] {
+    for user in ["prof", "lea", "hugo", "tom", "mme"] {
         causette::accounts::set_password(&server.server().store(), user, "pw".into(), iterations)
             .await
             .expect("password set");
@@ -665,6 +667,27 @@ async fn the_ent_rules_hold_in_rooms() {
     );
     join(&mut lea, &classe, "x").await;
     prof.expect("/MARTIN Léa'").await;
+    // Private messages follow the rules between the two: a pupil may write to the teacher,
+    // not to another pupil's parent, whom the teacher let in.
+    let mut parent = online(&server, "mme").await;
+    join(&mut parent, &classe, "x").await;
+    lea.expect("/PETIT Sophie'").await;
+    lea.send(&format!(
+        "<message xmlns='jabber:client' to='{classe}/PETIT Sophie' type='chat' id='pm1'><body>coucou</body></message>"
+    ))
+    .await;
+    let refused = lea.expect("id='pm1'").await;
+    assert!(
+        refused.contains("<forbidden") && refused.contains("xml:lang='fr'"),
+        "{refused}"
+    );
+    parent.expect_none("coucou").await;
+    lea.send(&format!(
+        "<message xmlns='jabber:client' to='{classe}/DURAND Marc' type='chat'><body>Bonjour Monsieur</body></message>"
+    ))
+    .await;
+    let pm = prof.expect("Bonjour Monsieur").await;
+    assert!(pm.contains(&format!("from='{classe}/MARTIN Léa'")), "{pm}");
     // A fixed directory name cannot be changed.
     lea.send(&format!(
         "<presence xmlns='jabber:client' to='{classe}/Le Prof'/>"
