@@ -464,9 +464,9 @@ impl Room {
         from: &FullJid,
         query: &Element,
     ) -> Outcome {
-        let Some(actor_at) = self.by_session(from) else {
-            return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
-        };
+        // Roles are an occupant's business; an owner or admin may change affiliations from
+        // outside the room too (§9, §10).
+        let actor_at = self.by_session(from);
         let actor_aff = self.affiliation(&from.to_bare());
         let items: Vec<&Element> = query
             .children()
@@ -493,6 +493,9 @@ impl Room {
             if let (Some(nick), Some(role)) = (item.attr("nick"), item.attr("role")) {
                 let role = parse_role(role)
                     .ok_or_else(|| error(DefinedCondition::BadRequest, "unknown role"))?;
+                let Some(actor_at) = actor_at else {
+                    return Err(error(DefinedCondition::NotAcceptable, texts::NOT_OCCUPANT));
+                };
                 let target = self
                     .by_nick(nick)
                     .ok_or_else(|| error(DefinedCondition::ItemNotFound, texts::NO_SUCH_NICK))?;
@@ -505,9 +508,10 @@ impl Room {
                         target != actor_at && target_aff != Affiliation::Owner
                     }
                     Role::None | Role::Participant | Role::Visitor => {
+                        // §8.2: not to anyone affiliated at or above the moderator.
                         self.is_moderator(actor_at)
                             && target != actor_at
-                            && rank(&target_aff) < rank(&actor_aff).max(rank(&Affiliation::Admin))
+                            && rank(&target_aff) < rank(&actor_aff)
                     }
                     Role::Moderator => rank(&actor_aff) >= rank(&Affiliation::Admin),
                 };
@@ -568,7 +572,12 @@ impl Room {
                 ));
             }
         }
-        let actor_nick = self.occupants[actor_at].nick.clone();
+        let actor_nick = match actor_at {
+            Some(at) => self.occupants[at].nick.clone(),
+            None => from
+                .node()
+                .map_or_else(String::new, |n| n.as_str().to_owned()),
+        };
         for change in changes {
             match change {
                 Change::Role(nick, role, reason) => {

@@ -11,15 +11,16 @@ impl Room {
         from: &FullJid,
         message: &Message,
     ) -> Outcome {
-        if let Some(x) = message.payloads.iter().find(|p| p.is("x", MUC_USER)) {
+        if let Some(x) = message.payloads.iter().find(|p| {
+            p.is("x", MUC_USER)
+                && (p.has_child("invite", MUC_USER) || p.has_child("decline", MUC_USER))
+        }) {
             return self.invitation_or_decline(cx, from, x).await;
         }
         match message.type_ {
             MessageType::Groupchat => {}
-            MessageType::Error => {
-                // A client that bounces the room's messages is gone (§7.2.? "ghosts").
-                return Ok(());
-            }
+            // An error from a client is never answered with an error (RFC 6120 §8.3.1).
+            MessageType::Error => return Ok(()),
             _ => {
                 return Err(error(
                     DefinedCondition::NotAcceptable,
@@ -108,12 +109,6 @@ impl Room {
             return self.relay_decline(cx, from, to, decline.reason);
         }
         let invites: Vec<&Element> = x.children().filter(|c| c.is("invite", MUC_USER)).collect();
-        if invites.is_empty() {
-            return Err(error(
-                DefinedCondition::BadRequest,
-                "nothing to do with this muc#user element",
-            ));
-        }
         if invites.len() > MAX_INVITES {
             return Err(error(
                 DefinedCondition::PolicyViolation,
