@@ -963,6 +963,26 @@ async fn an_offline_invitee_finds_one_invitation() {
     let mut away = online(&server, "away").await;
     away.expect("<invite").await;
     away.expect_none("<invite").await;
+
+    // The owner, out of the room, still manages its members (§9).
+    owner
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{lobby}/owner' type='unavailable'/>"
+        ))
+        .await;
+    owner.expect("type='unavailable'").await;
+    let revoked = ask(
+        &mut owner,
+        &lobby,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='away@localhost' affiliation='none'/></query>",
+        "revoke",
+    )
+    .await;
+    assert!(revoked.contains("type='result'"), "{revoked}");
+    let refused = join(&mut away, &lobby, "away").await;
+    assert!(refused.contains("<registration-required"), "{refused}");
     server.stop().await;
 }
 
