@@ -106,22 +106,26 @@ pub fn error_reply(stanza: &Stanza, error: StanzaError) -> Option<Stanza> {
 
 /// Sends the sender the answer to its IQ.
 pub fn reply_iq(sender: &Sender<'_>, iq: &Iq, answer: Answer) {
-    let reply = match answer {
+    sender.reply(Stanza::Iq(iq_answer(iq, answer.map_err(stanza_error))));
+}
+
+/// The result or error that answers an IQ, from where it was sent.
+pub fn iq_answer(iq: &Iq, answer: Result<Option<Element>, StanzaError>) -> Iq {
+    match answer {
         Ok(payload) => Iq::Result {
             from: iq.to().cloned(),
             to: iq.from().cloned(),
             id: iq.id().to_owned(),
             payload,
         },
-        Err(failure) => Iq::Error {
+        Err(error) => Iq::Error {
             from: iq.to().cloned(),
             to: iq.from().cloned(),
             id: iq.id().to_owned(),
-            error: stanza_error(failure),
+            error,
             payload: None,
         },
-    };
-    sender.reply(Stanza::Iq(reply));
+    }
 }
 
 /// Sends the sender an error for its stanza, unless it was itself an error.

@@ -40,7 +40,7 @@ impl Queued {
         match self {
             Queued::Stanza(stanza) => stanza_cost(stanza),
             // The bytes are shared; the recipient and the slot are this session's.
-            Queued::Shared(shared) => 128 + shared.len(),
+            Queued::Shared(shared) => STANZA_OVERHEAD + shared.len(),
         }
     }
 }
@@ -246,10 +246,13 @@ impl SessionHandle {
     }
 }
 
+/// What a queued stanza costs beyond its text and markup: its slot and the structure around.
+const STANZA_OVERHEAD: usize = 128;
+
 /// What a queued stanza is counted for against the session's byte limit: its text and markup,
 /// estimated without serialising it.
 pub fn stanza_cost(stanza: &Stanza) -> usize {
-    const OVERHEAD: usize = 128;
+    const OVERHEAD: usize = STANZA_OVERHEAD;
     let texts = |texts: &mut dyn Iterator<Item = &String>| texts.map(String::len).sum::<usize>();
     match stanza {
         Stanza::Message(m) => {

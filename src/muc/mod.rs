@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio_util::sync::CancellationToken;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::presence::Type as PresenceType;
 use xmpp_parsers::rsm::{First, SetResult};
 use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use crate::config::RoomsConfig;
 use crate::policy::Policy;
-use crate::reply::{error_reply, error_type_of};
+use crate::reply::{error_reply, error_type_of, iq_answer};
 use crate::router::{Component, Router};
 use crate::storage::{self, DynStore};
 
@@ -209,11 +209,22 @@ impl Rooms {
         });
     }
 
-    fn settle(&self, name: &str, room: &Arc<Mutex<Room>>, after: After) {
-        if after != After::Keep {
-            self.active
-                .remove_if(name, |_, current| Arc::ptr_eq(current, room));
+    /// Ends a handler's hold on a room: a room that leaves memory is marked gone (so that a
+    /// task waiting on its lock looks it up again), unlocked, then taken out of the map.
+    fn settle(
+        &self,
+        name: &str,
+        room: &Arc<Mutex<Room>>,
+        mut guard: MutexGuard<'_, Room>,
+        after: After,
+    ) {
+        if after == After::Keep {
+            return;
         }
+        guard.gone = true;
+        drop(guard);
+        self.active
+            .remove_if(name, |_, current| Arc::ptr_eq(current, room));
     }
 
     /// A session ended, or its user went unavailable: it leaves every room.
@@ -236,12 +247,8 @@ impl Rooms {
             if guard.gone {
                 continue;
             }
-            let after = guard.session_gone(&cx, jid).await;
-            if after != After::Keep {
-                guard.gone = true;
-            }
-            drop(guard);
-            self.settle(&name, &room, after);
+            let after = guard.session_gone(&cx, jid);
+            self.settle(&name, &room, guard, after);
         }
     }
 
@@ -267,9 +274,7 @@ impl Rooms {
             guard
                 .destroy(&cx, None, Some(texts::NEVER_CONFIGURED))
                 .await;
-            guard.gone = true;
-            drop(guard);
-            self.settle(&name, &room, After::Forget);
+            self.settle(&name, &room, guard, After::Forget);
         }
     }
 
@@ -315,11 +320,7 @@ impl Rooms {
         };
         let done = guard.direct_invitation(&cx, from, invitee).await;
         let after = guard.settled();
-        if after != After::Keep {
-            guard.gone = true;
-        }
-        drop(guard);
-        self.settle(name.as_str(), &found, after);
+        self.settle(name.as_str(), &found, guard, after);
         done
     }
 
@@ -368,19 +369,8 @@ impl Rooms {
                 "the conference service does not answer this request",
             ))
         };
-        match answer {
-            Ok(payload) => deliver(
-                router,
-                from,
-                Stanza::Iq(Iq::Result {
-                    from: iq.to().cloned(),
-                    to: iq.from().cloned(),
-                    id: iq.id().to_owned(),
-                    payload,
-                }),
-            ),
-            Err((condition, text)) => reply_error(router, &stanza, condition, text),
-        }
+        let answer = answer.map_err(|(condition, text)| Box::new(stanza_error(condition, text)));
+        answer_iq(router, from, iq, answer);
     }
 
     fn service_info(&self) -> Option<Element> {
@@ -534,11 +524,7 @@ impl Rooms {
                 // again when nobody is in it.
                 after = guard.settled();
             }
-            if after != After::Keep {
-                guard.gone = true;
-            }
-            drop(guard);
-            self.settle(&name, &room, after);
+            self.settle(&name, &room, guard, after);
             return;
         }
         reply_error(
@@ -648,11 +634,23 @@ fn deliver(router: &Router, to: &FullJid, stanza: Stanza) {
 }
 
 fn stanza_error(condition: DefinedCondition, text: &str) -> StanzaError {
-    let type_ = match condition {
-        DefinedCondition::NotAllowed | DefinedCondition::RegistrationRequired => ErrorType::Cancel,
-        ref other => error_type_of(other),
-    };
-    StanzaError::new(type_, condition, "en", text)
+    StanzaError::new(error_type_of(&condition), condition, "en", text)
+}
+
+/// Answers an IQ request from a user (results and errors are not answered).
+fn answer_iq(
+    router: &Router,
+    from: &FullJid,
+    iq: &Iq,
+    answer: Result<Option<Element>, Box<StanzaError>>,
+) {
+    if matches!(iq, Iq::Get { .. } | Iq::Set { .. }) {
+        deliver(
+            router,
+            from,
+            Stanza::Iq(iq_answer(iq, answer.map_err(|e| *e))),
+        );
+    }
 }
 
 /// Answers a stanza with an error from where it was sent (RFC 6120 §8.3).

@@ -10,13 +10,9 @@ impl Room {
         nick: &str,
         iq: &Iq,
     ) -> Outcome<(Option<Element>, After)> {
-        let Iq::Get { payload, .. } = iq else {
-            return Err(error(
-                DefinedCondition::FeatureNotImplemented,
-                "requests to occupants are not relayed",
-            ));
-        };
-        if payload.is("ping", crate::ns::PING) {
+        if let Iq::Get { payload, .. } = iq
+            && payload.is("ping", crate::ns::PING)
+        {
             return match self.by_session(from) {
                 Some(at) if self.occupants[at].nick == nick => Ok((None, After::Keep)),
                 Some(_) => Err(error(
@@ -338,32 +334,27 @@ impl Room {
 
     /// Everyone leaves with the destruction notice (§10.9); the room is gone afterwards.
     pub async fn destroy(&mut self, cx: &Cx<'_>, alternate: Option<Jid>, reason: Option<&str>) {
-        for occupant in self.occupants.drain(..) {
-            cx.rooms
-                .note_left(&occupant.user, self.jid.node().map_or("", |n| n.as_str()));
+        let item = ItemSpec {
+            affiliation: "none",
+            role: "none",
+            ..ItemSpec::default()
+        };
+        let mut x = user_x(vec![item.element(MUC_USER)], &[110]);
+        let mut destroy = Element::builder("destroy", MUC_USER).build();
+        if let Some(alternate) = &alternate {
+            destroy.set_attr(rxml::Namespace::NONE, name("jid"), alternate.to_string());
+        }
+        if let Some(reason) = reason {
+            destroy.append_child(Element::builder("reason", MUC_USER).append(reason).build());
+        }
+        x.append_child(destroy);
+        for occupant in std::mem::take(&mut self.occupants) {
+            cx.rooms.note_left(&occupant.user, self.name());
+            let mut p = Presence::new(PresenceType::Unavailable);
+            p.from = Some(self.occupant_jid(&occupant.nick));
+            p.payloads.push(x.clone());
             for session in &occupant.sessions {
-                let mut p = Presence::new(PresenceType::Unavailable);
-                p.from = Some(match ResourcePart::new(&occupant.nick) {
-                    Ok(r) => Jid::from(self.jid.with_resource(&r)),
-                    Err(_) => Jid::from(self.jid.clone()),
-                });
-                let item = ItemSpec {
-                    affiliation: "none",
-                    role: "none",
-                    ..ItemSpec::default()
-                };
-                let mut x = user_x(vec![item.element(MUC_USER)], &[110]);
-                let mut destroy = Element::builder("destroy", MUC_USER).build();
-                if let Some(alternate) = &alternate {
-                    destroy.set_attr(rxml::Namespace::NONE, name("jid"), alternate.to_string());
-                }
-                if let Some(reason) = reason {
-                    destroy
-                        .append_child(Element::builder("reason", MUC_USER).append(reason).build());
-                }
-                x.append_child(destroy);
-                p.payloads.push(x);
-                send_presence(cx, session, p);
+                send_presence(cx, session, p.clone());
             }
         }
         if self.persisted {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::muc::form::AllowPm;
+use xmpp_parsers::muc::user::{Decline, Invite};
 
 impl Room {
     pub(super) async fn message(
@@ -120,7 +121,7 @@ impl Room {
         let inviter = from.to_bare();
         let mut invitees = Vec::new();
         for invite in invites {
-            let invite = xmpp_parsers::muc::user::Invite::try_from(invite.clone())
+            let invite = Invite::try_from(invite.clone())
                 .map_err(|_| error(DefinedCondition::BadRequest, "invalid <invite/>"))?;
             let Some(to) = invite.to else {
                 return Err(error(
@@ -230,20 +231,26 @@ impl Room {
             return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
         }
         rules_allow(cx, &from.to_bare(), &inviter, Action::PrivateMessage)?;
-        let mut message = Message::new(Some(to.clone()));
-        message.from = Some(self.room_jid());
-        let mut decline = Element::builder("decline", MUC_USER)
-            .attr(name("from"), from.to_bare().to_string())
-            .build();
-        if let Some(reason) = reason {
-            decline.append_child(Element::builder("reason", MUC_USER).append(reason).build());
-        }
-        let mut x = Element::builder("x", MUC_USER).build();
-        x.append_child(decline);
-        message.payloads.push(x);
+        let decline = MucUser {
+            decline: Some(Decline {
+                from: Some(Jid::from(from.to_bare())),
+                to: None,
+                reason,
+            }),
+            ..MucUser::default()
+        };
+        let message = self.mediated(to.clone(), decline);
         // Online only: a decline is a courtesy, not worth keeping.
         let _ = cx.router.deliver_message(&to, message);
         Ok(())
+    }
+
+    /// A mediated invitation or decline (§7.8.2), from the room.
+    fn mediated(&self, to: Jid, x: MucUser) -> Message {
+        let mut message = Message::new(Some(to));
+        message.from = Some(self.room_jid());
+        message.payloads.push(x.into());
+        message
     }
 
     pub(super) async fn send_invitation(
@@ -254,17 +261,15 @@ impl Room {
         reason: Option<String>,
         keep_offline: bool,
     ) {
-        let mut message = Message::new(Some(Jid::from(invitee.clone())));
-        message.from = Some(self.room_jid());
-        let mut invite = Element::builder("invite", MUC_USER)
-            .attr(name("from"), inviter.to_string())
-            .build();
-        if let Some(reason) = reason {
-            invite.append_child(Element::builder("reason", MUC_USER).append(reason).build());
-        }
-        let mut x = Element::builder("x", MUC_USER).build();
-        x.append_child(invite);
-        message.payloads.push(x);
+        let invite = MucUser {
+            invite: Some(Invite {
+                from: Some(Jid::from(inviter.clone())),
+                to: None,
+                reason,
+            }),
+            ..MucUser::default()
+        };
+        let mut message = self.mediated(Jid::from(invitee.clone()), invite);
         let body = if self.config.name.is_empty() {
             format!("Invitation à rejoindre la conversation {}", self.jid)
         } else {

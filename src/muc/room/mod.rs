@@ -375,7 +375,7 @@ impl Room {
                     Ok((_, after)) => *after,
                     Err(_) => After::Keep,
                 };
-                answer_iq(cx, from, &iq, answer.map(|(payload, _)| payload));
+                super::answer_iq(cx.router, from, &iq, answer.map(|(payload, _)| payload));
                 after
             }
         }
@@ -397,28 +397,6 @@ fn send_presence(cx: &Cx<'_>, to: &FullJid, mut presence: Presence) {
 
 fn reply(cx: &Cx<'_>, stanza: &Stanza, error: Box<StanzaError>) {
     super::reply_with(cx.router, stanza, *error);
-}
-
-fn answer_iq(cx: &Cx<'_>, from: &FullJid, iq: &Iq, answer: Outcome<Option<Element>>) {
-    if matches!(iq, Iq::Result { .. } | Iq::Error { .. }) {
-        return;
-    }
-    let stanza = match answer {
-        Ok(payload) => Iq::Result {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            payload,
-        },
-        Err(error) => Iq::Error {
-            from: iq.to().cloned(),
-            to: iq.from().cloned(),
-            id: iq.id().to_owned(),
-            error: *error,
-            payload: None,
-        },
-    };
-    deliver(cx.router, from, Stanza::Iq(stanza));
 }
 
 #[cfg(test)]

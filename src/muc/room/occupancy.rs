@@ -12,7 +12,7 @@ impl Room {
         presence: Presence,
     ) -> After {
         match presence.type_ {
-            PresenceType::Unavailable | PresenceType::Error => self.session_gone(cx, from).await,
+            PresenceType::Unavailable | PresenceType::Error => self.session_gone(cx, from),
             PresenceType::None => {
                 let Some(nick) = nick else {
                     reply(
@@ -49,9 +49,9 @@ impl Room {
         }
     }
 
-    /// What becomes of the room as it stands: kept while it has occupants or waits for its
-    /// configuration; else it leaves memory (a refused join leaves a room just created for it
-    /// to go).
+    /// What becomes of the room as it stands: kept while it has occupants; else it leaves
+    /// memory, unloaded when it is stored, forgotten when it was locked or temporary (so a
+    /// refused join leaves a room just created for it to go).
     pub fn settled(&self) -> After {
         if !self.occupants.is_empty() {
             After::Keep
@@ -349,7 +349,7 @@ impl Room {
 
     /// A session leaves (unavailable presence, an error, or the session's end). The occupant
     /// leaves with its last session.
-    pub async fn session_gone(&mut self, cx: &Cx<'_>, jid: &FullJid) -> After {
+    pub fn session_gone(&mut self, cx: &Cx<'_>, jid: &FullJid) -> After {
         let Some(at) = self.by_session(jid) else {
             return After::Keep;
         };
@@ -369,27 +369,11 @@ impl Room {
             return After::Keep;
         }
         self.remove_occupant(cx, at, &[], None, None);
-        self.after_leaving(cx).await
+        self.settled()
     }
 
-    /// What becomes of the room once someone left.
-    pub(super) async fn after_leaving(&mut self, cx: &Cx<'_>) -> After {
-        if !self.occupants.is_empty() {
-            return After::Keep;
-        }
-        if self.locked.is_some() || !self.config.persistent || !self.persisted {
-            if self.persisted
-                && let Err(err) = cx.rooms.store.delete_room(self.name()).await
-            {
-                tracing::error!(room = %self.jid, error = %err, "cannot delete a room");
-            }
-            return After::Forget;
-        }
-        After::Unload
-    }
-
-    /// Takes an occupant out and tells everyone (it too, with `to_self`), with the status codes
-    /// and the actor and reason of a removal.
+    /// Takes an occupant out and tells everyone, with the status codes and the actor and
+    /// reason of a removal (then the removed occupant's sessions are told too).
     pub(super) fn remove_occupant(
         &mut self,
         cx: &Cx<'_>,

@@ -4,6 +4,10 @@ use std::collections::BTreeSet;
 
 use super::*;
 
+/// How many rooms a user owns.
+const ROOMS_OWNED: &str =
+    "SELECT COUNT(*) FROM room_affiliations WHERE jid = $1 AND affiliation = 'owner'";
+
 #[async_trait::async_trait]
 impl RoomStore for SqlStore {
     async fn load_room(&self, name: &str, history: u32) -> Result<Option<StoredRoom>, Error> {
@@ -57,12 +61,10 @@ impl RoomStore for SqlStore {
         limit: u32,
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
-        let owned: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM room_affiliations WHERE jid = $1 AND affiliation = 'owner'",
-        )
-        .bind(owner)
-        .fetch_one(&mut *tx)
-        .await?;
+        let owned: i64 = sqlx::query_scalar(ROOMS_OWNED)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
         if owned >= i64::from(limit) {
             return Err(Error::LimitReached);
         }
@@ -249,12 +251,10 @@ impl RoomStore for SqlStore {
     }
 
     async fn rooms_owned(&self, jid: &str) -> Result<u64, Error> {
-        let owned: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM room_affiliations WHERE jid = $1 AND affiliation = 'owner'",
-        )
-        .bind(jid)
-        .fetch_one(&self.pool)
-        .await?;
+        let owned: i64 = sqlx::query_scalar(ROOMS_OWNED)
+            .bind(jid)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(owned).unwrap_or(0))
     }
 }
