@@ -133,20 +133,89 @@ pub struct AuthConfig {
     /// SASL steps run at once on the blocking pool (PLAIN hashes the password: CPU-heavy).
     /// 0 means the number of CPU cores.
     pub workers: usize,
+    /// ENT single sign-on: a token the ENT signs, presented as the SASL PLAIN password.
+    pub token: crate::auth::token::TokenConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// HTTP listeners: the admin API and console (and later BOSH and WebSocket). Loopback by
-    /// default: put a TLS reverse proxy in front to expose them.
+    /// HTTP listeners: the admin API and console, WebSocket (`/xmpp-websocket`), BOSH
+    /// (`/http-bind`) and host-meta. Loopback by default: put a TLS reverse proxy in front to
+    /// expose them, or set `tls`.
     pub listen: Vec<SocketAddr>,
+    /// Serve HTTPS on these listeners with the server's certificate (`[tls]`), for ENTs that
+    /// do not terminate TLS at a reverse proxy.
+    pub tls: bool,
+    /// XMPP over WebSocket (RFC 7395) at `/xmpp-websocket`.
+    pub websocket: bool,
+    /// XMPP over BOSH (XEP-0124, XEP-0206) at `/http-bind`.
+    pub bosh: bool,
+    /// Origins (`https://ent.example.fr`) whose pages may use the web endpoints: checked on
+    /// WebSocket upgrades and answered to CORS requests. Empty: pages of the server's own
+    /// origin only. Clients that send no `Origin` (desktop clients, tools) are not concerned.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies (CIDR) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed:
+    /// the client's address then comes from the header, and `https` there counts as TLS.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The public base URL of these endpoints (`https://chat.ent.example.fr`), advertised by
+    /// host-meta (XEP-0156). Empty: taken from each request's `Host` and scheme.
+    pub public_url: String,
+    /// HTTP connections open at once from one address (one from a `auth.nat_networks`
+    /// address counts as `max_connections_per_nat_ip`).
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_nat_ip: usize,
+    /// Largest HTTP request body (BOSH), in bytes; at least `limits.max_stanza_size`.
+    pub max_body_bytes: usize,
+    pub bosh_settings: BoshConfig,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 5280))],
+            tls: false,
+            websocket: true,
+            bosh: true,
+            allowed_origins: Vec::new(),
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("static"),
+                "::1/128".parse().expect("static"),
+            ],
+            public_url: String::new(),
+            max_connections_per_ip: 64,
+            max_connections_per_nat_ip: 5_000,
+            max_body_bytes: 300 * 1024,
+            bosh_settings: BoshConfig::default(),
+        }
+    }
+}
+
+/// BOSH sessions (XEP-0124): what the server grants, whatever the client asks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BoshConfig {
+    /// Longest a request is held waiting for something to send (`wait`).
+    pub max_wait_secs: u64,
+    /// Requests the server holds at once (`hold`).
+    pub max_hold: u32,
+    /// Longest a session lives without a request in flight (`inactivity`).
+    pub inactivity_secs: u64,
+    /// Requests in flight at once, and the window of rids accepted ahead of the last one
+    /// answered (`requests`).
+    pub max_requests: u32,
+    /// BOSH sessions in total; past it new ones get `service-unavailable`.
+    pub max_sessions: usize,
+}
+
+impl Default for BoshConfig {
+    fn default() -> Self {
+        Self {
+            max_wait_secs: 60,
+            max_hold: 1,
+            inactivity_secs: 60,
+            max_requests: 2,
+            max_sessions: 20_000,
         }
     }
 }
@@ -447,6 +516,7 @@ impl Default for AuthConfig {
             failure_window_secs: 300,
             max_delay_secs: 60,
             workers: 0,
+            token: Default::default(),
         }
     }
 }
@@ -486,6 +556,24 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(Error::Invalid(
                 "tls.cert and tls.key must be set together".into(),
+            ));
+        }
+        if self.http.max_body_bytes < self.limits.max_stanza_size {
+            return Err(Error::Invalid(
+                "http.max_body_bytes must be at least limits.max_stanza_size".into(),
+            ));
+        }
+        let bosh = &self.http.bosh_settings;
+        if bosh.max_requests < 2 || bosh.max_hold < 1 || bosh.max_hold >= bosh.max_requests {
+            return Err(Error::Invalid(
+                "http.bosh_settings: max_hold must be at least 1 and below max_requests".into(),
+            ));
+        }
+        if !(1..=300).contains(&bosh.max_wait_secs) || !(10..=3600).contains(&bosh.inactivity_secs)
+        {
+            return Err(Error::Invalid(
+                "http.bosh_settings: max_wait_secs must be 1 to 300 and inactivity_secs 10 to 3600"
+                    .into(),
             ));
         }
         if self.limits.max_stanza_size < 10_000 {

@@ -98,7 +98,7 @@ fn authenticator() -> &'static Authenticator {
                 window: Duration::from_secs(1),
                 max_delay: Duration::from_secs(1),
             });
-            Authenticator::new(store, "localhost", throttle, 1)
+            Authenticator::new(store, "localhost", throttle, 1, None)
         })
     })
 }

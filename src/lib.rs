@@ -25,6 +25,7 @@ mod server_iq;
 mod session;
 mod stream;
 mod transport;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ impl Shared {
             domain.domain().as_str(),
             throttle,
             config.auth_workers(),
+            auth::token::TokenVerifier::from_config(&config.auth.token)
+                .map_err(config::Error::Invalid)?,
         );
         let router = router::Router::new(config.limits.router());
         let tasks = TaskTracker::new();
@@ -211,16 +214,10 @@ impl Server {
             load_demo_directory(&shared).await?;
         }
         for listener in http {
-            let app = admin::router(shared.clone());
-            let stop = shared.shutdown.clone();
-            shared.tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(err) = served {
-                    tracing::error!(error = %err, "HTTP listener failed");
-                }
-            });
+            let app = web::router(shared.clone());
+            shared
+                .tasks
+                .spawn(web::serve(listener, app, shared.clone()));
         }
         for (listeners, kind) in [
             (c2s, ListenerKind::StartTls),

@@ -141,6 +141,40 @@ pub fn encode_in_stream(element: &impl AsXml, out: &mut Vec<u8>) -> io::Result<(
     })
 }
 
+/// Where the name of the element encoded at the start of `xml` ends: attributes go there.
+fn after_name(xml: &[u8]) -> Option<usize> {
+    xml.iter()
+        .skip(1)
+        .position(|b| matches!(b, b' ' | b'>' | b'/'))
+        .map(|p| p + 1)
+}
+
+const CLIENT_NAMESPACE: &[u8] = b" xmlns='jabber:client'";
+const STREAM_NAMESPACE: &[u8] = b" xmlns:stream='http://etherx.jabber.org/streams'";
+
+/// Appends `element` to `out` as a document of its own, declaring every namespace it uses:
+/// what each WebSocket message holds (RFC 7395 §3.3.3), and what a BOSH body wraps.
+pub fn encode_standalone(element: &impl AsXml, out: &mut Vec<u8>) -> io::Result<()> {
+    let start = out.len();
+    encode_in_stream(element, out)?;
+    let encoded = &out[start..];
+    let Some(name_end) = after_name(encoded) else {
+        return Ok(());
+    };
+    // The stream's own namespaces are the ones left undeclared inside a stream: the
+    // `stream:` prefix, and `jabber:client` as the default.
+    let declaration = if encoded.starts_with(b"<stream:") {
+        STREAM_NAMESPACE
+    } else if encoded[name_end..].starts_with(b" xmlns=") {
+        return Ok(());
+    } else {
+        CLIENT_NAMESPACE
+    };
+    let at = start + name_end;
+    out.splice(at..at, declaration.iter().copied());
+    Ok(())
+}
+
 /// A stanza without a recipient, encoded once for everyone it goes to (a room's groupchat
 /// message to each occupant): each session writes it with its own `to`.
 #[derive(Debug)]
@@ -155,11 +189,7 @@ impl SharedStanza {
     pub fn encode(stanza: &impl AsXml) -> io::Result<Self> {
         let mut xml = Vec::new();
         encode_in_stream(stanza, &mut xml)?;
-        let to_at = xml
-            .iter()
-            .skip(1)
-            .position(|b| matches!(b, b' ' | b'>' | b'/'))
-            .map(|p| p + 1)
+        let to_at = after_name(&xml)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an element"))?;
         Ok(Self {
             xml: xml.into_boxed_slice(),
@@ -172,9 +202,19 @@ impl SharedStanza {
         self.xml.len()
     }
 
-    /// Appends the stanza addressed to `to`.
+    /// Appends the stanza addressed to `to`, as written inside a client stream.
     pub fn write_to(&self, to: &FullJid, out: &mut Vec<u8>) {
+        self.write_with(b"", to, out);
+    }
+
+    /// Appends the stanza addressed to `to` as a document of its own (`encode_standalone`).
+    pub fn write_standalone_to(&self, to: &FullJid, out: &mut Vec<u8>) {
+        self.write_with(CLIENT_NAMESPACE, to, out);
+    }
+
+    fn write_with(&self, declaration: &[u8], to: &FullJid, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.xml[..self.to_at]);
+        out.extend_from_slice(declaration);
         out.extend_from_slice(b" to='");
         for byte in to.as_str().bytes() {
             match byte {
@@ -246,5 +286,45 @@ pub fn unexpected(element: &ClientElement) -> Fatal {
             DefinedCondition::UnsupportedStanzaType,
             "this element is not allowed at this point of the stream",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standalone(element: &impl AsXml) -> String {
+        let mut out = Vec::new();
+        encode_standalone(element, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn standalone_elements_declare_their_namespaces() {
+        let message = xmpp_parsers::message::Message::new(None);
+        assert_eq!(
+            standalone(&message),
+            "<message xmlns='jabber:client' type='chat'></message>"
+        );
+        let features = xmpp_parsers::stream_features::StreamFeatures::default();
+        assert!(
+            standalone(&features)
+                .starts_with("<stream:features xmlns:stream='http://etherx.jabber.org/streams'>"),
+            "{}",
+            standalone(&features)
+        );
+        let success =
+            xmpp_parsers::sasl::Nonza::Success(xmpp_parsers::sasl::Success { data: Vec::new() });
+        assert_eq!(
+            standalone(&success),
+            "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></success>"
+        );
+        let shared = SharedStanza::encode(&message).unwrap();
+        let mut out = Vec::new();
+        shared.write_standalone_to(&"a@b/c".parse().unwrap(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "<message xmlns='jabber:client' to='a@b/c' type='chat'></message>"
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod scram;
 pub mod throttle;
+pub mod token;
 
 use std::io::Cursor;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use xmpp_parsers::sasl::DefinedCondition;
 
 use crate::storage::{DynStore, ScramHash};
 use throttle::{Throttle, Throttled};
+use token::{TokenRefused, TokenVerifier};
 
 /// The channel-binding type offered with the -PLUS mechanisms (RFC 9266), and its exporter label.
 pub const CHANNEL_BINDING_TYPE: &str = "tls-exporter";
@@ -82,6 +84,8 @@ pub struct Authenticator {
     domain: Arc<str>,
     throttle: Arc<Throttle>,
     workers: Semaphore,
+    /// ENT sign-on tokens, accepted as PLAIN passwords when configured.
+    tokens: Option<Arc<TokenVerifier>>,
 }
 
 /// The validated identity: the normalised localpart.
@@ -109,6 +113,7 @@ struct LoginCallback {
     attempted: Arc<Mutex<Option<String>>>,
     throttle: Arc<Throttle>,
     peer_ip: IpAddr,
+    tokens: Option<Arc<TokenVerifier>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +141,27 @@ fn hash_of(mechanism: &str) -> ScramHash {
 /// The localpart as stored: nodeprep (RFC 6122) through the jid crate.
 pub fn normalise_username(authid: &str) -> Option<String> {
     jid::NodePart::new(authid).ok().map(|n| n.to_string())
+}
+
+impl LoginCallback {
+    /// A sign-on token instead of a password: valid, for this user, who has an account.
+    fn check_token(
+        &self,
+        tokens: &TokenVerifier,
+        token: &str,
+        username: &str,
+    ) -> Result<(), TokenRefused> {
+        let subject = tokens.verify(token)?;
+        if normalise_username(&subject).as_deref() != Some(username) {
+            return Err(TokenRefused::OtherUser);
+        }
+        // The signature vouches for the name only: the account must exist here too.
+        match self.runtime.block_on(self.store.user_exists(username)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TokenRefused::UnknownUser),
+            Err(_) => Err(TokenRefused::Malformed),
+        }
+    }
 }
 
 impl SessionCallback for LoginCallback {
@@ -208,6 +234,14 @@ impl SessionCallback for LoginCallback {
             else {
                 return Ok(());
             };
+            if let Some(tokens) = &self.tokens
+                && token::looks_like_token(password)
+            {
+                self.check_token(tokens, password, &username)
+                    .map_err(|refused| ValidationError::Boxed(Box::new(refused)))?;
+                validate.with::<Login, _>(|| Ok(username))?;
+                return Ok(());
+            }
             let credential = self
                 .runtime
                 .block_on(self.store.credential(&username, ScramHash::Sha256))
@@ -235,12 +269,19 @@ pub struct Exchange {
 }
 
 impl Authenticator {
-    pub fn new(store: DynStore, domain: &str, throttle: Throttle, workers: usize) -> Self {
+    pub fn new(
+        store: DynStore,
+        domain: &str,
+        throttle: Throttle,
+        workers: usize,
+        tokens: Option<TokenVerifier>,
+    ) -> Self {
         Self {
             store,
             domain: Arc::from(domain),
             throttle: Arc::new(throttle),
             workers: Semaphore::new(workers.max(1)),
+            tokens: tokens.map(Arc::new),
         }
     }
 
@@ -288,6 +329,7 @@ impl Authenticator {
             attempted: attempted.clone(),
             throttle: self.throttle.clone(),
             peer_ip: transport.peer_ip,
+            tokens: self.tokens.clone(),
         };
         let internal = || Failure::new(DefinedCondition::TemporaryAuthFailure, "internal error");
         let config = SASLConfig::builder()
@@ -376,7 +418,16 @@ impl Authenticator {
             Err(err) => {
                 self.throttle
                     .record_failure(attempted.as_deref(), exchange.peer_ip);
-                Step::Failure(failure_of(&err))
+                match token_refused(&err) {
+                    Some(refused) => {
+                        tracing::info!(reason = %refused, "sign-on token refused");
+                        Step::Failure(Failure::new(
+                            DefinedCondition::NotAuthorized,
+                            refused.text(),
+                        ))
+                    }
+                    None => Step::Failure(failure_of(&err)),
+                }
             }
         }
     }
@@ -393,6 +444,15 @@ fn is_throttled(err: &SessionError) -> bool {
         SessionError::Boxed(inner) => inner.is::<Throttled>(),
         SessionError::ValidationError(ValidationError::Boxed(inner)) => inner.is::<Throttled>(),
         _ => false,
+    }
+}
+
+fn token_refused(err: &SessionError) -> Option<TokenRefused> {
+    match err {
+        SessionError::ValidationError(ValidationError::Boxed(inner)) => {
+            inner.downcast_ref::<TokenRefused>().copied()
+        }
+        _ => None,
     }
 }
 

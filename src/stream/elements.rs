@@ -121,3 +121,49 @@ impl Elements {
         }
     }
 }
+
+/// Parses one element sent as a document of its own (a WebSocket message, RFC 7395 §3.3.3;
+/// a child of a BOSH body): exactly one complete element, within the stanza limits.
+pub fn parse_document(
+    mut bytes: &[u8],
+    limits: &crate::transport::XmlLimits,
+) -> Result<ClientElement, Fatal> {
+    use rxml::error::EndOrError;
+    // The guard counts the stream element as the first level: a document's root is a stanza.
+    let mut guard =
+        crate::transport::guard::XmlGuard::new(limits.max_depth, limits.max_stanza_size);
+    let _ = guard.scan(b"<stream>");
+    if let Err((_, exceeded)) = guard.scan(bytes) {
+        return Err(super::errors::limit_exceeded(exceeded));
+    }
+    let mut parser = rxml::Parser::default();
+    let mut elements = Elements {
+        lang: XmlLangStack::new(),
+        building: None,
+        stanza_started: None,
+    };
+    let mut found = None;
+    let now = Instant::now();
+    loop {
+        match parser.parse(&mut bytes, true) {
+            Ok(Some(event)) => match elements.take_event(event, now) {
+                None => {}
+                Some(Incoming::Element(element)) if found.is_none() => found = Some(*element),
+                Some(Incoming::Fatal(fatal)) => return Err(fatal),
+                Some(_) => return Err(one_element()),
+            },
+            Ok(None) => return found.ok_or_else(one_element),
+            Err(EndOrError::NeedMoreData) => return Err(one_element()),
+            Err(EndOrError::Error(err)) => {
+                return Err(Fatal::new(DefinedCondition::NotWellFormed, err.to_string()));
+            }
+        }
+    }
+}
+
+fn one_element() -> Fatal {
+    Fatal::new(
+        DefinedCondition::BadFormat,
+        "each message must hold exactly one complete XML element (RFC 7395 §3.3.3)",
+    )
+}

@@ -14,19 +14,22 @@ use crate::transport::LimitExceeded;
 /// Bounds every write of a closing sequence: a peer that reads nothing must not hold the task.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The stream error for a limit the client went past.
+pub fn limit_exceeded(exceeded: LimitExceeded) -> Fatal {
+    let text = match exceeded {
+        LimitExceeded::StanzaSize(limit) => format!("stanza too large: the limit is {limit} bytes"),
+        LimitExceeded::Depth(limit) => {
+            format!("elements nested too deep: the limit is {limit} levels")
+        }
+    };
+    Fatal::new(DefinedCondition::PolicyViolation, text)
+}
+
 /// What a read failure means for the stream: `None` when the peer is simply gone.
 pub fn classify_read_error(err: &io::Error) -> Option<Fatal> {
     if let Some(inner) = err.get_ref() {
         if let Some(exceeded) = inner.downcast_ref::<LimitExceeded>() {
-            let text = match exceeded {
-                LimitExceeded::StanzaSize(limit) => {
-                    format!("stanza too large: the limit is {limit} bytes")
-                }
-                LimitExceeded::Depth(limit) => {
-                    format!("elements nested too deep: the limit is {limit} levels")
-                }
-            };
-            return Some(Fatal::new(DefinedCondition::PolicyViolation, text));
+            return Some(limit_exceeded(*exceeded));
         }
         if inner.downcast_ref::<rxml::Error>().is_some() {
             return Some(Fatal::new(

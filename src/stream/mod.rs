@@ -9,6 +9,7 @@ pub(crate) mod negotiation;
 mod tap;
 pub(crate) mod tcp;
 mod tcp_link;
+pub(crate) mod websocket;
 
 pub(crate) use crate::link::{ClientElement, Fatal, Incoming, Link, shutting_down, unexpected};
 pub use errors::{raw_error_text, refusal_error};

@@ -36,7 +36,7 @@ pub enum Socket {
 pub use guard::LimitExceeded;
 use guard::XmlGuard;
 pub use shaper::Rate;
-use shaper::Shaper;
+pub use shaper::Shaper;
 
 /// The limits a connection enforces on what it reads.
 #[derive(Debug, Clone, Copy)]

@@ -62,6 +62,14 @@ pub fn server_config(certificate: &Certificate<'_>) -> Result<Arc<ServerConfig>,
     Ok(Arc::new(server))
 }
 
+/// The same certificate for HTTPS (the web links and the admin API): ALPN `http/1.1`, the
+/// protocol WebSocket upgrades and BOSH use.
+pub fn for_http(xmpp: &ServerConfig) -> Arc<ServerConfig> {
+    let mut http = xmpp.clone();
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(http)
+}
+
 /// Paths of the generated certificate for `domain`, created if missing.
 fn ensure_self_signed(domain: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
     let dir = data_dir.join("tls");

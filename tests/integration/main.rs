@@ -11,5 +11,7 @@ mod login;
 mod policy;
 mod postgres;
 mod rooms;
+mod sso;
 mod storage;
 mod streams;
+mod websocket;

@@ -31,8 +31,12 @@ const MAX_SASL_FAILURES: u32 = 3;
 pub struct Security {
     /// The link is encrypted (TLS, or HTTPS for the web links).
     pub tls: bool,
-    /// Plaintext is allowed without TLS (loopback, when configured).
+    /// Plaintext is allowed without TLS (loopback, when configured; the web links, which
+    /// cannot start TLS themselves).
     pub plaintext_allowed: bool,
+    /// The link can start TLS in the stream (STARTTLS: TCP only, RFC 7395 §3.6 rules it
+    /// out on WebSocket).
+    pub starttls: bool,
     pub transport: Transport,
 }
 
@@ -142,7 +146,7 @@ impl Negotiator {
             return features::wrap([features::starttls(true)]);
         }
         let mut children = Vec::new();
-        if !self.security.tls {
+        if !self.security.tls && self.security.starttls {
             children.push(features::starttls(false));
         }
         let transport = &self.security.transport;
@@ -181,7 +185,7 @@ impl Negotiator {
             }
             Negotiating::Element(XmppStreamElement::Starttls(
                 xmpp_parsers::starttls::Nonza::Request(_),
-            )) if !self.security.tls => return Step::StartTls,
+            )) if !self.security.tls && self.security.starttls => return Step::StartTls,
             Negotiating::Element(XmppStreamElement::Sasl(_)) if self.tls_pending() => {
                 AuthStep::Failure(AuthFailure {
                     condition: sasl::DefinedCondition::EncryptionRequired,

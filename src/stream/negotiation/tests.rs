@@ -18,6 +18,7 @@ fn negotiator(tls: bool, plaintext_allowed: bool) -> Negotiator {
         Security {
             tls,
             plaintext_allowed,
+            starttls: true,
             transport: Transport {
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 tls_exporter: None,

@@ -106,6 +106,7 @@ fn security(conn: &Conn, peer: SocketAddr, shared: &Shared) -> Security {
     Security {
         tls,
         plaintext_allowed,
+        starttls: true,
         transport: Transport {
             peer_ip: peer.ip(),
             tls_exporter: conn.tls_exporter(),

@@ -1,0 +1,481 @@
+//! The WebSocket link (RFC 7395): each message is one complete XML element, the stream opens
+//! and closes with `<open/>` and `<close/>` in the framing namespace, and there is no STARTTLS
+//! (TLS is the HTTP connection's). Negotiation is the TCP path's `Negotiator`, fed message by
+//! message; once a resource is bound the same `WsLink` is handed to the session.
+
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures::{Sink, SinkExt, StreamExt};
+use jid::FullJid;
+use minidom::Element;
+use tokio::time::{Instant, Sleep};
+use xmpp_parsers::stream_error::DefinedCondition;
+use xso::AsXml;
+
+use super::elements::parse_document;
+use super::errors::CLOSE_TIMEOUT;
+use super::negotiation::{Deadlines, Negotiator, Outgoing, Security, Step, new_stream_id};
+use super::{ClientElement, Fatal, Incoming, Link};
+use crate::Shared;
+use crate::auth::Transport;
+use crate::link::{SharedStanza, encode_standalone};
+use crate::transport::XmlLimits;
+use crate::transport::admission::LoggingIn;
+
+/// The framing namespace of RFC 7395.
+const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+
+/// Who is at the other end of a web link, as the HTTP layer established it.
+#[derive(Debug, Clone, Copy)]
+pub struct WebClient {
+    /// The client's address (from `X-Forwarded-For` behind a trusted proxy).
+    pub ip: IpAddr,
+    /// The client reached us over TLS (ours, or a trusted proxy's).
+    pub tls: bool,
+}
+
+impl WebClient {
+    /// The negotiation's view of the link: no STARTTLS; PLAIN over TLS, or from loopback when
+    /// `tls.allow_plaintext_on_loopback` is set.
+    pub(crate) fn security(&self, shared: &Shared) -> Security {
+        let loopback_plaintext =
+            shared.config.tls.allow_plaintext_on_loopback && self.ip.is_loopback();
+        Security {
+            tls: self.tls,
+            plaintext_allowed: true,
+            starttls: false,
+            transport: Transport {
+                peer_ip: self.ip,
+                tls_exporter: None,
+                secure: self.tls || loopback_plaintext,
+            },
+        }
+    }
+}
+
+/// Serves one WebSocket connection, from its `<open/>` to its close.
+pub(crate) async fn serve(
+    socket: WebSocket,
+    client: WebClient,
+    logging_in: LoggingIn,
+    shared: Arc<Shared>,
+) {
+    let span = tracing::info_span!("ws", peer = %client.ip, jid = tracing::field::Empty);
+    let limits = &shared.config.limits;
+    let mut link = WsLink::new(
+        socket,
+        limits.xml(),
+        Duration::from_secs(limits.ping_after_secs),
+        Duration::from_secs(limits.ping_timeout_secs),
+    );
+    let now = Instant::now();
+    let bound_by = now + shared.config.negotiation_timeout();
+    let negotiator = Negotiator::new(
+        client.security(&shared),
+        Deadlines {
+            tls: bound_by,
+            bound: bound_by,
+        },
+    );
+    let negotiated = tracing::Instrument::instrument(
+        Box::pin(negotiate(&mut link, negotiator, &shared)),
+        span.clone(),
+    )
+    .await;
+    let Some(bound) = negotiated else {
+        return;
+    };
+    drop(logging_in);
+    span.record("jid", tracing::field::display(&bound.jid));
+    tracing::Instrument::instrument(crate::session::start(link, bound, shared.clone()), span).await;
+}
+
+/// Negotiates the stream up to a bound resource; closes the link when it ends otherwise.
+async fn negotiate(
+    link: &mut WsLink,
+    mut negotiator: Negotiator,
+    shared: &Shared,
+) -> Option<crate::session::Bound> {
+    let mut awaiting_open = true;
+    loop {
+        let incoming = tokio::select! {
+            incoming = tokio::time::timeout_at(negotiator.deadline(), link.next_element()) => {
+                incoming.unwrap_or_else(|_| Incoming::Fatal(Fatal::new(
+                    DefinedCondition::ConnectionTimeout,
+                    "stream negotiation took too long",
+                )))
+            }
+            _ = shared.shutdown.cancelled() => Incoming::Fatal(super::shutting_down()),
+        };
+        let element = match incoming {
+            Incoming::Element(element) => *element,
+            Incoming::Idle => continue,
+            Incoming::Closed => {
+                link.close(None).await;
+                return None;
+            }
+            Incoming::Fatal(fatal) => {
+                if awaiting_open {
+                    let _ = link.open(shared, &new_stream_id()).await;
+                }
+                link.close(Some(&fatal)).await;
+                return None;
+            }
+        };
+        if awaiting_open {
+            let opened = match framing(&element) {
+                Some(Framing::Open { to, version }) => {
+                    if version.as_deref() != Some("1.0") {
+                        Err(Fatal::new(
+                            DefinedCondition::UnsupportedVersion,
+                            "this server speaks XMPP version 1.0 (RFC 6120) only",
+                        ))
+                    } else {
+                        negotiator.opened(shared, to.as_deref())
+                    }
+                }
+                _ => Err(Fatal::new(
+                    DefinedCondition::InvalidNamespace,
+                    "open the stream first, with <open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/> (RFC 7395 §3.4)",
+                )),
+            };
+            if link.open(shared, &new_stream_id()).await.is_err() {
+                return None;
+            }
+            match opened {
+                Ok(features) => {
+                    if link.send(&features).await.is_err() {
+                        return None;
+                    }
+                    awaiting_open = false;
+                }
+                Err(fatal) => {
+                    link.close(Some(&fatal)).await;
+                    return None;
+                }
+            }
+            continue;
+        }
+        match framing(&element) {
+            Some(Framing::Close) => {
+                link.close(None).await;
+                return None;
+            }
+            Some(Framing::Open { .. }) => {
+                let fatal = Fatal::new(
+                    DefinedCondition::BadFormat,
+                    "the stream is already open: <open/> comes first, and again only after SASL success",
+                );
+                link.close(Some(&fatal)).await;
+                return None;
+            }
+            None => {}
+        }
+        match negotiator.element(shared, element).await {
+            Step::Reply(outgoing) => {
+                if send_outgoing(link, &outgoing).await.is_err() {
+                    return None;
+                }
+            }
+            Step::StartTls => {
+                // Never offered on this link (`Security::starttls` is off).
+                let fatal = Fatal::new(
+                    DefinedCondition::UnsupportedFeature,
+                    "STARTTLS is not available over WebSocket: use wss:// (RFC 7395 §3.6)",
+                );
+                link.close(Some(&fatal)).await;
+                return None;
+            }
+            Step::Authenticated(success) => {
+                if link
+                    .send(&xmpp_parsers::sasl::Nonza::Success(success))
+                    .await
+                    .is_err()
+                {
+                    return None;
+                }
+                awaiting_open = true;
+            }
+            Step::Bound(bound) => {
+                let (result, bound) = *bound;
+                if link.send(&result).await.is_err() {
+                    bound.abandon(shared).await;
+                    return None;
+                }
+                return Some(bound);
+            }
+            Step::Close(before, fatal) => {
+                if let Some(before) = before {
+                    let _ = send_outgoing(link, &before).await;
+                }
+                link.close(Some(&fatal)).await;
+                return None;
+            }
+        }
+    }
+}
+
+async fn send_outgoing(link: &mut WsLink, outgoing: &Outgoing) -> io::Result<()> {
+    match outgoing {
+        Outgoing::Sasl(nonza) => link.send(nonza).await,
+        Outgoing::Iq(iq) => link.send(&**iq).await,
+    }
+}
+
+/// The framing elements of RFC 7395.
+enum Framing {
+    Open {
+        to: Option<String>,
+        version: Option<String>,
+    },
+    Close,
+}
+
+fn framing(element: &ClientElement) -> Option<Framing> {
+    let ClientElement::Unknown(element) = element else {
+        return None;
+    };
+    if element.ns() != FRAMING {
+        return None;
+    }
+    match element.name() {
+        "open" => Some(Framing::Open {
+            to: element.attr("to").map(str::to_owned),
+            version: element.attr("version").map(str::to_owned),
+        }),
+        "close" => Some(Framing::Close),
+        _ => None,
+    }
+}
+
+/// A WebSocket connection carrying an XMPP stream.
+pub struct WsLink {
+    socket: WebSocket,
+    limits: XmlLimits,
+    shaper: crate::transport::Shaper,
+    timer: Pin<Box<Sleep>>,
+    last_data: Instant,
+    /// Set when a WebSocket ping was sent and nothing was read since.
+    pinged: Option<Instant>,
+    /// Set while the client must wait before more is read (`Shaper`).
+    slowed: Option<Pin<Box<Sleep>>>,
+    read_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl WsLink {
+    fn new(
+        socket: WebSocket,
+        limits: XmlLimits,
+        read_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            socket,
+            limits,
+            shaper: crate::transport::Shaper::new(limits.rate),
+            timer: Box::pin(tokio::time::sleep_until(now + read_timeout)),
+            last_data: now,
+            pinged: None,
+            slowed: None,
+            read_timeout,
+            response_timeout,
+        }
+    }
+
+    /// Our `<open/>` in answer to the client's (RFC 7395 §3.4).
+    async fn open(&mut self, shared: &Shared, stream_id: &str) -> io::Result<()> {
+        let open = xmpp_parsers::websocket::Open {
+            from: Some(shared.domain.clone()),
+            to: None,
+            id: Some(stream_id.to_owned()),
+            version: Some("1.0".into()),
+            xml_lang: Some("en".into()),
+        };
+        self.feed(&open).await
+    }
+
+    async fn send(&mut self, element: &(impl AsXml + Sync)) -> io::Result<()> {
+        self.feed(element).await?;
+        self.flush().await
+    }
+
+    async fn feed_bytes(&mut self, xml: Vec<u8>) -> io::Result<()> {
+        let text = String::from_utf8(xml)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        self.socket
+            .feed(Message::Text(text.into()))
+            .await
+            .map_err(io::Error::other)
+    }
+
+    /// The next element, polled like `TcpLink`'s: the session keeps this future in its idle
+    /// state, so it holds nothing but the link.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        loop {
+            if let Some(slowed) = self.slowed.as_mut() {
+                ready!(slowed.as_mut().poll(cx));
+                self.slowed = None;
+            }
+            let message = match self.socket.poll_next_unpin(cx) {
+                Poll::Pending => return self.poll_timer(cx),
+                Poll::Ready(None) => return Poll::Ready(Incoming::Closed),
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(read_error(err, &self.limits)),
+                Poll::Ready(Some(Ok(message))) => message,
+            };
+            self.last_data = Instant::now();
+            self.pinged = None;
+            match message {
+                Message::Text(text) => {
+                    self.shaper.spend(text.len());
+                    if let Some(wait) = self.shaper.wait(self.last_data) {
+                        // Past its budget the client is read more slowly, as on TCP.
+                        self.slowed = Some(Box::pin(tokio::time::sleep(wait)));
+                    }
+                    if xso::is_xml_whitespace(text.as_bytes()) {
+                        continue;
+                    }
+                    return Poll::Ready(match parse_document(text.as_bytes(), &self.limits) {
+                        Ok(element) => Incoming::Element(Box::new(element)),
+                        Err(fatal) => Incoming::Fatal(fatal),
+                    });
+                }
+                Message::Binary(_) => {
+                    return Poll::Ready(Incoming::Fatal(Fatal::new(
+                        DefinedCondition::BadFormat,
+                        "binary frames are not XMPP: send each element as a text frame (RFC 7395 §3.2)",
+                    )));
+                }
+                Message::Close(_) => return Poll::Ready(Incoming::Closed),
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    }
+
+    /// A WebSocket ping after `read_timeout` of silence (browsers answer it by themselves), a
+    /// failure after `response_timeout` more. The timer moves only when it fires.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = Instant::now();
+            let due = match self.pinged {
+                Some(at) => at + self.response_timeout,
+                None => self.last_data + self.read_timeout,
+            };
+            if now < due {
+                self.timer.as_mut().reset(due);
+                continue;
+            }
+            if self.pinged.is_some() {
+                return Poll::Ready(Incoming::Fatal(Fatal::new(
+                    DefinedCondition::ConnectionTimeout,
+                    "no data received for too long",
+                )));
+            }
+            self.pinged = Some(now);
+            self.timer.as_mut().reset(now + self.response_timeout);
+            // A client that reads nothing has no room for the ping: its silence ends it.
+            let mut sink = Pin::new(&mut self.socket);
+            if let Poll::Ready(Ok(())) = sink.as_mut().poll_ready(cx)
+                && sink
+                    .as_mut()
+                    .start_send(Message::Ping(Default::default()))
+                    .is_ok()
+            {
+                let _ = sink.poll_flush(cx);
+            }
+        }
+    }
+}
+
+/// What a failed read means: a message over the size limit, a broken frame, or a peer gone.
+fn read_error(err: axum::Error, limits: &XmlLimits) -> Incoming {
+    let inner = err.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Incoming::Fatal(Fatal::new(
+            DefinedCondition::PolicyViolation,
+            format!(
+                "stanza too large: the limit is {} bytes",
+                limits.max_stanza_size
+            ),
+        )),
+        Some(tungstenite::Error::Protocol(protocol)) => {
+            tracing::debug!(error = %protocol, "WebSocket protocol error");
+            Incoming::Closed
+        }
+        Some(tungstenite::Error::Utf8(_)) => Incoming::Fatal(Fatal::new(
+            DefinedCondition::NotWellFormed,
+            "a text frame that is not UTF-8",
+        )),
+        _ => Incoming::Closed,
+    }
+}
+
+/// The WebSocket close code that goes with a stream error (RFC 6455 §7.4.1).
+fn close_code_of(error: Option<&Fatal>) -> u16 {
+    let Some(fatal) = error else {
+        return close_code::NORMAL;
+    };
+    match fatal.condition {
+        DefinedCondition::SystemShutdown => close_code::AWAY,
+        DefinedCondition::PolicyViolation => close_code::POLICY,
+        DefinedCondition::BadFormat
+        | DefinedCondition::NotWellFormed
+        | DefinedCondition::InvalidNamespace
+        | DefinedCondition::InvalidXml
+        | DefinedCondition::UnsupportedStanzaType => close_code::PROTOCOL,
+        DefinedCondition::InternalServerError => close_code::ERROR,
+        _ => close_code::NORMAL,
+    }
+}
+
+impl Link for WsLink {
+    fn next_element(&mut self) -> impl Future<Output = Incoming> + Send + '_ {
+        std::future::poll_fn(|cx| self.poll_next(cx))
+    }
+
+    async fn feed(&mut self, element: &(impl AsXml + Sync)) -> io::Result<()> {
+        let mut xml = Vec::new();
+        encode_standalone(element, &mut xml)?;
+        self.feed_bytes(xml).await
+    }
+
+    async fn feed_shared(&mut self, stanza: &SharedStanza, to: &FullJid) -> io::Result<()> {
+        let mut xml = Vec::with_capacity(stanza.len() + 64);
+        stanza.write_standalone_to(to, &mut xml);
+        self.feed_bytes(xml).await
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush().await.map_err(io::Error::other)
+    }
+
+    async fn close(&mut self, error: Option<&Fatal>) {
+        let close = async {
+            if let Some(fatal) = error {
+                tracing::debug!(condition = ?fatal.condition, text = %fatal.text, "closing stream with error");
+                self.feed(&fatal.to_stream_error()).await?;
+            }
+            self.feed(&Element::builder("close", FRAMING).build())
+                .await?;
+            self.socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code_of(error),
+                    reason: Default::default(),
+                })))
+                .await
+                .map_err(io::Error::other)?;
+            // The client answers with its own close frame; the connection ends after it.
+            while let Some(Ok(_)) = self.socket.next().await {}
+            Ok::<(), io::Error>(())
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+}
