@@ -569,10 +569,9 @@ impl Config {
                 "http.bosh_settings: max_hold must be at least 1 and below max_requests".into(),
             ));
         }
-        if !(1..=300).contains(&bosh.max_wait_secs) || !(10..=3600).contains(&bosh.inactivity_secs)
-        {
+        if !(1..=300).contains(&bosh.max_wait_secs) || !(1..=3600).contains(&bosh.inactivity_secs) {
             return Err(Error::Invalid(
-                "http.bosh_settings: max_wait_secs must be 1 to 300 and inactivity_secs 10 to 3600"
+                "http.bosh_settings: max_wait_secs must be 1 to 300 and inactivity_secs 1 to 3600"
                     .into(),
             ));
         }

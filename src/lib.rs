@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     writes: im::budget::WriteBudget,
     connection_slots: Arc<Semaphore>,
     admission: Arc<transport::admission::Admission>,
+    /// The BOSH sessions alive.
+    bosh: stream::bosh::Registry,
     /// What happens at each point of a session's life, above the session.
     lifecycle: Arc<dyn session::Lifecycle>,
     tasks: TaskTracker,
@@ -142,6 +144,7 @@ impl Shared {
             admin_token,
             auth,
             tls,
+            bosh: stream::bosh::Registry::default(),
             lifecycle: Arc::new(routing::Sessions),
             tasks,
             shutdown,

@@ -2,9 +2,11 @@
 //! (`negotiation`), the elements a client sends (`elements`), and the TCP link (`tcp`,
 //! `tcp_link`). Web links plug in beside `tcp`: see docs/architecture.md.
 
+pub(crate) mod bosh;
 pub(crate) mod elements;
 mod errors;
 mod features;
+mod framed;
 pub(crate) mod negotiation;
 mod tap;
 pub(crate) mod tcp;

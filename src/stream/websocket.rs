@@ -20,16 +20,14 @@ use xso::AsXml;
 
 use super::elements::parse_document;
 use super::errors::CLOSE_TIMEOUT;
-use super::negotiation::{Deadlines, Negotiator, Outgoing, Security, Step, new_stream_id};
-use super::{ClientElement, Fatal, Incoming, Link};
+use super::framed::{FRAMING, FramedLink};
+use super::negotiation::{Deadlines, Negotiator, Security};
+use super::{Fatal, Incoming, Link};
 use crate::Shared;
 use crate::auth::Transport;
 use crate::link::{SharedStanza, encode_standalone};
 use crate::transport::XmlLimits;
 use crate::transport::admission::LoggingIn;
-
-/// The framing namespace of RFC 7395.
-const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 
 /// Who is at the other end of a web link, as the HTTP layer established it.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +82,7 @@ pub(crate) async fn serve(
         },
     );
     let negotiated = tracing::Instrument::instrument(
-        Box::pin(negotiate(&mut link, negotiator, &shared)),
+        Box::pin(super::framed::negotiate(&mut link, negotiator, &shared)),
         span.clone(),
     )
     .await;
@@ -94,164 +92,6 @@ pub(crate) async fn serve(
     drop(logging_in);
     span.record("jid", tracing::field::display(&bound.jid));
     tracing::Instrument::instrument(crate::session::start(link, bound, shared.clone()), span).await;
-}
-
-/// Negotiates the stream up to a bound resource; closes the link when it ends otherwise.
-async fn negotiate(
-    link: &mut WsLink,
-    mut negotiator: Negotiator,
-    shared: &Shared,
-) -> Option<crate::session::Bound> {
-    let mut awaiting_open = true;
-    loop {
-        let incoming = tokio::select! {
-            incoming = tokio::time::timeout_at(negotiator.deadline(), link.next_element()) => {
-                incoming.unwrap_or_else(|_| Incoming::Fatal(Fatal::new(
-                    DefinedCondition::ConnectionTimeout,
-                    "stream negotiation took too long",
-                )))
-            }
-            _ = shared.shutdown.cancelled() => Incoming::Fatal(super::shutting_down()),
-        };
-        let element = match incoming {
-            Incoming::Element(element) => *element,
-            Incoming::Idle => continue,
-            Incoming::Closed => {
-                link.close(None).await;
-                return None;
-            }
-            Incoming::Fatal(fatal) => {
-                if awaiting_open {
-                    let _ = link.open(shared, &new_stream_id()).await;
-                }
-                link.close(Some(&fatal)).await;
-                return None;
-            }
-        };
-        if awaiting_open {
-            let opened = match framing(&element) {
-                Some(Framing::Open { to, version }) => {
-                    if version.as_deref() != Some("1.0") {
-                        Err(Fatal::new(
-                            DefinedCondition::UnsupportedVersion,
-                            "this server speaks XMPP version 1.0 (RFC 6120) only",
-                        ))
-                    } else {
-                        negotiator.opened(shared, to.as_deref())
-                    }
-                }
-                _ => Err(Fatal::new(
-                    DefinedCondition::InvalidNamespace,
-                    "open the stream first, with <open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/> (RFC 7395 §3.4)",
-                )),
-            };
-            if link.open(shared, &new_stream_id()).await.is_err() {
-                return None;
-            }
-            match opened {
-                Ok(features) => {
-                    if link.send(&features).await.is_err() {
-                        return None;
-                    }
-                    awaiting_open = false;
-                }
-                Err(fatal) => {
-                    link.close(Some(&fatal)).await;
-                    return None;
-                }
-            }
-            continue;
-        }
-        match framing(&element) {
-            Some(Framing::Close) => {
-                link.close(None).await;
-                return None;
-            }
-            Some(Framing::Open { .. }) => {
-                let fatal = Fatal::new(
-                    DefinedCondition::BadFormat,
-                    "the stream is already open: <open/> comes first, and again only after SASL success",
-                );
-                link.close(Some(&fatal)).await;
-                return None;
-            }
-            None => {}
-        }
-        match negotiator.element(shared, element).await {
-            Step::Reply(outgoing) => {
-                if send_outgoing(link, &outgoing).await.is_err() {
-                    return None;
-                }
-            }
-            Step::StartTls => {
-                // Never offered on this link (`Security::starttls` is off).
-                let fatal = Fatal::new(
-                    DefinedCondition::UnsupportedFeature,
-                    "STARTTLS is not available over WebSocket: use wss:// (RFC 7395 §3.6)",
-                );
-                link.close(Some(&fatal)).await;
-                return None;
-            }
-            Step::Authenticated(success) => {
-                if link
-                    .send(&xmpp_parsers::sasl::Nonza::Success(success))
-                    .await
-                    .is_err()
-                {
-                    return None;
-                }
-                awaiting_open = true;
-            }
-            Step::Bound(bound) => {
-                let (result, bound) = *bound;
-                if link.send(&result).await.is_err() {
-                    bound.abandon(shared).await;
-                    return None;
-                }
-                return Some(bound);
-            }
-            Step::Close(before, fatal) => {
-                if let Some(before) = before {
-                    let _ = send_outgoing(link, &before).await;
-                }
-                link.close(Some(&fatal)).await;
-                return None;
-            }
-        }
-    }
-}
-
-async fn send_outgoing(link: &mut WsLink, outgoing: &Outgoing) -> io::Result<()> {
-    match outgoing {
-        Outgoing::Sasl(nonza) => link.send(nonza).await,
-        Outgoing::Iq(iq) => link.send(&**iq).await,
-    }
-}
-
-/// The framing elements of RFC 7395.
-enum Framing {
-    Open {
-        to: Option<String>,
-        version: Option<String>,
-    },
-    Close,
-}
-
-fn framing(element: &ClientElement) -> Option<Framing> {
-    let ClientElement::Unknown(element) = element else {
-        return None;
-    };
-    if element.ns() != FRAMING {
-        return None;
-    }
-    match element.name() {
-        "open" => Some(Framing::Open {
-            to: element.attr("to").map(str::to_owned),
-            version: element.attr("version").map(str::to_owned),
-        }),
-        "close" => Some(Framing::Close),
-        _ => None,
-    }
 }
 
 /// A WebSocket connection carrying an XMPP stream.
@@ -291,7 +131,7 @@ impl WsLink {
     }
 
     /// Our `<open/>` in answer to the client's (RFC 7395 §3.4).
-    async fn open(&mut self, shared: &Shared, stream_id: &str) -> io::Result<()> {
+    async fn open_stream(&mut self, shared: &Shared, stream_id: &str) -> io::Result<()> {
         let open = xmpp_parsers::websocket::Open {
             from: Some(shared.domain.clone()),
             to: None,
@@ -300,11 +140,6 @@ impl WsLink {
             xml_lang: Some("en".into()),
         };
         self.feed(&open).await
-    }
-
-    async fn send(&mut self, element: &(impl AsXml + Sync)) -> io::Result<()> {
-        self.feed(element).await?;
-        self.flush().await
     }
 
     async fn feed_bytes(&mut self, xml: Vec<u8>) -> io::Result<()> {
@@ -433,6 +268,12 @@ fn close_code_of(error: Option<&Fatal>) -> u16 {
         | DefinedCondition::UnsupportedStanzaType => close_code::PROTOCOL,
         DefinedCondition::InternalServerError => close_code::ERROR,
         _ => close_code::NORMAL,
+    }
+}
+
+impl FramedLink for WsLink {
+    async fn open(&mut self, shared: &Shared, stream_id: &str) -> io::Result<()> {
+        self.open_stream(shared, stream_id).await
     }
 }
 

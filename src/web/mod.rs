@@ -15,11 +15,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::Shared;
 use crate::stream::websocket::WebClient;
@@ -41,6 +42,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/.well-known/host-meta.json", get(host_meta::json));
     if http.websocket {
         web = web.route("/xmpp-websocket", get(websocket));
+    }
+    if http.bosh {
+        web = web.route("/http-bind", post(bosh));
     }
     web.layer(axum::middleware::from_fn_with_state(
         shared.clone(),
@@ -139,4 +143,36 @@ async fn websocket(
             let _slot = slot;
             crate::stream::websocket::serve(socket, client, logging_in, shared).await;
         })
+}
+
+/// `/http-bind`: one BOSH request (XEP-0124, XEP-0206). Every answer is `200 OK` with a body,
+/// terminal conditions included (XEP-0124 §17), but for a body over the size limit.
+async fn bosh(
+    State(shared): State<Arc<Shared>>,
+    Extension(connection): Extension<Connection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !cors::origin_allowed(&shared, &headers) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this page's origin is not allowed to use this server (http.allowed_origins)",
+        );
+    }
+    let limit = shared.config.http.max_body_bytes;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        let text = format!("the request body is larger than {limit} bytes");
+        let answer = crate::stream::bosh::terminal("policy-violation", &text);
+        return (StatusCode::PAYLOAD_TOO_LARGE, xml(answer)).into_response();
+    };
+    let client = web_client(&shared, connection, &headers);
+    let answer = crate::stream::bosh::request(&shared, client, &bytes).await;
+    xml(answer).into_response()
+}
+
+fn xml(body: Arc<[u8]>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        Bytes::from_owner(body),
+    )
 }
