@@ -289,6 +289,18 @@ impl Authenticator {
         &self.throttle
     }
 
+    /// The user an ENT sign-on token names, when tokens are configured and it is valid.
+    pub fn verify_token(&self, token: &str) -> Result<String, TokenRefused> {
+        let tokens = self.tokens.as_deref().ok_or(TokenRefused::Malformed)?;
+        let subject = tokens.verify(token)?;
+        normalise_username(&subject).ok_or(TokenRefused::UnknownUser)
+    }
+
+    /// Whether ENT sign-on tokens are accepted.
+    pub fn tokens_enabled(&self) -> bool {
+        self.tokens.is_some()
+    }
+
     /// Mechanism names to advertise, most preferred first.
     pub fn mechanisms(transport: &Transport) -> Vec<&'static str> {
         let list: &[Mechanism] = if transport.tls_exporter.is_some() {

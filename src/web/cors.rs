@@ -67,7 +67,7 @@ pub(super) async fn layer(
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Content-Type"),
+            HeaderValue::from_static("Content-Type, Authorization"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,

@@ -7,6 +7,7 @@
 //! module only says who the client is (its address and whether it came over TLS, from a
 //! trusted proxy's headers when there is one) and whether its page may talk to us.
 
+mod app_password;
 mod cors;
 mod host_meta;
 mod listener;
@@ -38,6 +39,7 @@ pub(crate) struct Connection {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let http = &shared.config.http;
     let mut web = Router::new()
+        .route("/api/v1/app-password", post(app_password::create))
         .route("/.well-known/host-meta", get(host_meta::xrd))
         .route("/.well-known/host-meta.json", get(host_meta::json));
     if http.websocket {

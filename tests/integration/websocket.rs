@@ -576,3 +576,45 @@ async fn host_meta_advertises_both_endpoints() {
     assert_eq!(json["links"][1]["rel"], "urn:xmpp:alt-connections:xbosh");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_signed_in_user_gets_an_app_password_for_desktop_clients() {
+    let server = TestServer::start_with(sso::configure).await;
+    let admin = sso::school(&server).await;
+    let token = sso::token("prof1", 300, sso::ISSUER, sso::AUDIENCE, sso::SECRET);
+    let (status, body) = crate::common::http(
+        server.http,
+        "POST",
+        "/api/v1/app-password",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["jid"], "prof1@localhost");
+    let password = answer["password"].as_str().unwrap().to_owned();
+    // A desktop client logs in with it (STARTTLS, SCRAM).
+    let client = Xmpp::login(&server, "prof1", &password).await;
+    client.logout().await;
+    // No token, a bad one, or the admin token: refused, and nothing changes.
+    for authorization in [
+        None,
+        Some(admin.as_str()),
+        Some("eyJhbGciOiJIUzI1NiJ9.e30.x"),
+    ] {
+        let (status, body) = crate::common::http(
+            server.http,
+            "POST",
+            "/api/v1/app-password",
+            authorization,
+            None,
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    let client = Xmpp::login(&server, "prof1", &password).await;
+    client.logout().await;
+    server.stop().await;
+}
