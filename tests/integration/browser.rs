@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::common::{Raw, TestServer, WAIT, http};
+use crate::common::{Raw, TestServer, WAIT, Xmpp, http};
 
 fn browser_available() -> bool {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -109,5 +109,225 @@ async fn console_turns_a_profile_off_and_the_login_is_refused() {
         rules.contains("\"student\":{\"") && rules.contains("same_structure"),
         "{rules}"
     );
+    server.stop().await;
+}
+
+/// Where the browser test keeps its screenshots: target/browser-tests/.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-tests");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+fn ent_embed_available() -> bool {
+    let converse = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/ent-embed/node_modules/converse.js/dist/converse.min.js");
+    if !converse.exists() {
+        assert!(
+            std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
+            "CAUSETTE_REQUIRE_BROWSER is set but deploy/ent-embed/node_modules is missing"
+        );
+        eprintln!("SKIPPED: the ENT window test needs `npm ci --prefix deploy/ent-embed`");
+    }
+    converse.exists()
+}
+
+/// The ENT page of deploy/ent-embed in headless Chromium, over WebSocket with an ENT token:
+/// the window signs in, shows a contact in its category, accepts a pending request, shows a
+/// message sent over TCP, joins a conversation it is invited to, and comes back signed in
+/// after a reload.
+#[tokio::test]
+async fn ent_window_signs_in_with_a_token_chats_and_survives_a_reload() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    if !browser_available() || !ent_embed_available() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let ent = format!("http://127.0.0.1:{port}");
+    let server = TestServer::start_with(|c| {
+        c.tls.allow_plaintext_on_loopback = true;
+        c.admin.demo_directory = true;
+        c.http.allowed_origins = vec![ent.clone()];
+        crate::sso::configure(c);
+    })
+    .await;
+
+    // Léa has Hugo in her category "Classe de 6e A"; M. Durand asked to be her contact while
+    // she was away.
+    let mut lea = Xmpp::login(&server, "lea.martin", "demo").await;
+    let mut hugo = Xmpp::login(&server, "hugo.bernard", "demo").await;
+    let mut prof = Xmpp::login(&server, "prof.durand", "demo").await;
+    for client in [&mut lea, &mut hugo, &mut prof] {
+        client.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+        client.send("<presence xmlns='jabber:client'/>").await;
+    }
+    let set = lea
+        .iq(
+            "set",
+            "<query xmlns='jabber:iq:roster'><item jid='hugo.bernard@localhost' name='Hugo Bernard'>\
+             <group>Classe de 6e A</group></item></query>",
+        )
+        .await;
+    assert!(set.contains("type='result'"), "{set}");
+    lea.send("<presence xmlns='jabber:client' to='hugo.bernard@localhost' type='subscribe'/>")
+        .await;
+    hugo.expect_all(&["type='subscribe'", "lea.martin@localhost"])
+        .await;
+    hugo.send("<presence xmlns='jabber:client' to='lea.martin@localhost' type='subscribed'/>")
+        .await;
+    lea.expect_all(&["type='subscribed'", "hugo.bernard@localhost"])
+        .await;
+    lea.logout().await;
+    prof.send("<presence xmlns='jabber:client' to='lea.martin@localhost' type='subscribe'/>")
+        .await;
+    let _ = prof.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stand_in = tokio::process::Command::new("node")
+        .arg(root.join("deploy/ent-embed/ent-standin.mjs"))
+        .env("PORT", port.to_string())
+        .env("CAUSETTE_HTTP", format!("http://{}", server.http))
+        .env("XMPP_DOMAIN", "localhost")
+        .env("TOKEN_SECRET", crate::sso::SECRET)
+        .env("TOKEN_ISSUER", crate::sso::ISSUER)
+        .env("TOKEN_AUDIENCE", crate::sso::AUDIENCE)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the ENT stand-in");
+    let mut stand_in_out = BufReader::new(stand_in.stdout.take().unwrap()).lines();
+    let listening = tokio::time::timeout(WAIT, stand_in_out.next_line())
+        .await
+        .expect("the stand-in starts in time")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(listening.contains("listening"), "{listening}");
+
+    let shots = screenshot_dir();
+    let mut browser = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/ent-window.mjs"))
+        .args([
+            &ent,
+            "lea.martin",
+            "Hugo Bernard",
+            "Classe de 6e A",
+            "prof.durand",
+        ])
+        .arg(&shots)
+        .current_dir(root.join("tests/browser"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the browser");
+    let mut input = browser.stdin.take().unwrap();
+    let mut steps = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut errors = BufReader::new(browser.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    loop {
+        let line = match tokio::time::timeout(WAIT * 6, steps.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let mut error = String::new();
+                let _ = tokio::time::timeout(
+                    WAIT,
+                    tokio::io::AsyncReadExt::read_to_string(&mut errors, &mut error),
+                )
+                .await;
+                panic!("browser stopped after {seen:?} ({other:?}):\n{error}");
+            }
+        };
+        let Some(step) = line.strip_prefix("STEP ") else {
+            continue;
+        };
+        seen.push(step.to_owned());
+        match step {
+            "accepted" => {
+                // The acceptance reached M. Durand.
+                prof.expect_all(&["type='subscribed'", "lea.martin@localhost"])
+                    .await;
+            }
+            "waiting-message" => {
+                hugo.send(
+                    "<message xmlns='jabber:client' to='lea.martin@localhost' type='chat'>\
+                     <body>Bonjour Léa, tu as fini l'exercice 5 ?</body></message>",
+                )
+                .await;
+                input.write_all(b"go\n").await.unwrap();
+            }
+            "waiting-invitation" => {
+                let room = "sortie-musee@conference.localhost";
+                prof.send(&format!(
+                    "<presence xmlns='jabber:client' to='{room}/Durand'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                ))
+                .await;
+                prof.expect_all(&["status code='201'"]).await;
+                prof.send(&format!(
+                    "<iq xmlns='jabber:client' type='set' to='{room}' id='configure'>\
+                     <query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+                ))
+                .await;
+                let configured = prof.expect("id='configure'").await;
+                assert!(configured.contains("type='result'"), "{configured}");
+                prof.send(&format!(
+                    "<message xmlns='jabber:client' to='{room}'><x xmlns='http://jabber.org/protocol/muc#user'>\
+                     <invite to='lea.martin@localhost'><reason>Sortie au musée</reason></invite></x></message>"
+                ))
+                .await;
+                input.write_all(b"go\n").await.unwrap();
+                // Once Léa is in, the conversation goes on.
+                prof.expect_all(&[
+                    "<presence",
+                    "from='sortie-musee@conference.localhost/",
+                    "lea.martin@localhost",
+                ])
+                .await;
+                prof.send(&format!(
+                    "<message xmlns='jabber:client' to='{room}' type='groupchat'><body>Rendez-vous devant le musée à 9 h</body></message>"
+                ))
+                .await;
+            }
+            "conversation" => hugo.drain().await,
+            "reloaded" => {
+                // Signed in again: Léa's new session says she is there.
+                hugo.expect_where(&["presence from lea.martin after the reload"], |s| {
+                    s.starts_with("<presence")
+                        && s.contains("from='lea.martin@localhost/")
+                        && !s.contains("type='unavailable'")
+                })
+                .await;
+            }
+            "done" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "roster",
+            "accepted",
+            "waiting-message",
+            "message",
+            "waiting-invitation",
+            "conversation",
+            "reloaded",
+            "done"
+        ]
+    );
+    drop(input);
+    let status = tokio::time::timeout(WAIT, browser.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(shots.join("ent-window.png").exists());
+    println!("screenshots in {}", shots.display());
+    let _ = stand_in.kill().await;
+    hugo.logout().await;
+    prof.logout().await;
     server.stop().await;
 }

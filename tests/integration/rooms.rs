@@ -197,6 +197,24 @@ async fn a_conversation_as_the_manual_tells_it() {
             && invitation.contains("Sortie au musée"),
         "{invitation}"
     );
+    // The same invitation in XEP-0249's form, for clients that know only that one.
+    assert!(
+        invitation.contains(&format!("<x xmlns='jabber:x:conference' jid='{sortie}'")),
+        "{invitation}"
+    );
+    // §7.2.4: before joining, her nickname here is the directory's name.
+    let reserved = ask(
+        &mut lea,
+        &sortie,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/>",
+        "nick",
+    )
+    .await;
+    assert!(
+        reserved.contains("node='x-roomuser-item'") && reserved.contains("name='MARTIN Léa'"),
+        "{reserved}"
+    );
     let joined = join(&mut lea, &sortie, "lea").await;
     assert!(
         joined.contains("affiliation='member'")

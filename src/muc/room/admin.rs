@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// XEP-0045 §7.2.4: the disco#info node of the user's reserved nickname.
+const RESERVED_NICK_NODE: &str = "x-roomuser-item";
+
 impl Room {
     pub(super) fn iq_to_occupant(
         &self,
@@ -38,7 +41,11 @@ impl Room {
         match iq {
             Iq::Get { payload, .. } => {
                 if payload.is("query", DISCO_INFO) {
-                    keep(Some(self.disco_info(from)?))
+                    match payload.attr("node") {
+                        None => keep(Some(self.disco_info(from)?)),
+                        Some(RESERVED_NICK_NODE) => keep(Some(self.reserved_nick(cx, from)?)),
+                        Some(_) => Err(error(DefinedCondition::ItemNotFound, "no such node")),
+                    }
                 } else if payload.is("query", DISCO_ITEMS) {
                     self.disco_info(from)?;
                     keep(Some(
@@ -96,6 +103,30 @@ impl Room {
             }
             Iq::Result { .. } | Iq::Error { .. } => keep(None),
         }
+    }
+
+    /// §7.2.4: the nickname the user has here before asking for one: the one they are in the
+    /// room under, or the directory's name, which the room gives them anyway. Clients that
+    /// ask (Converse.js) join under it rather than prompt for one.
+    fn reserved_nick(&self, cx: &Cx<'_>, from: &FullJid) -> Outcome<Element> {
+        self.disco_info(from)?;
+        let user = from.to_bare();
+        let nick = match self.occupants.iter().find(|o| o.user == user) {
+            Some(occupant) => occupant.nick.clone(),
+            None => self.nick_for(cx, &user, ""),
+        };
+        let identities = if nick.is_empty() {
+            Vec::new()
+        } else {
+            vec![Identity::new("conference", "text", "fr", nick)]
+        };
+        Ok(DiscoInfoResult {
+            node: Some(RESERVED_NICK_NODE.to_owned()),
+            identities,
+            features: Default::default(),
+            extensions: Vec::new(),
+        }
+        .into())
     }
 
     /// §6.4; a hidden room tells nothing to those who are neither in it nor affiliated.

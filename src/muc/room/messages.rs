@@ -261,6 +261,13 @@ impl Room {
         reason: Option<String>,
         keep_offline: bool,
     ) {
+        // The same invitation as XEP-0249 has it, for clients that know only direct
+        // invitations (Converse.js, the ENT window, among them).
+        let mut direct = Element::builder("x", crate::ns::CONFERENCE)
+            .attr(crate::ns::name("jid"), self.jid.as_str());
+        if let Some(reason) = &reason {
+            direct = direct.attr(crate::ns::name("reason"), reason.as_str());
+        }
         let invite = MucUser {
             invite: Some(Invite {
                 from: Some(Jid::from(inviter.clone())),
@@ -270,6 +277,7 @@ impl Room {
             ..MucUser::default()
         };
         let mut message = self.mediated(Jid::from(invitee.clone()), invite);
+        message.payloads.push(direct.build());
         let body = if self.config.name.is_empty() {
             format!("Invitation à rejoindre la conversation {}", self.jid)
         } else {

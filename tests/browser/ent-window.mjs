@@ -1,0 +1,91 @@
+// Drives the ENT page of deploy/ent-embed in Debian's headless Chromium: the floating chat
+// window (Converse.js) signs in with the ENT's token, shows a contact in its category,
+// accepts a pending request, receives a message sent over TCP, joins a conversation it is
+// invited to, and comes back signed in after a reload.
+//
+// Usage: node ent-window.mjs ENT_URL USER CONTACT CATEGORY REQUESTER SCREENSHOT_DIR
+// It prints `STEP <name>` lines; at `STEP waiting-message` and `STEP waiting-invitation` it
+// reads a line from stdin (the test sends the message or the invitation meanwhile).
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+const [base, user, contact, category, requester, shots] = process.argv.slice(2);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const step = (name) => console.log(`STEP ${name}`);
+const proceed = async () => {
+    const next = await lines.next();
+    if (next.done) throw new Error("the test stopped talking");
+};
+
+const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, locale: "fr-FR" });
+const log = [];
+page.on("console", (m) => log.push(`${m.type()}: ${m.text()}`));
+page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
+// Converse asks before joining a conversation one is invited to.
+page.on("dialog", (dialog) => dialog.accept());
+
+async function fail(error) {
+    await page.screenshot({ path: `${shots}/failure.png` }).catch(() => {});
+    console.error(String(error));
+    console.error(log.slice(-40).join("\n"));
+    await browser.close();
+    process.exit(1);
+}
+
+async function signedIn() {
+    // The roster shows the contact in its category (a roster group) once signed in.
+    const group = page.locator(".roster-group", { hasText: category });
+    await group.waitFor({ timeout: 20000 });
+    await group.locator(".list-item", { hasText: contact }).first().waitFor({ timeout: 20000 });
+}
+
+try {
+    await page.goto(`${base}/login?user=${user}`);
+    await signedIn();
+    step("roster");
+
+    // The pending request, accepted from the window.
+    const request = page.locator(".roster-group .list-item", { hasText: requester }).first();
+    await request.waitFor({ timeout: 20000 });
+    // Accept is in the request's menu, shown on hover.
+    await request.hover();
+    await request.locator(".dropdown-toggle").first().click();
+    await request.locator(".accept-xmpp-request").click();
+    // Converse may ask how to file the new contact: keep its suggestion.
+    const modal = page.locator(".modal.show form");
+    if (await modal.waitFor({ timeout: 3000 }).then(() => true, () => false)) {
+        await modal.locator("[type=submit]").click();
+    }
+    await page
+        .locator(".roster-group .list-item.current-xmpp-contact", { hasText: requester })
+        .first()
+        .waitFor({ timeout: 20000 });
+    step("accepted");
+
+    step("waiting-message");
+    await proceed();
+    // The chat opens by itself, the message in it.
+    await page.locator(".chat-msg__text", { hasText: "Bonjour Léa" }).first().waitFor({ timeout: 20000 });
+    step("message");
+
+    step("waiting-invitation");
+    await proceed();
+    await page.locator(".chat-msg__text", { hasText: "Rendez-vous devant le musée" }).first()
+        .waitFor({ timeout: 20000 });
+    step("conversation");
+    await page.screenshot({ path: `${shots}/ent-window.png` });
+
+    await page.reload();
+    await signedIn();
+    step("reloaded");
+    await page.screenshot({ path: `${shots}/ent-window-reloaded.png` });
+    await browser.close();
+    step("done");
+    process.exit(0);
+} catch (error) {
+    await fail(error);
+}
