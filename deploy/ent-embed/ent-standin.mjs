@@ -65,9 +65,10 @@ const types = {
     '.ttf': 'font/ttf', '.mp3': 'audio/mpeg', '.ogg': 'audio/ogg', '.html': 'text/html; charset=utf-8',
 };
 
-async function page(response, user) {
+async function page(response, user, transport) {
     const template = await readFile(join(here, 'index.html'), 'utf8');
-    const ws = settings.causette.replace(/^http/, 'ws') + '/xmpp-websocket';
+    // `?transport=bosh` leaves WebSocket out, as behind a proxy that cannot upgrade.
+    const ws = transport === 'bosh' ? '' : settings.causette.replace(/^http/, 'ws') + '/xmpp-websocket';
     const html = template
         .replaceAll('{{USER}}', user)
         .replaceAll('{{WEBSOCKET_URL}}', ws)
@@ -100,7 +101,7 @@ const server = createServer(async (request, response) => {
                 response.writeHead(302, { location: '/login?user=eleve1' });
                 return response.end();
             }
-            return await page(response, user);
+            return await page(response, user, url.searchParams.get('transport'));
         }
         if (url.pathname.startsWith('/converse/')) {
             const path = normalize(url.pathname.slice('/converse/'.length));

@@ -3,13 +3,15 @@
 // accepts a pending request, receives a message sent over TCP, joins a conversation it is
 // invited to, and comes back signed in after a reload.
 //
-// Usage: node ent-window.mjs ENT_URL USER CONTACT CATEGORY REQUESTER SCREENSHOT_DIR
+// Usage: node ent-window.mjs ENT_URL USER CONTACT CATEGORY REQUESTER SCREENSHOT_DIR TRANSPORT
+// (TRANSPORT: websocket, or bosh for a page that leaves WebSocket out)
 // It prints `STEP <name>` lines; at `STEP waiting-message` and `STEP waiting-invitation` it
 // reads a line from stdin (the test sends the message or the invitation meanwhile).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 
-const [base, user, contact, category, requester, shots] = process.argv.slice(2);
+const [base, user, contact, category, requester, shots, transport] = process.argv.slice(2);
+const suffix = transport === "bosh" ? "-bosh" : "";
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const step = (name) => console.log(`STEP ${name}`);
 const proceed = async () => {
@@ -29,7 +31,7 @@ page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
 page.on("dialog", (dialog) => dialog.accept());
 
 async function fail(error) {
-    await page.screenshot({ path: `${shots}/failure.png` }).catch(() => {});
+    await page.screenshot({ path: `${shots}/failure${suffix}.png` }).catch(() => {});
     console.error(String(error));
     console.error(log.slice(-40).join("\n"));
     await browser.close();
@@ -45,6 +47,13 @@ async function signedIn() {
 
 try {
     await page.goto(`${base}/login?user=${user}`);
+    if (transport === "bosh") {
+        await page.goto(`${base}/?transport=bosh`);
+    }
+    if (transport === "bosh") {
+        // The window talks over BOSH.
+        await page.waitForRequest((r) => r.url().endsWith("/http-bind"), { timeout: 20000 });
+    }
     await signedIn();
     step("roster");
 
@@ -77,12 +86,19 @@ try {
     await page.locator(".chat-msg__text", { hasText: "Rendez-vous devant le musée" }).first()
         .waitFor({ timeout: 20000 });
     step("conversation");
-    await page.screenshot({ path: `${shots}/ent-window.png` });
+    await page.screenshot({ path: `${shots}/ent-window${suffix}.png` });
 
     await page.reload();
+    if (transport === "bosh") {
+        await page.waitForRequest((r) => r.url().endsWith("/http-bind"), { timeout: 20000 });
+    }
     await signedIn();
+    // Signed in again (over BOSH, the same session goes on): a new message arrives.
+    step("waiting-after-reload");
+    await proceed();
+    await page.locator(".chat-msg__text", { hasText: "Tu es toujours là" }).first().waitFor({ timeout: 20000 });
     step("reloaded");
-    await page.screenshot({ path: `${shots}/ent-window-reloaded.png` });
+    await page.screenshot({ path: `${shots}/ent-window${suffix}-reloaded.png` });
     await browser.close();
     step("done");
     process.exit(0);
