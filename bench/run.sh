@@ -10,6 +10,8 @@
 #   ROOM_RATES  comma-separated groupchat messages sent per second in the room fan-out
 #               scenario, each delivered to every occupant (default 20,50,100,200)
 # Environment: SERVERS (default "causette ejabberd prosody"), TLS=1 for STARTTLS runs,
+#              WEBSOCKET=1 to measure logins and idle sessions over XMPP over WebSocket
+#              (RFC 7395, plain ws:// on loopback) instead of the TCP scenarios,
 #              MECHANISM (default PLAIN),
 #              STEP_SECS (default 10), OUT (default bench/out/results-<date>.jsonl),
 #              ROOMS x OCCUPANTS for the fan-out scenario (default 100 x 50; 0 skips it).
@@ -25,6 +27,7 @@ OCCUPANTS=${OCCUPANTS:-50}
 SERVERS=${SERVERS:-causette ejabberd prosody}
 STEP_SECS=${STEP_SECS:-10}
 TLS=${TLS:-0}
+WEBSOCKET=${WEBSOCKET:-0}
 # PLAIN checked against salted, hashed credentials on every server (Causette: SCRAM-SHA-256
 # keys; ejabberd: scram sha256; Prosody: internal_hashed), so that a login costs each server
 # the same kind of work and the generator none.
@@ -96,7 +99,7 @@ data_dir = "$dir/data"
 c2s = ["127.0.0.1:$PORT"]
 c2s_direct_tls = []
 [http]
-listen = []
+listen = ["127.0.0.1:25280"]
 [tls]
 cert = "$WORK/cert.pem"
 key = "$WORK/key.pem"
@@ -117,11 +120,24 @@ TOML
     "$CAUSETTE" --config "$dir/causette.toml" serve >"$dir/log" 2>&1 &
     SERVER_PID=$!
     wait_port $PORT
+    WS_PORT=25280
+    WS_PATH=/xmpp-websocket
     REGISTER=""
 }
 
 start_ejabberd() {
     PORT=25232
+    WS_PORT=25290
+    WS_PATH=/xmpp-websocket
+    EJABBERD_WS=""
+    if [ "$WEBSOCKET" = "1" ]; then
+        EJABBERD_WS="  - port: $WS_PORT
+    ip: \"127.0.0.1\"
+    module: ejabberd_http
+    backlog: 4096
+    request_handlers:
+      \"$WS_PATH\": ejabberd_http_ws"
+    fi
     local dir="$WORK/ejabberd"
     mkdir -p "$dir/spool" "$dir/logs"
     cat > "$dir/ejabberd.yml" <<YML
@@ -141,6 +157,7 @@ listen:
     max_stanza_size: 262144
     # The default backlog drops connections of a login burst.
     backlog: 4096
+$EJABBERD_WS
 acl:
   loopback:
     ip: ["127.0.0.0/8"]
@@ -174,6 +191,13 @@ YML
 
 start_prosody() {
     PORT=25242
+    WS_PORT=25300
+    WS_PATH=/xmpp-websocket
+    local http_ports="" websocket_module=""
+    if [ "$WEBSOCKET" = "1" ]; then
+        http_ports="$WS_PORT"
+        websocket_module=', "websocket"'
+    fi
     local dir="$WORK/prosody"
     mkdir -p "$dir/data"
     cat > "$dir/prosody.cfg.lua" <<LUA
@@ -185,8 +209,10 @@ log = { warn = "$dir/prosody.log" }
 c2s_ports = { $PORT }
 c2s_interfaces = { "127.0.0.1" }
 s2s_ports = { }
-http_ports = { }
+http_ports = { $http_ports }
+http_interfaces = { "127.0.0.1" }
 https_ports = { }
+consider_websocket_secure = true
 admin_socket = "$dir/admin.sock"
 authentication = "$PROSODY_AUTH"
 allow_registration = true
@@ -195,7 +221,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 limits = { c2s = { rate = "1000mb/s" } }
 network_settings = { tcp_backlog = 4096 }
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "posix" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register", "posix"$websocket_module }
 modules_disabled = { "s2s" }
 ssl = { certificate = "$WORK/cert.pem", key = "$WORK/key.pem" }
 VirtualHost "localhost"
@@ -236,8 +262,29 @@ measure() {
     fi
 }
 
+# Logins and idle sessions over WebSocket (the ENT window's transport): the same login
+# scenario, at each server's WebSocket endpoint.
+measure_websocket() {
+    local name=$1
+    "start_$name"
+    if [ -n "$REGISTER" ]; then
+        "$LOAD" --scenario login --server 127.0.0.1:$PORT --users "$USERS" --register \
+            --concurrency 50 --hold-secs 0 --password "$PASSWORD" >/dev/null
+        stop_server; "start_$name"
+    fi
+    wait_port "$WS_PORT"
+    "$LOAD" --scenario login --server 127.0.0.1:$WS_PORT --websocket "$WS_PATH" --label "$name" \
+        --server-pid "$SERVER_PID" --users "$USERS" --concurrency 100 --hold-secs 10 \
+        --password "$PASSWORD" --mechanism "$MECHANISM" | tee -a "$OUT"
+    stop_server
+}
+
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; users=$USERS pairs=$PAIRS rates=$RATES tls=$TLS mechanism=$MECHANISM storage(ejabberd,prosody)=$STORAGE" | tee "$OUT.txt"
 for server in $SERVERS; do
-    measure "$server"
+    if [ "$WEBSOCKET" = "1" ]; then
+        measure_websocket "$server"
+    else
+        measure "$server"
+    fi
 done
 python3 bench/table.py "$OUT" | tee -a "$OUT.txt"

@@ -178,3 +178,22 @@ pub fn admin_json(data: &[u8]) {
         }
     }
 }
+
+/// A web client's bytes: one WebSocket message (an element as a document of its own, then
+/// what the session computes of it), and the same bytes as a BOSH request body and as
+/// operations on a BOSH session.
+pub fn web_message(data: &[u8]) {
+    let limits = crate::transport::XmlLimits {
+        max_stanza_size: MAX_STANZA,
+        max_depth: MAX_DEPTH,
+        rate: crate::transport::Rate {
+            bytes_per_sec: 64 * 1024,
+            burst: 1024 * 1024,
+        },
+    };
+    if let Ok(element) = crate::stream::elements::parse_document(data, &limits) {
+        let _ = crate::stream::unexpected(&element);
+        crate::session::fuzz_element(element);
+    }
+    crate::stream::bosh::fuzz_request(data, &limits);
+}

@@ -13,6 +13,9 @@
 //!   occupants send groupchat messages at stepped target rates, each delivered to the K
 //!   occupants: deliveries per second, latency percentiles and losses per step.
 //!
+//! With `--websocket PATH`, the login scenario connects over XMPP over WebSocket (RFC 7395)
+//! at ws://SERVER/PATH instead of TCP.
+//!
 //! Prints one JSON line per run (login) or per step (chat, rooms). Only ever point it at servers on
 //! this machine.
 
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::{Parser, ValueEnum};
+use futures::{SinkExt, StreamExt};
 use rsasl::prelude::{Mechname, SASLClient, SASLConfig, State};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -33,6 +37,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
 enum Scenario {
@@ -101,6 +107,9 @@ struct Args {
     /// The multi-user chat service's domain (default: conference.DOMAIN).
     #[arg(long)]
     muc_domain: Option<String>,
+    /// Log in over WebSocket (RFC 7395) at this path of --server (login scenario only).
+    #[arg(long)]
+    websocket: Option<String>,
 }
 
 impl Args {
@@ -134,6 +143,8 @@ struct Sender {
 
 struct Client {
     io: Pin<Box<dyn Io>>,
+    /// Set over WebSocket: then `io` is unused, and each message is one element.
+    ws: Option<Box<WebSocketStream<TcpStream>>>,
     buffer: String,
     jid: String,
     mechanism: String,
@@ -143,10 +154,43 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Client {
     async fn send(&mut self, text: &str) -> Result<(), Error> {
+        if let Some(ws) = self.ws.as_mut() {
+            return ws
+                .send(WsMessage::Text(text.into()))
+                .await
+                .map_err(|e| format!("write: {e}"));
+        }
         self.io
             .write_all(text.as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))
+    }
+
+    /// The next bytes from the server: what the socket gives, or one WebSocket message.
+    async fn read_more(&mut self) -> Result<usize, Error> {
+        if let Some(ws) = self.ws.as_mut() {
+            loop {
+                match ws.next().await {
+                    None => return Ok(0),
+                    Some(Err(e)) => return Err(format!("read: {e}")),
+                    Some(Ok(WsMessage::Text(text))) => {
+                        self.buffer.push_str(&text);
+                        return Ok(text.len());
+                    }
+                    Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                    Some(Ok(_)) => continue,
+                }
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let read = self
+            .io
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        self.buffer
+            .push_str(&String::from_utf8_lossy(&chunk[..read]));
+        Ok(read)
     }
 
     /// Reads until one of the needles arrives; returns what was read up to it.
@@ -159,22 +203,19 @@ impl Client {
             {
                 return Ok(self.buffer.drain(..at + len).collect());
             }
-            let mut chunk = [0u8; 4096];
-            let read = tokio::time::timeout(IO_TIMEOUT, self.io.read(&mut chunk))
-                .await
-                .map_err(|_| {
+            let read = match tokio::time::timeout(IO_TIMEOUT, self.read_more()).await {
+                Ok(read) => read?,
+                Err(_) => {
                     let seen: String = self.buffer.chars().take(300).collect();
-                    format!("timed out waiting for {needles:?} after {seen:?}")
-                })?
-                .map_err(|e| format!("read: {e}"))?;
+                    return Err(format!("timed out waiting for {needles:?} after {seen:?}"));
+                }
+            };
             if read == 0 {
                 return Err(format!(
                     "closed while waiting for {needles:?}: {}",
                     self.buffer
                 ));
             }
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk[..read]));
         }
     }
 }
@@ -213,13 +254,51 @@ fn mechanisms(features: &str) -> Vec<String> {
         .collect()
 }
 
+/// The RFC 7395 stream opening, which stands for the stream header.
+fn ws_open(domain: &str) -> String {
+    format!("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{domain}' version='1.0'/>")
+}
+
+/// A stream over WebSocket, opened: the client and the features.
+async fn open_websocket(args: &Args, path: &str) -> Result<(Client, String), Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = TcpStream::connect(args.server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut request = format!("ws://{}{path}", args.server)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "xmpp".parse().map_err(|_| "header")?,
+    );
+    let (ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map_err(|e| format!("WebSocket upgrade: {e}"))?;
+    let mut client = Client {
+        io: Box::pin(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+        ws: Some(Box::new(ws)),
+        buffer: String::new(),
+        jid: String::new(),
+        mechanism: String::new(),
+    };
+    client.send(&ws_open(&args.domain)).await?;
+    let features = client.until(&["</stream:features>"]).await?;
+    Ok((client, features))
+}
+
 async fn open(args: &Args, tls: Option<&Arc<ClientConfig>>) -> Result<(Client, String), Error> {
+    if let Some(path) = &args.websocket {
+        return open_websocket(args, path).await;
+    }
     let tcp = TcpStream::connect(args.server)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let mut client = Client {
         io: Box::pin(tcp),
+        ws: None,
         buffer: String::new(),
         jid: String::new(),
         mechanism: String::new(),
@@ -240,6 +319,7 @@ async fn open(args: &Args, tls: Option<&Arc<ClientConfig>>) -> Result<(Client, S
             .map_err(|e| format!("TLS: {e}"))?;
         client = Client {
             io: Box::pin(stream),
+            ws: None,
             buffer: String::new(),
             jid: String::new(),
             mechanism: String::new(),
@@ -355,10 +435,15 @@ async fn login(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Resu
             continue;
         }
     }
-    client.send(&header(&args.domain)).await?;
+    if client.ws.is_some() {
+        client.send(&ws_open(&args.domain)).await?;
+    } else {
+        client.send(&header(&args.domain)).await?;
+    }
     client.until(&["</stream:features>"]).await?;
+    // Namespaced in full: over WebSocket each element stands alone (RFC 7395 §3.3.3).
     client
-        .send("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>")
+        .send("<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>")
         .await?;
     let bound = client.until(&["</iq>"]).await?;
     let jid = bound
@@ -369,8 +454,9 @@ async fn login(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Resu
         .to_owned();
     // Old servers want the RFC 3921 session; harmless elsewhere.
     client
-        .send("<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>")
+        .send("<iq xmlns='jabber:client' type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
         .await?;
+    client.send("<presence xmlns='jabber:client'/>").await?;
     client.jid = jid;
     client.mechanism = mechanism;
     Ok(client)
@@ -491,6 +577,7 @@ async fn scenario_login(args: &Args, tls: Option<Arc<ClientConfig>>) -> serde_js
     let result = json!({
         "scenario": "login",
         "server": args.label,
+        "transport": if args.websocket.is_some() { "websocket" } else { "tcp" },
         "tls": tls.is_some(),
         "mechanism": mechanism,
         "users": args.users,
@@ -858,6 +945,10 @@ async fn main() {
     let args = Args::parse();
     if let Err(e) = check_loopback(&args) {
         eprintln!("{e}");
+        std::process::exit(2);
+    }
+    if args.websocket.is_some() && args.scenario != Scenario::Login {
+        eprintln!("--websocket is for the login scenario");
         std::process::exit(2);
     }
     let tls = match &args.tls_ca {

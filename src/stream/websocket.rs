@@ -3,6 +3,7 @@
 //! (TLS is the HTTP connection's). Negotiation is the TCP path's `Negotiator`, fed message by
 //! message; once a resource is bound the same `WsLink` is handed to the session.
 
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -57,13 +58,36 @@ impl WebClient {
     }
 }
 
-/// Serves one WebSocket connection, from its `<open/>` to its close.
-pub(crate) async fn serve(
+/// Serves one WebSocket connection, from its `<open/>` to its close. `keep` (the connection's
+/// slot, the task tracker's token) lives as long as the connection.
+///
+/// Every connection's task keeps this future while the session lasts, so it holds only two
+/// boxes: negotiation's (the socket and the negotiator, freed once a resource is bound) and
+/// then the session's.
+pub(crate) fn serve<K: Send + 'static>(
     socket: WebSocket,
     client: WebClient,
     logging_in: LoggingIn,
     shared: Arc<Shared>,
-) {
+    keep: K,
+) -> impl Future<Output = ()> + Send + 'static {
+    let negotiation = Box::pin(negotiate_session(socket, client, logging_in, shared));
+    async move {
+        let _keep = keep;
+        let session = negotiation.await;
+        if let Some(session) = session {
+            session.await;
+        }
+    }
+}
+
+/// Negotiates on the socket; the bound session, ready to run.
+async fn negotiate_session(
+    socket: WebSocket,
+    client: WebClient,
+    logging_in: LoggingIn,
+    shared: Arc<Shared>,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
     let span = tracing::info_span!("ws", peer = %client.ip, jid = tracing::field::Empty);
     let limits = &shared.config.limits;
     let mut link = WsLink::new(
@@ -72,8 +96,7 @@ pub(crate) async fn serve(
         Duration::from_secs(limits.ping_after_secs),
         Duration::from_secs(limits.ping_timeout_secs),
     );
-    let now = Instant::now();
-    let bound_by = now + shared.config.negotiation_timeout();
+    let bound_by = Instant::now() + shared.config.negotiation_timeout();
     let negotiator = Negotiator::new(
         client.security(&shared),
         Deadlines {
@@ -81,17 +104,15 @@ pub(crate) async fn serve(
             bound: bound_by,
         },
     );
-    let negotiated = tracing::Instrument::instrument(
-        Box::pin(super::framed::negotiate(&mut link, negotiator, &shared)),
+    let bound = tracing::Instrument::instrument(
+        super::framed::negotiate(&mut link, negotiator, &shared),
         span.clone(),
     )
-    .await;
-    let Some(bound) = negotiated else {
-        return;
-    };
+    .await?;
     drop(logging_in);
     span.record("jid", tracing::field::display(&bound.jid));
-    tracing::Instrument::instrument(crate::session::start(link, bound, shared.clone()), span).await;
+    let session = crate::session::start(link, bound, shared);
+    Some(Box::pin(tracing::Instrument::instrument(session, span)))
 }
 
 /// A WebSocket connection carrying an XMPP stream.

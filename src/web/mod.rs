@@ -136,14 +136,12 @@ async fn websocket(
     let max_message = limits.max_stanza_size;
     let tracked = shared.tasks.token();
     upgrade
-        .read_buffer_size(4096)
-        .write_buffer_size(16 * 1024)
+        .read_buffer_size(512)
+        .write_buffer_size(0)
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            let _tracked = tracked;
-            let _slot = slot;
-            crate::stream::websocket::serve(socket, client, logging_in, shared).await;
+        .on_upgrade(move |socket| {
+            crate::stream::websocket::serve(socket, client, logging_in, shared, (slot, tracked))
         })
 }
 

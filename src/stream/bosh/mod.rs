@@ -25,6 +25,9 @@ use body::RequestBody;
 use link::BoshLink;
 use session::{Batch, BoshSession, Granted, Inbound, Limits, Submitted};
 
+/// The largest rid a client may use (XEP-0124 §14.1: 2^53 - 1, what JavaScript counts exactly).
+const MAX_RID: u64 = (1 << 53) - 1;
+
 /// The shortest polling interval announced (`polling`), for clients that hold no request.
 const POLLING: Duration = Duration::from_secs(2);
 
@@ -77,8 +80,11 @@ pub(crate) async fn request(shared: &Arc<Shared>, client: WebClient, bytes: &[u8
             );
         }
     };
-    let Some(rid) = body.rid else {
-        return terminal("bad-request", "every request needs a rid (XEP-0124 §7.1)");
+    let Some(rid) = body.rid.filter(|rid| *rid <= MAX_RID) else {
+        return terminal(
+            "bad-request",
+            "every request needs a rid, at most 2^53 - 1 (XEP-0124 §7.1, §14.1)",
+        );
     };
     let Some(sid) = body.sid.as_deref() else {
         return create(shared, client, rid, body).await;
@@ -244,4 +250,23 @@ async fn serve(mut link: BoshLink, client: WebClient, logging_in: LoggingIn, sha
     drop(logging_in);
     span.record("jid", tracing::field::display(&bound.jid));
     tracing::Instrument::instrument(crate::session::start(link, bound, shared.clone()), span).await;
+}
+
+/// What the server computes of a request body, and a session's state machine driven by the
+/// same bytes (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_request(bytes: &[u8], limits: &crate::transport::XmlLimits) {
+    let mut guard =
+        crate::transport::guard::XmlGuard::new(limits.max_depth, limits.max_stanza_size);
+    if guard.scan(bytes).is_ok()
+        && let Ok(body) = xso::from_bytes::<RequestBody>(bytes)
+    {
+        let _ = (
+            body.terminates(),
+            body.restarts(),
+            body.rid,
+            body.payload.len(),
+        );
+    }
+    session::fuzz_operations(bytes);
 }

@@ -418,6 +418,60 @@ pub(super) enum Taken {
     Nothing(Option<Instant>),
 }
 
+/// Drives a session with operations read from `bytes`: requests with rids around the
+/// window, expiries, the link taking and sending, the end (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_operations(bytes: &[u8]) {
+    let granted = Granted {
+        wait: Duration::from_secs(1),
+        hold: 1,
+        requests: 3,
+        inactivity: Duration::from_secs(1),
+        polling: Duration::from_secs(1),
+    };
+    let limits = Limits {
+        max_inbound: 64,
+        max_outbound: 256,
+        rate: Rate {
+            bytes_per_sec: 1024,
+            burst: 4096,
+        },
+    };
+    let first = bytes.first().map_or(0, |b| u64::from(*b));
+    let (session, _woken) = BoshSession::new("fuzz".into(), first, granted, "localhost", limits);
+    let mut waiting = Vec::new();
+    for pair in bytes.chunks(2) {
+        let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
+        let rid = first + u64::from(arg % 8);
+        match op % 6 {
+            0 | 1 => {
+                let batch = Batch {
+                    items: Vec::new(),
+                    bytes: usize::from(arg),
+                    terminates: op % 6 == 1 && arg % 3 == 0,
+                };
+                if let Submitted::Wait(answer) = session.submit(rid, batch) {
+                    waiting.push(answer);
+                }
+            }
+            2 => {
+                let _ = session.expire(rid);
+            }
+            3 => {
+                let _ = session.take_inbound(Instant::now());
+            }
+            4 => {
+                let mut payload = vec![b'x'; usize::from(arg)];
+                let _ = session.push_outbound(&mut payload);
+            }
+            _ => session.close("", &[]),
+        }
+    }
+    for mut answer in waiting {
+        let _ = answer.try_recv();
+    }
+}
+
 fn empty() -> Arc<[u8]> {
     body::response("", &[]).into()
 }
