@@ -11,7 +11,8 @@
 #               scenario, each delivered to every occupant (default 20,50,100,200)
 # Environment: SERVERS (default "causette ejabberd prosody"), TLS=1 for STARTTLS runs,
 #              WEBSOCKET=1 to measure logins and idle sessions over XMPP over WebSocket
-#              (RFC 7395, plain ws:// on loopback) instead of the TCP scenarios,
+#              (RFC 7395, plain ws:// on loopback) instead of the TCP scenarios, and
+#              BOSH=1 to add the same over BOSH (each idle client holding one request),
 #              MECHANISM (default PLAIN),
 #              STEP_SECS (default 10), OUT (default bench/out/results-<date>.jsonl),
 #              ROOMS x OCCUPANTS for the fan-out scenario (default 100 x 50; 0 skips it).
@@ -28,6 +29,7 @@ SERVERS=${SERVERS:-causette ejabberd prosody}
 STEP_SECS=${STEP_SECS:-10}
 TLS=${TLS:-0}
 WEBSOCKET=${WEBSOCKET:-0}
+BOSH=${BOSH:-0}
 # PLAIN checked against salted, hashed credentials on every server (Causette: SCRAM-SHA-256
 # keys; ejabberd: scram sha256; Prosody: internal_hashed), so that a login costs each server
 # the same kind of work and the generator none.
@@ -122,6 +124,7 @@ TOML
     wait_port $PORT
     WS_PORT=25280
     WS_PATH=/xmpp-websocket
+    BOSH_PATH=/http-bind
     REGISTER=""
 }
 
@@ -129,14 +132,18 @@ start_ejabberd() {
     PORT=25232
     WS_PORT=25290
     WS_PATH=/xmpp-websocket
+    BOSH_PATH=/http-bind
     EJABBERD_WS=""
+    EJABBERD_MODULES=""
     if [ "$WEBSOCKET" = "1" ]; then
+        EJABBERD_MODULES="  mod_bosh: {}"
         EJABBERD_WS="  - port: $WS_PORT
     ip: \"127.0.0.1\"
     module: ejabberd_http
     backlog: 4096
     request_handlers:
-      \"$WS_PATH\": ejabberd_http_ws"
+      \"$WS_PATH\": ejabberd_http_ws
+      \"$BOSH_PATH\": mod_bosh"
     fi
     local dir="$WORK/ejabberd"
     mkdir -p "$dir/spool" "$dir/logs"
@@ -167,6 +174,7 @@ access_rules:
   register:
     allow: all
 modules:
+$EJABBERD_MODULES
   mod_disco: {}
   mod_ping: {}
   mod_roster: {}
@@ -193,10 +201,11 @@ start_prosody() {
     PORT=25242
     WS_PORT=25300
     WS_PATH=/xmpp-websocket
+    BOSH_PATH=/http-bind
     local http_ports="" websocket_module=""
     if [ "$WEBSOCKET" = "1" ]; then
         http_ports="$WS_PORT"
-        websocket_module=', "websocket"'
+        websocket_module=', "websocket", "bosh"'
     fi
     local dir="$WORK/prosody"
     mkdir -p "$dir/data"
@@ -277,6 +286,14 @@ measure_websocket() {
         --server-pid "$SERVER_PID" --users "$USERS" --concurrency 100 --hold-secs 10 \
         --password "$PASSWORD" --mechanism "$MECHANISM" | tee -a "$OUT"
     stop_server
+    if [ "$BOSH" = "1" ] && [ -n "${BOSH_PATH:-}" ]; then
+        "start_$name"
+        wait_port "$WS_PORT"
+        "$LOAD" --scenario login --server 127.0.0.1:$WS_PORT --bosh "$BOSH_PATH" --label "$name-bosh" \
+            --server-pid "$SERVER_PID" --users "$USERS" --concurrency 100 --hold-secs 10 \
+            --password "$PASSWORD" | tee -a "$OUT"
+        stop_server
+    fi
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB; users=$USERS pairs=$PAIRS rates=$RATES tls=$TLS mechanism=$MECHANISM storage(ejabberd,prosody)=$STORAGE" | tee "$OUT.txt"

@@ -167,6 +167,9 @@ pub struct HttpConfig {
     pub max_connections_per_nat_ip: usize,
     /// Largest HTTP request body (BOSH), in bytes; at least `limits.max_stanza_size`.
     pub max_body_bytes: usize,
+    /// Sends WebSocket clients elsewhere (`wss://…`): each `<open/>` is answered with
+    /// `<close see-other-uri='…'/>` (RFC 7395 §3.6.1), e.g. while the endpoint moves. Empty: off.
+    pub websocket_see_other_uri: String,
     pub bosh_settings: BoshConfig,
 }
 
@@ -186,6 +189,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 64,
             max_connections_per_nat_ip: 5_000,
             max_body_bytes: 300 * 1024,
+            websocket_see_other_uri: String::new(),
             bosh_settings: BoshConfig::default(),
         }
     }

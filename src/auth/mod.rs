@@ -150,16 +150,17 @@ impl LoginCallback {
         tokens: &TokenVerifier,
         token: &str,
         username: &str,
-    ) -> Result<(), TokenRefused> {
-        let subject = tokens.verify(token)?;
+    ) -> Result<(), ValidationError> {
+        let refused = |refused: TokenRefused| ValidationError::Boxed(Box::new(refused));
+        let subject = tokens.verify(token).map_err(refused)?;
         if normalise_username(&subject).as_deref() != Some(username) {
-            return Err(TokenRefused::OtherUser);
+            return Err(refused(TokenRefused::OtherUser));
         }
         // The signature vouches for the name only: the account must exist here too.
         match self.runtime.block_on(self.store.user_exists(username)) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(TokenRefused::UnknownUser),
-            Err(_) => Err(TokenRefused::Malformed),
+            Ok(false) => Err(refused(TokenRefused::UnknownUser)),
+            Err(_) => Err(ValidationError::Boxed(Box::new(StoreUnavailable))),
         }
     }
 }
@@ -237,8 +238,7 @@ impl SessionCallback for LoginCallback {
             if let Some(tokens) = &self.tokens
                 && token::looks_like_token(password)
             {
-                self.check_token(tokens, password, &username)
-                    .map_err(|refused| ValidationError::Boxed(Box::new(refused)))?;
+                self.check_token(tokens, password, &username)?;
                 validate.with::<Login, _>(|| Ok(username))?;
                 return Ok(());
             }

@@ -294,6 +294,33 @@ mod tests {
     }
 
     #[test]
+    fn es256_with_the_ent_public_key() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let public = dir.path().join("ent.pem");
+        std::fs::write(&public, key.public_key_pem()).unwrap();
+        let config = TokenConfig {
+            algorithm: "ES256".into(),
+            secret: String::new(),
+            public_key_file: Some(public),
+            ..config()
+        };
+        let verifier = TokenVerifier::from_config(&config).unwrap().unwrap();
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims(300), &signing).unwrap();
+        assert_eq!(verifier.verify(&token), Ok("eleve1".into()));
+        // An HS256 token signed with the public key as a secret: the old algorithm confusion.
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(300),
+            &EncodingKey::from_secret(key.public_key_pem().as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(verifier.verify(&confused), Err(TokenRefused::BadSignature));
+    }
+
+    #[test]
     fn configuration_is_checked() {
         let mut short = config();
         short.secret = "short".into();

@@ -14,7 +14,8 @@
 //!   occupants: deliveries per second, latency percentiles and losses per step.
 //!
 //! With `--websocket PATH`, the login scenario connects over XMPP over WebSocket (RFC 7395)
-//! at ws://SERVER/PATH instead of TCP.
+//! at ws://SERVER/PATH instead of TCP; with `--bosh PATH`, over BOSH at http://SERVER/PATH,
+//! each idle client then holding one request open.
 //!
 //! Prints one JSON line per run (login) or per step (chat, rooms). Only ever point it at servers on
 //! this machine.
@@ -110,6 +111,10 @@ struct Args {
     /// Log in over WebSocket (RFC 7395) at this path of --server (login scenario only).
     #[arg(long)]
     websocket: Option<String>,
+    /// Log in over BOSH (XEP-0124/0206) at this path of --server, then leave one request
+    /// held, as an idle BOSH client does (login scenario only).
+    #[arg(long)]
+    bosh: Option<String>,
 }
 
 impl Args {
@@ -367,6 +372,9 @@ fn pick_mechanism(args: &Args, offered: &[String]) -> Vec<String> {
 }
 
 async fn login(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Result<Client, Error> {
+    if let Some(path) = &args.bosh {
+        return login_bosh(args, path, user).await;
+    }
     let (mut client, features) = open(args, tls).await?;
     let offered = pick_mechanism(args, &mechanisms(&features));
     let names: Vec<&Mechname> = offered
@@ -460,6 +468,170 @@ async fn login(args: &Args, tls: Option<&Arc<ClientConfig>>, user: &str) -> Resu
     client.jid = jid;
     client.mechanism = mechanism;
     Ok(client)
+}
+
+/// One BOSH client: requests on one keep-alive HTTP connection.
+struct Bosh {
+    tcp: TcpStream,
+    path: String,
+    sid: String,
+    rid: u64,
+}
+
+impl Bosh {
+    /// Sends a body without waiting for the answer.
+    async fn post(&mut self, body: &str) -> Result<(), Error> {
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml; charset=utf-8\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.path,
+            body.len()
+        );
+        self.tcp
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// Reads one HTTP answer; returns its body.
+    async fn answer(&mut self) -> Result<String, Error> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = tokio::time::timeout(IO_TIMEOUT, self.tcp.read(&mut byte))
+                .await
+                .map_err(|_| "timed out waiting for an HTTP answer".to_owned())?
+                .map_err(|e| format!("read: {e}"))?;
+            if read == 0 {
+                return Err("HTTP connection closed".into());
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no content-length in {head}"))?;
+        let mut body = vec![0u8; length];
+        self.tcp
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Sends `inner` in the next request and waits until an answer holds one of `needles`,
+    /// polling with empty requests meanwhile.
+    async fn exchange(&mut self, inner: &str, needles: &[&str]) -> Result<String, Error> {
+        let mut inner = inner.to_owned();
+        for _ in 0..10 {
+            self.rid += 1;
+            let body = format!(
+                "<body xmlns='http://jabber.org/protocol/httpbind' rid='{}' sid='{}'>{inner}</body>",
+                self.rid, self.sid
+            );
+            self.post(&body).await?;
+            let answer = self.answer().await?;
+            if answer.contains("type='terminate'") || answer.contains("type=\"terminate\"") {
+                return Err(format!("session terminated: {answer}"));
+            }
+            if needles.iter().any(|n| answer.contains(n)) {
+                return Ok(answer);
+            }
+            inner.clear();
+        }
+        Err(format!("no answer with {needles:?}"))
+    }
+}
+
+/// A login over BOSH: session creation, PLAIN, restart, binding, presence, then one empty
+/// request left held, as an idle BOSH client keeps one.
+async fn login_bosh(args: &Args, path: &str, user: &str) -> Result<Client, Error> {
+    let tcp = TcpStream::connect(args.server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut bosh = Bosh {
+        tcp,
+        path: path.to_owned(),
+        sid: String::new(),
+        rid: 1000,
+    };
+    bosh.post(&format!(
+        "<body xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh' \
+         content='text/xml; charset=utf-8' hold='1' rid='{}' to='{}' ver='1.6' wait='60' \
+         xmpp:version='1.0'/>",
+        bosh.rid, args.domain
+    ))
+    .await?;
+    let mut created = bosh.answer().await?;
+    bosh.sid = created
+        .split("sid=")
+        .nth(1)
+        .and_then(|s| s.get(1..))
+        .and_then(|s| s.split(['\'', '"']).next())
+        .ok_or_else(|| format!("no sid in {created}"))?
+        .to_owned();
+    if !created.contains("mechanism") {
+        created = bosh.exchange("", &["mechanism"]).await?;
+    }
+    let _ = created;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auth = b64.encode(format!("\0{user}\0{}", args.password));
+    let answer = bosh
+        .exchange(
+            &format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{auth}</auth>"
+            ),
+            &["<success", "<failure"],
+        )
+        .await?;
+    if answer.contains("<failure") {
+        return Err(format!("authentication failed: {answer}"));
+    }
+    bosh.rid += 1;
+    let restart = format!(
+        "<body xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh' rid='{}' \
+         sid='{}' to='{}' xmpp:restart='true'/>",
+        bosh.rid, bosh.sid, args.domain
+    );
+    bosh.post(&restart).await?;
+    let features = bosh.answer().await?;
+    if !features.contains("bind") {
+        bosh.exchange("", &["bind"]).await?;
+    }
+    let bound = bosh
+        .exchange(
+            "<iq xmlns='jabber:client' type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>load</resource></bind></iq>",
+            &["</jid>"],
+        )
+        .await?;
+    let jid = bound
+        .split("<jid>")
+        .nth(1)
+        .and_then(|s| s.split("</jid>").next())
+        .unwrap_or_default()
+        .to_owned();
+    bosh.exchange(
+        "<iq xmlns='jabber:client' type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence xmlns='jabber:client'/>",
+        &["id='sess'", "id=\"sess\""],
+    )
+    .await?;
+    // The held request of an idle client.
+    bosh.rid += 1;
+    let idle = format!(
+        "<body xmlns='http://jabber.org/protocol/httpbind' rid='{}' sid='{}'/>",
+        bosh.rid, bosh.sid
+    );
+    bosh.post(&idle).await?;
+    Ok(Client {
+        io: Box::pin(bosh.tcp),
+        ws: None,
+        buffer: String::new(),
+        jid,
+        mechanism: "PLAIN".into(),
+    })
 }
 
 /// The server's resident memory (KiB) and CPU time (seconds), from /proc.
@@ -577,7 +749,13 @@ async fn scenario_login(args: &Args, tls: Option<Arc<ClientConfig>>) -> serde_js
     let result = json!({
         "scenario": "login",
         "server": args.label,
-        "transport": if args.websocket.is_some() { "websocket" } else { "tcp" },
+        "transport": if args.websocket.is_some() {
+            "websocket"
+        } else if args.bosh.is_some() {
+            "bosh"
+        } else {
+            "tcp"
+        },
         "tls": tls.is_some(),
         "mechanism": mechanism,
         "users": args.users,
@@ -947,8 +1125,8 @@ async fn main() {
         eprintln!("{e}");
         std::process::exit(2);
     }
-    if args.websocket.is_some() && args.scenario != Scenario::Login {
-        eprintln!("--websocket is for the login scenario");
+    if (args.websocket.is_some() || args.bosh.is_some()) && args.scenario != Scenario::Login {
+        eprintln!("--websocket and --bosh are for the login scenario");
         std::process::exit(2);
     }
     let tls = match &args.tls_ca {

@@ -97,6 +97,12 @@ async fn negotiate_session(
         Duration::from_secs(limits.ping_timeout_secs),
     );
     let bound_by = Instant::now() + shared.config.negotiation_timeout();
+    let elsewhere = &shared.config.http.websocket_see_other_uri;
+    if !elsewhere.is_empty() {
+        let _ = tokio::time::timeout_at(bound_by, link.next_element()).await;
+        link.redirect(elsewhere).await;
+        return None;
+    }
     let negotiator = Negotiator::new(
         client.security(&shared),
         Deadlines {
@@ -161,6 +167,26 @@ impl WsLink {
             xml_lang: Some("en".into()),
         };
         self.feed(&open).await
+    }
+
+    /// RFC 7395 §3.6.1: the client is to connect to `uri` instead.
+    async fn redirect(&mut self, uri: &str) {
+        let close = Element::builder("close", FRAMING)
+            .attr(crate::ns::name("see-other-uri"), uri)
+            .build();
+        let redirect = async {
+            self.feed(&close).await?;
+            self.socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close_code::NORMAL,
+                    reason: Default::default(),
+                })))
+                .await
+                .map_err(io::Error::other)?;
+            while let Some(Ok(_)) = self.socket.next().await {}
+            Ok::<(), io::Error>(())
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, redirect).await;
     }
 
     async fn feed_bytes(&mut self, xml: Vec<u8>) -> io::Result<()> {

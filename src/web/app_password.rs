@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 
+use super::Connection;
 use crate::Shared;
 
 /// Characters of an app password: no look-alikes (0/O, 1/l/I), easy to type on a phone.
@@ -32,9 +33,18 @@ fn new_password() -> String {
     groups.join("-")
 }
 
-pub(super) async fn create(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+pub(super) async fn create(
+    State(shared): State<Arc<Shared>>,
+    Extension(connection): Extension<Connection>,
+    headers: HeaderMap,
+) -> Response {
     if !super::cors::origin_allowed(&shared, &headers) {
         return error(StatusCode::FORBIDDEN, "this page's origin is not allowed");
+    }
+    // A token goes in, a password comes out: neither crosses the network in clear.
+    let client = super::web_client(&shared, connection, &headers);
+    if !client.security(&shared).transport.secure {
+        return error(StatusCode::FORBIDDEN, "use HTTPS");
     }
     if !shared.auth.tokens_enabled() {
         return error(

@@ -228,21 +228,25 @@ async fn bosh_scram_and_token_logins() {
     .await;
     sso::school(&server).await;
     server.add_user("alice", "pw").await;
-    // SCRAM-SHA-256.
-    {
+    // SCRAM-SHA-256 and SCRAM-SHA-1.
+    for sha1 in [false, true] {
         use sasl::client::Mechanism;
+        use sasl::client::mechanisms::Scram;
+        use sasl::common::ChannelBinding;
+        use sasl::common::scram::{Sha1, Sha256};
         let b64 = base64::engine::general_purpose::STANDARD;
         let (mut bosh, features) = Bosh::create(&server).await;
-        assert!(features.contains(">SCRAM-SHA-256<"), "{features}");
-        let mut scram = sasl::client::mechanisms::Scram::<sasl::common::scram::Sha256>::new(
-            "alice",
-            "pw",
-            sasl::common::ChannelBinding::None,
-        )
-        .unwrap();
+        let (name, mut scram): (&str, Box<dyn Mechanism + Send>) = if sha1 {
+            let scram = Scram::<Sha1>::new("alice", "pw", ChannelBinding::None).unwrap();
+            ("SCRAM-SHA-1", Box::new(scram))
+        } else {
+            let scram = Scram::<Sha256>::new("alice", "pw", ChannelBinding::None).unwrap();
+            ("SCRAM-SHA-256", Box::new(scram))
+        };
+        assert!(features.contains(&format!(">{name}<")), "{features}");
         let initial = b64.encode(scram.initial());
         let challenge = bosh
-            .send(&server, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{initial}</auth>"))
+            .send(&server, &format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{name}'>{initial}</auth>"))
             .await;
         let data = b64.decode(text_of(&challenge, "challenge")).unwrap();
         let response = b64.encode(scram.response(&data).unwrap());

@@ -579,9 +579,28 @@ async fn host_meta_advertises_both_endpoints() {
 
 #[tokio::test]
 async fn a_signed_in_user_gets_an_app_password_for_desktop_clients() {
-    let server = TestServer::start_with(sso::configure).await;
-    let admin = sso::school(&server).await;
+    // Over plain HTTP from anywhere but an allowed loopback: refused, the token unread.
+    let plain = TestServer::start_with(sso::configure).await;
+    sso::school(&plain).await;
     let token = sso::token("prof1", 300, sso::ISSUER, sso::AUDIENCE, sso::SECRET);
+    let (status, body) = crate::common::http(
+        plain.http,
+        "POST",
+        "/api/v1/app-password",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("HTTPS"), "{body}");
+    plain.stop().await;
+
+    let server = TestServer::start_with(|c| {
+        c.tls.allow_plaintext_on_loopback = true;
+        sso::configure(c);
+    })
+    .await;
+    let admin = sso::school(&server).await;
     let (status, body) = crate::common::http(
         server.http,
         "POST",
@@ -616,5 +635,21 @@ async fn a_signed_in_user_gets_an_app_password_for_desktop_clients() {
     }
     let client = Xmpp::login(&server, "prof1", &password).await;
     client.logout().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_clients_can_be_sent_elsewhere() {
+    let server = TestServer::start_with(|c| {
+        c.http.websocket_see_other_uri = "wss://chat2.ent.example.fr/xmpp-websocket".into();
+    })
+    .await;
+    let mut ws = Ws::connect(&server).await;
+    ws.send(OPEN).await;
+    let all = ws.until_closed().await;
+    assert!(
+        all.contains("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' see-other-uri='wss://chat2.ent.example.fr/xmpp-websocket'"),
+        "{all}"
+    );
     server.stop().await;
 }
