@@ -176,17 +176,23 @@ impl WsLink {
             .build();
         let redirect = async {
             self.feed(&close).await?;
-            self.socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: close_code::NORMAL,
-                    reason: Default::default(),
-                })))
-                .await
-                .map_err(io::Error::other)?;
-            while let Some(Ok(_)) = self.socket.next().await {}
-            Ok::<(), io::Error>(())
+            self.close_websocket(close_code::NORMAL).await
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, redirect).await;
+    }
+
+    /// Sends our close frame after what was fed, and reads until the client's answers it
+    /// (RFC 6455 §5.5.1); the connection ends after it.
+    async fn close_websocket(&mut self, code: u16) -> io::Result<()> {
+        self.socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Default::default(),
+            })))
+            .await
+            .map_err(io::Error::other)?;
+        while let Some(Ok(_)) = self.socket.next().await {}
+        Ok(())
     }
 
     async fn feed_bytes(&mut self, xml: Vec<u8>) -> io::Result<()> {
@@ -353,16 +359,7 @@ impl Link for WsLink {
             }
             self.feed(&Element::builder("close", FRAMING).build())
                 .await?;
-            self.socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: close_code_of(error),
-                    reason: Default::default(),
-                })))
-                .await
-                .map_err(io::Error::other)?;
-            // The client answers with its own close frame; the connection ends after it.
-            while let Some(Ok(_)) = self.socket.next().await {}
-            Ok::<(), io::Error>(())
+            self.close_websocket(close_code_of(error)).await
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }

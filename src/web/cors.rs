@@ -35,6 +35,16 @@ pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
     matches!((host, authority), (Some(host), Some(authority)) if host.eq_ignore_ascii_case(authority))
 }
 
+/// The refusal of a request from a page whose origin is not allowed, if it is one.
+pub(crate) fn refuse_origin(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    (!origin_allowed(shared, headers)).then(|| {
+        super::refuse(
+            StatusCode::FORBIDDEN,
+            "this page's origin is not allowed to use this server (http.allowed_origins)",
+        )
+    })
+}
+
 /// Answers preflight requests and marks the answers an allowed page may read. Discovery
 /// (`/.well-known/`) is public: any page may read it.
 pub(super) async fn layer(

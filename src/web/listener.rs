@@ -140,7 +140,7 @@ async fn serve_connection(
     }
 }
 
-/// Serves HTTP/1.1 (or HTTP/2) on `io`, upgrades included; at shutdown, lets the request in
+/// Serves HTTP/1.1 on `io`, upgrades included; at shutdown, lets the request in
 /// flight finish.
 async fn serve_io<I, S>(io: I, service: S, shutdown: tokio_util::sync::CancellationToken)
 where
@@ -153,7 +153,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: what WebSocket upgrades and BOSH use (TLS offers no other protocol in
+    // ALPN), and no HTTP/2 without TLS whose slow headers no timer would watch.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -101,11 +101,8 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !cors::origin_allowed(&shared, &headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "this page's origin is not allowed to use this server (http.allowed_origins)",
-        );
+    if let Some(refused) = cors::refuse_origin(&shared, &headers) {
+        return refused;
     }
     let upgrade = upgrade.protocols(["xmpp"]);
     if upgrade.selected_protocol().is_none() {
@@ -153,11 +150,8 @@ async fn bosh(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !cors::origin_allowed(&shared, &headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "this page's origin is not allowed to use this server (http.allowed_origins)",
-        );
+    if let Some(refused) = cors::refuse_origin(&shared, &headers) {
+        return refused;
     }
     let limit = shared.config.http.max_body_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
