@@ -562,6 +562,17 @@ impl Config {
                 "tls.cert and tls.key must be set together".into(),
             ));
         }
+        let web_url = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+        if let Some(origin) = self.http.allowed_origins.iter().find(|o| !web_url(o)) {
+            return Err(Error::Invalid(format!(
+                "http.allowed_origins: {origin:?} is not an origin (https://host[:port])"
+            )));
+        }
+        if !self.http.public_url.is_empty() && !web_url(&self.http.public_url) {
+            return Err(Error::Invalid(
+                "http.public_url must start with https:// or http://".into(),
+            ));
+        }
         if self.http.max_body_bytes < self.limits.max_stanza_size {
             return Err(Error::Invalid(
                 "http.max_body_bytes must be at least limits.max_stanza_size".into(),
@@ -721,5 +732,14 @@ mod tests {
         assert!(config.validate().is_err());
         let config: Config = toml::from_str("[limits]\nmax_stanza_size = 10").unwrap();
         assert!(config.validate().is_err());
+        for web in [
+            "[http]\nallowed_origins = ['ent.example.fr']",
+            "[http]\npublic_url = 'chat.example.fr'",
+            "[http.bosh_settings]\nmax_hold = 2\nmax_requests = 2",
+            "[http]\nmax_body_bytes = 1000",
+        ] {
+            let config: Config = toml::from_str(web).unwrap();
+            assert!(config.validate().is_err(), "{web}");
+        }
     }
 }
