@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{TestServer, WAIT, Xmpp};
+use crate::common::{Io, TestServer, WAIT, Xmpp};
 use crate::sso;
 
 const OPEN: &str =
@@ -18,7 +18,7 @@ const OPEN: &str =
 
 /// A WebSocket client that speaks XMPP as text.
 pub struct Ws {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: WebSocketStream<std::pin::Pin<Box<dyn Io>>>,
     pending: VecDeque<String>,
     pub jid: String,
     ids: u32,
@@ -34,7 +34,28 @@ impl Ws {
         server: &TestServer,
         adjust: impl FnOnce(&mut axum::http::HeaderMap),
     ) -> Self {
-        let mut request = format!("ws://{}/xmpp-websocket", server.http)
+        let tcp = TcpStream::connect(server.http).await.expect("connect");
+        Self::upgrade(Box::pin(tcp), "ws", server, adjust).await
+    }
+
+    /// Connects to an HTTPS listener (`http.tls`).
+    pub async fn connect_tls(server: &TestServer) -> Self {
+        let tcp = TcpStream::connect(server.http).await.expect("connect");
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(server.tls_client_config())
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self::upgrade(Box::pin(tls), "wss", server, |_| {}).await
+    }
+
+    async fn upgrade(
+        io: std::pin::Pin<Box<dyn Io>>,
+        scheme: &str,
+        server: &TestServer,
+        adjust: impl FnOnce(&mut axum::http::HeaderMap),
+    ) -> Self {
+        let mut request = format!("{scheme}://{}/xmpp-websocket", server.http)
             .into_client_request()
             .unwrap();
         request
@@ -42,7 +63,7 @@ impl Ws {
             .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
         adjust(request.headers_mut());
         let (socket, response) =
-            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, io))
                 .await
                 .expect("upgrade in time")
                 .expect("upgrade accepted");
@@ -651,5 +672,46 @@ async fn websocket_clients_can_be_sent_elsewhere() {
         all.contains("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' see-other-uri='wss://chat2.ent.example.fr/xmpp-websocket'"),
         "{all}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_over_the_https_listener_signs_in_with_a_token() {
+    // No plaintext allowance anywhere: PLAIN, and the token, are offered because of TLS.
+    let server = TestServer::start_with(|c| {
+        c.http.tls = true;
+        sso::configure(c);
+    })
+    .await;
+    server.add_user("eleve1", "pw").await;
+    let mut ws = Ws::connect_tls(&server).await;
+    let token = sso::token("eleve1", 300, sso::ISSUER, sso::AUDIENCE, sso::SECRET);
+    let success = ws.plain("eleve1", &token).await;
+    assert!(success.contains("<success"), "{success}");
+    ws.bind("https").await;
+    ws.close().await;
+    // The same listener over plain HTTP: no answer but a failed handshake.
+    let request = format!("ws://{}/xmpp-websocket", server.http)
+        .into_client_request()
+        .unwrap();
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_vouches_for_tls() {
+    let server = TestServer::start().await;
+    // Loopback without TLS and without the plaintext allowance: no PLAIN.
+    let mut direct = Ws::connect(&server).await;
+    let features = direct.open().await;
+    assert!(!features.contains(">PLAIN<"), "{features}");
+    // The same through the proxy (loopback is trusted by default) that ended TLS: PLAIN.
+    let mut proxied = Ws::connect_with(&server, |headers| {
+        headers.insert("X-Forwarded-Proto", "https".parse().unwrap());
+        headers.insert("X-Forwarded-For", "203.0.113.7".parse().unwrap());
+    })
+    .await;
+    let features = proxied.open().await;
+    assert!(features.contains(">PLAIN<"), "{features}");
     server.stop().await;
 }
