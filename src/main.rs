@@ -40,6 +40,12 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Copy the SQLite store into FILE, a new file: a consistent copy, safe while the server
+    /// runs (VACUUM INTO). For PostgreSQL, use pg_dump.
+    Backup { file: PathBuf },
+    /// Put a backup made by `backup` in place of the store, which must not exist yet (a new
+    /// data_dir); its schema is then brought up to date. For PostgreSQL, use pg_restore.
+    Restore { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +191,27 @@ async fn main() -> anyhow::Result<()> {
             let store = storage::open(&config.database_url(), 1).await?;
             store.close().await;
             println!("database schema is up to date");
+        }
+        Command::Backup { file } => {
+            let summary = storage::backup(&config.database_url(), &file).await?;
+            println!(
+                "backed up {} users, {} offline messages and {} rooms to {} ({} bytes)",
+                summary.users,
+                summary.offline_messages,
+                summary.rooms,
+                file.display(),
+                summary.bytes
+            );
+        }
+        Command::Restore { file } => {
+            let summary = storage::restore(&file, &config.database_url()).await?;
+            println!(
+                "restored {} users, {} offline messages and {} rooms from {}",
+                summary.users,
+                summary.offline_messages,
+                summary.rooms,
+                file.display()
+            );
         }
         Command::Directory {
             action: DirectoryAction::Import { file },

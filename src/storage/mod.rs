@@ -25,6 +25,9 @@ pub enum Error {
     Backend(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A backup or a restore that cannot be done as asked; nothing was changed.
+    #[error("{0}")]
+    Backup(String),
 }
 
 /// The hash family of a SCRAM credential; the -PLUS variant shares its family's credential.
@@ -375,6 +378,8 @@ pub trait Store:
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+pub use sql::backup::{BackupSummary, backup, restore};
 
 /// Opens the store a URL names and brings its schema up to date.
 pub async fn open(url: &str, max_connections: u32) -> Result<DynStore, Error> {

@@ -1,5 +1,6 @@
 //! Integration tests: the real server on ephemeral ports, spoken to over real sockets.
 
+mod backup;
 mod bosh;
 mod browser;
 mod common;

@@ -18,6 +18,7 @@ use super::{
 
 mod accounts;
 mod audit;
+pub mod backup;
 mod directory;
 mod offline;
 mod rooms;
