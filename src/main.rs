@@ -112,7 +112,10 @@ fn init_logging(config: &Config) {
     // included: never let it log below warnings, whatever the filter asks.
     let filter = EnvFilter::try_new(format!("{spec},tokio_xmpp=warn"))
         .unwrap_or_else(|_| EnvFilter::new("info,tokio_xmpp=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal: journald, files and pipes get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

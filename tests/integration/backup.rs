@@ -163,3 +163,40 @@ async fn postgresql_is_pg_dumps_to_back_up() {
     assert!(!ok && out.contains("pg_dump"), "{out}");
     assert!(!target.exists());
 }
+
+/// Logs written to a pipe (journald, a file) carry no terminal colour codes.
+#[tokio::test]
+async fn logs_to_a_pipe_are_plain_text() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("causette.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[listen]\nc2s = [\"127.0.0.1:0\"]\nc2s_direct_tls = []\n\
+             [http]\nlisten = []\n[admin]\ndemo_directory = false\n[log]\nlevel = \"info\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut serving = tokio::process::Command::new(env!("CARGO_BIN_EXE_causette"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("causette serve runs");
+    let mut lines = BufReader::new(serving.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        let done = line.contains("serving");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = serving.kill().await;
+    assert!(seen.iter().any(|l| l.contains("serving")), "{seen:?}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:?}");
+}
