@@ -268,6 +268,13 @@ pub struct Exchange {
     messages: u8,
 }
 
+impl Exchange {
+    /// The account the client tried to log in as, once it said (for the logs).
+    pub fn attempted_user(&self) -> Option<String> {
+        self.attempted.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
 impl Authenticator {
     pub fn new(
         store: DynStore,

@@ -1,6 +1,5 @@
 //! Integration tests: the real server on ephemeral ports, spoken to over real sockets.
 
-mod backup;
 mod bosh;
 mod browser;
 mod common;
@@ -10,6 +9,7 @@ mod hardening;
 mod interop;
 mod load;
 mod login;
+mod operations;
 mod policy;
 mod postgres;
 mod rooms;

@@ -274,9 +274,15 @@ impl Negotiator {
                 })
             }
             AuthStep::Failure(failure) => {
-                self.exchange = None;
+                // Who was tried and from where, for the operator; never what was sent.
+                let user = self.exchange.take().and_then(|e| e.attempted_user());
                 self.failures += 1;
-                tracing::info!(reason = failure.text, "authentication failed");
+                tracing::info!(
+                    user = user.as_deref().unwrap_or("-"),
+                    peer = %self.security.transport.peer_ip,
+                    reason = failure.text,
+                    "authentication failed"
+                );
                 let reply = sasl_failure(failure.condition, failure.text);
                 if self.failures >= MAX_SASL_FAILURES {
                     return Step::Close(

@@ -1,6 +1,7 @@
-//! Backups of the embedded store (`causette backup`, `causette restore`): one taken while the
-//! server serves, restored into a new data_dir, holds the accounts, rosters, offline messages
-//! and the directory; and what bad input gets.
+//! What an operator runs and reads, through the `causette` binary: backups of the embedded
+//! store (`causette backup`, `causette restore`: one taken while the server serves, restored
+//! into a new data_dir, holds the accounts, rosters, offline messages and the directory; and
+//! what bad input gets), and the logs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -164,22 +165,27 @@ async fn postgresql_is_pg_dumps_to_back_up() {
     assert!(!target.exists());
 }
 
-/// Logs written to a pipe (journald, a file) carry no terminal colour codes.
-#[tokio::test]
-async fn logs_to_a_pipe_are_plain_text() {
+/// A serving `causette` process with its log on a pipe; its c2s address, from the log.
+async fn serving(
+    dir: &Path,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    Vec<String>,
+) {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("causette.toml");
+    let config = dir.join("causette.toml");
     std::fs::write(
         &config,
         format!(
             "data_dir = \"{}\"\n[listen]\nc2s = [\"127.0.0.1:0\"]\nc2s_direct_tls = []\n\
-             [http]\nlisten = []\n[admin]\ndemo_directory = false\n[log]\nlevel = \"info\"\n",
-            dir.path().display()
+             [http]\nlisten = []\n[tls]\nallow_plaintext_on_loopback = true\n\
+             [admin]\ndemo_directory = false\n[log]\nlevel = \"info\"\n",
+            dir.display()
         ),
     )
     .unwrap();
-    let mut serving = tokio::process::Command::new(env!("CARGO_BIN_EXE_causette"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_causette"))
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
@@ -187,7 +193,7 @@ async fn logs_to_a_pipe_are_plain_text() {
         .kill_on_drop(true)
         .spawn()
         .expect("causette serve runs");
-    let mut lines = BufReader::new(serving.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
         let done = line.contains("serving");
@@ -196,7 +202,48 @@ async fn logs_to_a_pipe_are_plain_text() {
             break;
         }
     }
-    let _ = serving.kill().await;
-    assert!(seen.iter().any(|l| l.contains("serving")), "{seen:?}");
+    (child, lines, seen)
+}
+
+/// Logs written to a pipe (journald, a file) carry no terminal colour codes, and a failed
+/// login says who was tried and from where, never the password.
+#[tokio::test]
+async fn logs_an_operator_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines, seen) = serving(dir.path()).await;
+    let serving_line = seen
+        .iter()
+        .find(|l| l.contains("serving"))
+        .unwrap_or_else(|| panic!("{seen:?}"))
+        .clone();
     assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:?}");
+    // c2s=[127.0.0.1:PORT]
+    let c2s: std::net::SocketAddr = serving_line
+        .split("c2s=[")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{serving_line}"));
+    let refused = crate::common::plain_attempt(
+        crate::common::Raw::connect(c2s).await,
+        "alice",
+        "s3cret-never-logged",
+    )
+    .await;
+    assert!(refused.contains("not-authorized"), "{refused}");
+    let mut failed = None;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        assert!(!line.contains("s3cret-never-logged"), "{line}");
+        if line.contains("authentication failed") {
+            failed = Some(line);
+            break;
+        }
+    }
+    let failed = failed.expect("the failure is logged");
+    assert!(
+        failed.contains("user=\"alice\"") && failed.contains("peer=127.0.0.1"),
+        "{failed}"
+    );
+    assert!(!failed.contains('\u{1b}'), "{failed:?}");
+    let _ = child.kill().await;
 }
