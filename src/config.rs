@@ -170,6 +170,11 @@ pub struct HttpConfig {
     /// Sends WebSocket clients elsewhere (`wss://…`): each `<open/>` is answered with
     /// `<close see-other-uri='…'/>` (RFC 7395 §3.6.1), e.g. while the endpoint moves. Empty: off.
     pub websocket_see_other_uri: String,
+    /// `/metrics` (OpenMetrics text, for Prometheus).
+    pub metrics: bool,
+    /// Addresses (CIDR) that may read `/metrics` without a token; others need the admin
+    /// token as a bearer token. Behind a trusted proxy, the forwarded address counts.
+    pub metrics_allowed: Vec<ipnet::IpNet>,
     pub bosh_settings: BoshConfig,
 }
 
@@ -190,6 +195,11 @@ impl Default for HttpConfig {
             max_connections_per_nat_ip: 5_000,
             max_body_bytes: 300 * 1024,
             websocket_see_other_uri: String::new(),
+            metrics: true,
+            metrics_allowed: vec![
+                "127.0.0.0/8".parse().expect("static"),
+                "::1/128".parse().expect("static"),
+            ],
             bosh_settings: BoshConfig::default(),
         }
     }

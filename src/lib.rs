@@ -15,6 +15,7 @@ pub mod storage;
 mod im;
 mod link;
 mod listener;
+mod metrics;
 mod muc;
 mod ns;
 pub mod policy;
@@ -76,6 +77,9 @@ pub(crate) struct Shared {
     admission: Arc<transport::admission::Admission>,
     /// The BOSH sessions alive.
     bosh: stream::bosh::Registry,
+    metrics: Arc<metrics::Metrics>,
+    /// Every listener is up (`/readyz`).
+    ready: std::sync::atomic::AtomicBool,
     /// What happens at each point of a session's life, above the session.
     lifecycle: Arc<dyn session::Lifecycle>,
     tasks: TaskTracker,
@@ -97,11 +101,16 @@ impl Shared {
                 data_dir: &config.data_dir,
             },
         )?);
-        let store = storage::open(&config.database_url(), config.database.max_connections).await?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = metrics::timed_store(
+            storage::open(&config.database_url(), config.database.max_connections).await?,
+            metrics.clone(),
+        );
         let policy = Arc::new(
             policy::Policy::load(&store)
                 .await?
-                .requiring_acceptance(config.im.chat_requires_acceptance),
+                .requiring_acceptance(config.im.chat_requires_acceptance)
+                .observed_by(Arc::new(metrics.denials.clone())),
         );
         let admin_token = admin_token(&config)?;
         let throttle = auth::throttle::Throttle::new(config.auth.throttle_limits());
@@ -145,6 +154,8 @@ impl Shared {
             auth,
             tls,
             bosh: stream::bosh::Registry::default(),
+            metrics,
+            ready: std::sync::atomic::AtomicBool::new(false),
             lifecycle: Arc::new(routing::Sessions),
             tasks,
             shutdown,
@@ -239,6 +250,9 @@ impl Server {
         if shared.rooms.is_some() {
             shared.tasks.spawn(sweep_rooms(shared.clone()));
         }
+        shared
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(
             domain = %shared.config.domain,
             c2s = ?c2s_addrs,

@@ -197,6 +197,11 @@ impl SharedStanza {
         })
     }
 
+    /// The stanza as encoded, without its `to`.
+    pub fn xml(&self) -> &[u8] {
+        &self.xml
+    }
+
     /// Bytes it takes, for the queue's limit.
     pub fn len(&self) -> usize {
         self.xml.len()

@@ -7,6 +7,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::metrics::Transport;
 use crate::transport::{ListenerKind, admission};
 
 /// Accepts connections until shutdown, each in its own task. A connection past a limit
@@ -33,22 +34,25 @@ pub(crate) async fn serve(
             }
         };
         let Ok(permit) = shared.connection_slots.clone().try_acquire_owned() else {
+            shared.metrics.refused("max_connections");
             refuse(&tcp, kind, &shared, admission::Refusal::Busy);
             continue;
         };
         let logging_in = match shared.admission.admit(peer.ip()) {
             Ok(logging_in) => Box::new(logging_in),
             Err(refusal) => {
+                shared.metrics.refused(refusal.limit());
                 refuse(&tcp, kind, &shared, refusal);
                 continue;
             }
         };
         let _ = tcp.set_nodelay(true);
+        let open = shared.metrics.connection(Transport::Tcp);
         let shared = shared.clone();
         let tracker = shared.tasks.clone();
         tracker.spawn(async move {
             crate::stream::tcp::run_connection(tcp, peer, kind, logging_in, shared).await;
-            drop(permit);
+            drop((permit, open));
         });
     }
 }

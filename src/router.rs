@@ -199,6 +199,9 @@ pub struct SessionHandle {
     control: Arc<SessionControl>,
 }
 
+/// Why a session that does not read what it is sent is closed.
+pub const SLOW_READER: &str = "too much queued for this session: it does not read fast enough";
+
 impl SessionHandle {
     pub fn new(jid: FullJid, queue: mpsc::Sender<Queued>, control: Arc<SessionControl>) -> Self {
         Self {
@@ -238,7 +241,7 @@ impl SessionHandle {
             tracing::warn!(jid = %self.jid, "outbound queue full: closing slow session");
             self.control.close(CloseReason {
                 condition: DefinedCondition::PolicyViolation,
-                text: "too much queued for this session: it does not read fast enough",
+                text: SLOW_READER,
                 french: None,
             });
         }

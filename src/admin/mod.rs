@@ -159,27 +159,31 @@ impl AdminState {
 
 /// Lets a request through only with the admin token (compared in constant time).
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if bearer_matches(&state.0, request.headers()) {
+        next.run(request).await
+    } else {
+        AdminError::Unauthorized.into_response()
+    }
+}
+
+/// Whether the request carries the admin token (compared in constant time).
+pub(crate) fn bearer_matches(shared: &Shared, headers: &HeaderMap) -> bool {
     // RFC 9110 §11.1: the scheme is case-insensitive.
-    let given = request
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .unwrap_or_default();
-    let expected = state.0.admin_token.as_bytes();
+    let expected = shared.admin_token.as_bytes();
     let matches = given.len() == expected.len()
         && given
             .bytes()
             .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if matches && !expected.is_empty() {
-        next.run(request).await
-    } else {
-        AdminError::Unauthorized.into_response()
-    }
+    matches && !expected.is_empty()
 }
 
 /// Applies a batch of directory changes, then closes the sessions of users who lost access.
@@ -189,10 +193,24 @@ pub(crate) async fn apply(
     changes: &[DirectoryChange],
     credentials: &[(String, Vec<ScramCredential>)],
 ) -> std::result::Result<(), ApplyError> {
-    let affected = shared
+    let affected = match shared
         .policy
         .apply(&shared.store, actor, changes, credentials)
-        .await?;
+        .await
+    {
+        Ok(affected) => affected,
+        Err(err) => {
+            tracing::warn!(actor, error = %err, "directory change refused; nothing changed");
+            return Err(err);
+        }
+    };
+    shared.metrics.admin_changes.inc_by(changes.len() as u64);
+    tracing::info!(
+        actor,
+        count = changes.len(),
+        changes = %summary(changes),
+        "directory changed"
+    );
     let state = shared.policy.snapshot();
     for username in affected {
         let deleted = changes
@@ -216,9 +234,50 @@ pub(crate) async fn apply(
         let Ok(bare) = BareJid::new(&format!("{username}@{}", shared.config.domain)) else {
             continue;
         };
+        tracing::info!(
+            actor,
+            user = %username,
+            reason = reason.text,
+            "closing the user's sessions after a directory change"
+        );
         shared.router.close_account(&bare, reason);
     }
     Ok(())
+}
+
+/// Changes listed shortly for the log: each one's operation and what it names, the first
+/// ones of a large batch only. Names and passwords stay out of the log.
+fn summary(changes: &[DirectoryChange]) -> String {
+    const SHOWN: usize = 10;
+    let mut parts: Vec<String> = changes
+        .iter()
+        .take(SHOWN)
+        .map(|change| {
+            let value = serde_json::to_value(change).unwrap_or_default();
+            let op = value.get("op").and_then(|v| v.as_str()).unwrap_or("?");
+            let named: Vec<&str> = [
+                "structure",
+                "id",
+                "class",
+                "group",
+                "parent",
+                "username",
+                "child",
+                "profile",
+            ]
+            .iter()
+            .filter_map(|key| value.get(*key).and_then(|v| v.as_str()))
+            .collect();
+            match value.get("enabled").and_then(|v| v.as_bool()) {
+                Some(enabled) => format!("{op} {} enabled={enabled}", named.join(" ")),
+                None => format!("{op} {}", named.join(" ")),
+            }
+        })
+        .collect();
+    if changes.len() > SHOWN {
+        parts.push(format!("and {} more", changes.len() - SHOWN));
+    }
+    parts.join(", ")
 }
 
 /// Who made a change, for the audit log: the ENT may name its administrator in the

@@ -126,6 +126,11 @@ pub(crate) enum After {
 }
 
 impl Rooms {
+    /// Rooms in memory now.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     pub fn new(
         server_domain: &str,
         settings: RoomsConfig,

@@ -138,6 +138,14 @@ pub struct Policy {
     writer: tokio::sync::Mutex<()>,
     /// Chat needs an accepted contact request (`im.chat_requires_acceptance`).
     requires_acceptance: bool,
+    /// Told of every refusal (the server's metrics).
+    observer: Option<Arc<dyn DenialObserver>>,
+}
+
+/// What wants to know of the policy's refusals; searches, which filter rather than refuse,
+/// are not reported.
+pub trait DenialObserver: Send + Sync {
+    fn denied(&self, action: Action, reason: Reason);
 }
 
 impl Policy {
@@ -148,7 +156,14 @@ impl Policy {
             state: ArcSwap::from_pointee(DirectoryState::from_rows(rows)),
             writer: tokio::sync::Mutex::new(()),
             requires_acceptance: true,
+            observer: None,
         })
+    }
+
+    /// Reports every refusal to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn DenialObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Whether chat needs an accepted contact request.
@@ -289,8 +304,7 @@ impl Policy {
         action: Action,
         relation: Relation,
     ) -> Decision {
-        let decision = decide(&self.state.load(), actor, target, action, relation);
-        match decision {
+        let decision = match decide(&self.state.load(), actor, target, action, relation) {
             Decision::Allow
                 if action == Action::Message
                     && self.requires_acceptance
@@ -300,7 +314,13 @@ impl Policy {
                 Decision::Deny(Reason::NotAccepted)
             }
             other => other,
+        };
+        if let (Decision::Deny(reason), Some(observer)) = (decision, &self.observer)
+            && action != Action::Search
+        {
+            observer.denied(action, reason);
         }
+        decision
     }
 }
 

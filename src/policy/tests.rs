@@ -275,6 +275,7 @@ fn policy(state: DirectoryState, requires_acceptance: bool) -> Policy {
         state: ArcSwap::from_pointee(state),
         writer: tokio::sync::Mutex::new(()),
         requires_acceptance,
+        observer: None,
     }
 }
 
@@ -354,4 +355,30 @@ fn a_first_login_is_noted_once_without_touching_old_snapshots() {
     assert!(!policy.note_login("eleve1", 43));
     assert_eq!(before.users["eleve1"].first_login, None);
     assert_eq!(policy.snapshot().users["eleve1"].first_login, Some(42));
+}
+
+/// Every refusal reaches the observer (the metrics), with its action and reason; a search's
+/// filtering is not a refusal.
+#[test]
+fn refusals_are_reported_but_searches_are_not() {
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(Action, Reason)>>);
+    impl DenialObserver for Seen {
+        fn denied(&self, action: Action, reason: Reason) {
+            self.0.lock().unwrap().push((action, reason));
+        }
+    }
+    let seen = Arc::new(Seen::default());
+    let policy = policy(school(), true).observed_by(seen.clone());
+    policy.decide("eleve1", "eleve3", Action::Message, Relation::default());
+    policy.decide("eleve1", "eleve2", Action::Message, Relation::default());
+    policy.decide("eleve1", "eleve3", Action::Search, Relation::default());
+    policy.decide("eleve1", "eleve2", Action::AddContact, Relation::default());
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [
+            (Action::Message, Reason::Rules),
+            (Action::Message, Reason::NotAccepted)
+        ]
+    );
 }

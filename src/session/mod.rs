@@ -201,6 +201,7 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
             tokio::select! {
                 biased;
                 reason = &mut close_request => {
+                    closed_by_server(&shared, &bound.jid, &reason);
                     let fatal = Fatal::new(reason.condition, reason.text);
                     break End::Error(Box::new(match reason.french {
                         Some(french) => fatal.with_french(french),
@@ -213,13 +214,13 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
                     tokio::select! {
                         // Boxed, as a timeout with its timer and writes in flight is most of
                         // the loop's state, and the loop waits far more than it writes.
-                        written = Box::pin(outbox.write_queued(first, &mut bound.queue, &bound.control, &bound.jid)) => {
+                        written = Box::pin(outbox.write_queued(first, &mut bound.queue, &bound.control, &bound.jid, &shared.metrics.stanzas_out)) => {
                             if !written {
                                 break End::Abort;
                             }
                         }
                         reason = &mut close_request => {
-                            tracing::info!(jid = %bound.jid, reason = reason.text, "closed while blocked writing");
+                            closed_by_server(&shared, &bound.jid, &reason);
                             break End::Abort;
                         }
                     }
@@ -238,7 +239,7 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
                         match Box::pin(handle(&shared, bound, element)).await {
                             Ok(handled) => {
                                 if !handled.replies.is_empty()
-                                    && !Box::pin(outbox.write_all(&handled.replies)).await
+                                    && !Box::pin(outbox.write_all(&handled.replies, &shared.metrics.stanzas_out)).await
                                 {
                                     break End::Abort;
                                 }
@@ -282,6 +283,20 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
     tracing::info!(jid = %bound.jid, "session ended");
 }
 
+/// Logs why the server closes a session (a policy change, a slow reader, a conflict,
+/// shutdown), and counts slow readers.
+fn closed_by_server(shared: &Shared, jid: &FullJid, reason: &CloseReason) {
+    if reason.text == crate::router::SLOW_READER {
+        shared.metrics.slow_reader_closes.inc();
+    }
+    tracing::info!(
+        jid = %jid,
+        condition = reason.condition.to_string(),
+        reason = reason.text,
+        "session closed by the server"
+    );
+}
+
 /// Writes the next batch of the backlog after id `after`, then a ping; the batch is
 /// acknowledged when the client answers it (`Bound::backlog_acknowledged`), and the next one
 /// follows. A client that goes away before answering gets the batch again at its next login.
@@ -299,19 +314,27 @@ async fn deliver_backlog<L: Link>(
         &bound.jid,
         format!("{BACKLOG_PING}{}", batch.last_id),
     );
-    if !outbox.write_paced(&batch.stanzas).await
-        || !outbox.write_all(std::slice::from_ref(&ping)).await
+    let counts = &shared.metrics.stanzas_out;
+    if !outbox.write_paced(&batch.stanzas, counts).await
+        || !outbox.write_all(std::slice::from_ref(&ping), counts).await
     {
         return false;
     }
+    counts_delivered(shared, batch.stanzas.len());
     bound.backlog_written = Some(batch.last_id);
     true
+}
+
+fn counts_delivered(shared: &Shared, count: usize) {
+    shared.metrics.offline_delivered.inc_by(count as u64);
 }
 
 /// Sends an XEP-0199 ping to the client.
 async fn ping<L: Link>(outbox: &mut Outbox<L>, shared: &Shared, to: &FullJid, count: u64) -> bool {
     let ping = server_ping(shared, to, format!("c2s-ping-{count}"));
-    outbox.write_all(std::slice::from_ref(&ping)).await
+    outbox
+        .write_all(std::slice::from_ref(&ping), &shared.metrics.stanzas_out)
+        .await
 }
 
 /// An XEP-0199 ping from the server to a session.
@@ -343,6 +366,7 @@ async fn handle(
 ) -> Result<Handled, Fatal> {
     match *element {
         ClientElement::Known(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza))) => {
+            shared.metrics.stanzas_in.count(&stanza);
             let sender = Sender::new(&bound.jid, &bound.control);
             let stanza = stamp_from(stanza, &bound.jid)?;
             shared.lifecycle.stanza(shared, &sender, stanza).await;

@@ -11,6 +11,7 @@ use xmpp_parsers::stanza::Stanza;
 use jid::FullJid;
 
 use crate::link::Link;
+use crate::metrics::PerKind;
 use crate::router::{Queued, SessionControl};
 
 /// Stanzas written to the link before one flush.
@@ -43,17 +44,18 @@ impl<L: Link> Outbox<L> {
         self.sent
     }
 
-    async fn feed(&mut self, stanza: &Stanza) -> std::io::Result<()> {
+    async fn feed(&mut self, stanza: &Stanza, counts: &PerKind) -> std::io::Result<()> {
         self.link.feed(stanza).await?;
+        counts.count(stanza);
         self.sent = self.sent.wrapping_add(1);
         Ok(())
     }
 
     /// Writes stanzas with a single flush, within the write timeout.
-    pub async fn write_all(&mut self, stanzas: &[Stanza]) -> bool {
+    pub async fn write_all(&mut self, stanzas: &[Stanza], counts: &PerKind) -> bool {
         let write = async {
             for stanza in stanzas {
-                self.feed(stanza).await?;
+                self.feed(stanza, counts).await?;
             }
             self.link.flush().await
         };
@@ -62,10 +64,10 @@ impl<L: Link> Outbox<L> {
 
     /// Writes a long run of stanzas with a timeout for each, so that a slow reader gets them
     /// at its own pace (the backlog).
-    pub async fn write_paced(&mut self, stanzas: &[Stanza]) -> bool {
+    pub async fn write_paced(&mut self, stanzas: &[Stanza], counts: &PerKind) -> bool {
         for stanza in stanzas {
             if !matches!(
-                tokio::time::timeout(WRITE_TIMEOUT, self.feed(stanza)).await,
+                tokio::time::timeout(WRITE_TIMEOUT, self.feed(stanza, counts)).await,
                 Ok(Ok(()))
             ) {
                 return false;
@@ -85,10 +87,21 @@ impl<L: Link> Outbox<L> {
         matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
     }
 
-    async fn feed_queued(&mut self, queued: &Queued, jid: &FullJid) -> std::io::Result<()> {
+    async fn feed_queued(
+        &mut self,
+        queued: &Queued,
+        jid: &FullJid,
+        counts: &PerKind,
+    ) -> std::io::Result<()> {
         match queued {
-            Queued::Stanza(stanza) => self.link.feed(&**stanza).await?,
-            Queued::Shared(shared) => self.link.feed_shared(shared, jid).await?,
+            Queued::Stanza(stanza) => {
+                self.link.feed(&**stanza).await?;
+                counts.count(stanza);
+            }
+            Queued::Shared(shared) => {
+                self.link.feed_shared(shared, jid).await?;
+                counts.count_encoded(shared.xml());
+            }
         }
         self.sent = self.sent.wrapping_add(1);
         Ok(())
@@ -102,15 +115,16 @@ impl<L: Link> Outbox<L> {
         queue: &mut mpsc::Receiver<Queued>,
         control: &SessionControl,
         jid: &FullJid,
+        counts: &PerKind,
     ) -> bool {
         let write = async {
             control.dequeued(&first);
-            self.feed_queued(&first, jid).await?;
+            self.feed_queued(&first, jid, counts).await?;
             for _ in 1..WRITE_BATCH {
                 match queue.try_recv() {
                     Ok(next) => {
                         control.dequeued(&next);
-                        self.feed_queued(&next, jid).await?
+                        self.feed_queued(&next, jid, counts).await?
                     }
                     Err(_) => break,
                 }
@@ -175,9 +189,11 @@ mod tests {
 
     #[tokio::test]
     async fn stanzas_are_counted_and_nonzas_are_not() {
+        let metrics = crate::metrics::Metrics::new();
+        let counts = &metrics.stanzas_out;
         let mut outbox = Outbox::new(Recorder::default());
-        assert!(outbox.write_all(&[message(), message()]).await);
-        assert!(outbox.write_paced(&[message()]).await);
+        assert!(outbox.write_all(&[message(), message()], counts).await);
+        assert!(outbox.write_paced(&[message()], counts).await);
         let ack = Element::builder("failed", "urn:xmpp:sm:3").build();
         assert!(outbox.write_nonzas(&[ack]).await);
         let (tx, mut queue) = mpsc::channel(4);
@@ -191,8 +207,18 @@ mod tests {
             .unwrap();
         let first = queue.recv().await.unwrap();
         let me = FullJid::new("lea@localhost/d'Artagnan & <co>").unwrap();
-        assert!(outbox.write_queued(first, &mut queue, &control, &me).await);
+        assert!(
+            outbox
+                .write_queued(first, &mut queue, &control, &me, counts)
+                .await
+        );
         assert_eq!(outbox.sent(), 5);
+        // Each stanza counted by its kind, the shared one too; the nonza not at all.
+        let text = metrics.encode();
+        assert!(
+            text.contains("causette_stanzas_out_total{kind=\"message\"} 5"),
+            "{text}"
+        );
         let link = outbox.link();
         assert_eq!(link.written.len(), 6);
         assert!(link.written[3].contains("urn:xmpp:sm:3"));

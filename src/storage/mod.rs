@@ -373,6 +373,8 @@ pub trait RoomStore: Send + Sync {
 pub trait Store:
     AccountStore + RosterStore + OfflineStore + DirectoryStore + AuditStore + RoomStore + 'static
 {
+    /// Answers when the store does: one trivial query (the readiness check).
+    async fn ping(&self) -> Result<(), Error>;
     /// Waits for running queries and closes the connections.
     async fn close(&self);
 }

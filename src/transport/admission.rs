@@ -35,6 +35,16 @@ pub enum Refusal {
     TooManyFromAddress,
 }
 
+impl Refusal {
+    /// The limit met, as the metrics name it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Refusal::Busy => "max_negotiating",
+            Refusal::TooManyFromAddress => "max_negotiating_per_ip",
+        }
+    }
+}
+
 /// A connection counted as negotiating, until it binds a resource or ends (on drop).
 pub struct LoggingIn {
     admission: Arc<Admission>,
@@ -79,8 +89,8 @@ impl Admission {
         })
     }
 
-    #[cfg(test)]
-    fn negotiating(&self) -> usize {
+    /// Connections negotiating now.
+    pub fn negotiating(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }
 }

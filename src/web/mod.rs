@@ -9,6 +9,7 @@
 
 mod app_password;
 mod cors;
+mod health;
 mod host_meta;
 mod listener;
 
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::Shared;
+use crate::metrics::Transport;
 use crate::stream::websocket::WebClient;
 
 pub(crate) use listener::serve;
@@ -48,10 +50,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     if http.bosh {
         web = web.route("/http-bind", post(bosh));
     }
+    // Monitoring is not for pages: outside the CORS layer.
+    let mut monitoring = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if http.metrics {
+        monitoring = monitoring.route("/metrics", get(health::metrics));
+    }
     web.layer(axum::middleware::from_fn_with_state(
         shared.clone(),
         cors::layer,
     ))
+    .merge(monitoring)
     .with_state(shared.clone())
     .merge(crate::admin::router(shared))
 }
@@ -114,7 +124,8 @@ async fn websocket(
     let client = web_client(&shared, connection, &headers);
     let logging_in = match shared.admission.admit(client.ip) {
         Ok(logging_in) => logging_in,
-        Err(_) => {
+        Err(refusal) => {
+            shared.metrics.refused(refusal.limit());
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many connections logging in; try again shortly",
@@ -122,6 +133,7 @@ async fn websocket(
         }
     };
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+        shared.metrics.refused("max_connections");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server has as many connections as it takes",
@@ -138,7 +150,14 @@ async fn websocket(
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| {
-            crate::stream::websocket::serve(socket, client, logging_in, shared, (slot, tracked))
+            let open = shared.metrics.connection(Transport::WebSocket);
+            crate::stream::websocket::serve(
+                socket,
+                client,
+                logging_in,
+                shared,
+                (slot, tracked, open),
+            )
         })
 }
 

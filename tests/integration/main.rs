@@ -9,6 +9,7 @@ mod hardening;
 mod interop;
 mod load;
 mod login;
+mod monitoring;
 mod operations;
 mod policy;
 mod postgres;

@@ -174,6 +174,11 @@ fn flag(value: bool) -> i64 {
 
 #[async_trait::async_trait]
 impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -163,18 +163,24 @@ async fn create(shared: &Arc<Shared>, client: WebClient, rid: u64, body: Request
     }
     let settings = &shared.config.http.bosh_settings;
     if shared.bosh.len() >= settings.max_sessions {
+        shared.metrics.refused("max_bosh_sessions");
         return terminal(
             "policy-violation",
             "the server has as many BOSH sessions as it takes; try again later",
         );
     }
-    let Ok(logging_in) = shared.admission.admit(client.ip) else {
-        return terminal(
-            "policy-violation",
-            "too many connections logging in; try again shortly",
-        );
+    let logging_in = match shared.admission.admit(client.ip) {
+        Ok(logging_in) => logging_in,
+        Err(refusal) => {
+            shared.metrics.refused(refusal.limit());
+            return terminal(
+                "policy-violation",
+                "too many connections logging in; try again shortly",
+            );
+        }
     };
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
+        shared.metrics.refused("max_connections");
         return terminal(
             "policy-violation",
             "the server has as many connections as it takes",
@@ -212,8 +218,9 @@ async fn create(shared: &Arc<Shared>, client: WebClient, rid: u64, body: Request
     shared.bosh.sessions.insert(sid.clone(), session.clone());
     let link = BoshLink::new(session.clone(), woken);
     let task_shared = shared.clone();
+    let counted = shared.metrics.connection(crate::metrics::Transport::Bosh);
     shared.tasks.spawn(async move {
-        let _slot = slot;
+        let _slot = (slot, counted);
         let _registered = Registered {
             registry: &task_shared.bosh,
             sid,

@@ -257,6 +257,7 @@ impl Negotiator {
                 if let Err(reason) = shared.policy.login_allowed(&username) {
                     // The ENT admin turned chat access off for this user's profile.
                     tracing::info!(user = %username, "login refused: profile without chat access");
+                    shared.metrics.login_failed("account-disabled");
                     let mut refusal =
                         sasl_failure(sasl::DefinedCondition::AccountDisabled, reason.english());
                     if let Outgoing::Sasl(sasl::Nonza::Failure(failure)) = &mut refusal {
@@ -267,6 +268,7 @@ impl Negotiator {
                     return Step::Reply(refusal);
                 }
                 tracing::info!(user = %username, "authenticated");
+                shared.metrics.logins.inc();
                 self.username = Some(username);
                 self.stage = Stage::Binding;
                 Step::Authenticated(sasl::Success {
@@ -277,6 +279,9 @@ impl Negotiator {
                 // Who was tried and from where, for the operator; never what was sent.
                 let user = self.exchange.take().and_then(|e| e.attempted_user());
                 self.failures += 1;
+                shared
+                    .metrics
+                    .login_failed(condition_name(&failure.condition));
                 tracing::info!(
                     user = user.as_deref().unwrap_or("-"),
                     peer = %self.security.transport.peer_ip,
@@ -419,6 +424,24 @@ fn classify(element: ClientElement) -> Result<Negotiating, Fatal> {
 /// Whether a SASL element failed to parse because of its base64 content.
 fn is_bad_base64(error: &xso::error::Error) -> bool {
     matches!(error, xso::error::Error::TextParseError(inner) if inner.is::<base64::DecodeError>())
+}
+
+/// A SASL condition's element name (RFC 6120 §6.5), for the metrics.
+fn condition_name(condition: &sasl::DefinedCondition) -> &'static str {
+    use sasl::DefinedCondition::*;
+    match condition {
+        Aborted => "aborted",
+        AccountDisabled => "account-disabled",
+        CredentialsExpired => "credentials-expired",
+        EncryptionRequired => "encryption-required",
+        IncorrectEncoding => "incorrect-encoding",
+        InvalidAuthzid => "invalid-authzid",
+        InvalidMechanism => "invalid-mechanism",
+        MalformedRequest => "malformed-request",
+        MechanismTooWeak => "mechanism-too-weak",
+        NotAuthorized => "not-authorized",
+        TemporaryAuthFailure => "temporary-auth-failure",
+    }
 }
 
 fn sasl_failure(condition: sasl::DefinedCondition, text: &str) -> Outgoing {
