@@ -62,7 +62,7 @@ pub struct ListenConfig {
     pub c2s_direct_tls: Vec<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain. With `key` unset too, a self-signed certificate is generated
@@ -72,6 +72,20 @@ pub struct TlsConfig {
     /// Lets clients connecting from a loopback address skip STARTTLS (and use PLAIN without
     /// TLS). Meant for tests and benchmarks; never applies to other addresses.
     pub allow_plaintext_on_loopback: bool,
+    /// How often (seconds) the certificate and key files are checked for a change (a
+    /// renewal), to load the new pair without a restart; 0: only on SIGHUP.
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            allow_plaintext_on_loopback: false,
+            reload_check_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     admin_token: String,
     auth: auth::Authenticator,
     tls: TlsAcceptor,
+    /// The certificate `tls` serves, reloaded on SIGHUP and when its files change.
+    certificates: Arc<transport::tls::Certificates>,
     /// What each account may change per minute.
     writes: im::budget::WriteBudget,
     connection_slots: Arc<Semaphore>,
@@ -93,14 +95,13 @@ impl Shared {
         config.validate()?;
         let domain = BareJid::new(&config.domain)
             .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
-        let tls = TlsAcceptor::from(transport::tls::server_config(
-            &transport::tls::Certificate {
-                cert: config.tls.cert.as_deref(),
-                key: config.tls.key.as_deref(),
-                domain: &config.domain,
-                data_dir: &config.data_dir,
-            },
-        )?);
+        let certificates = transport::tls::Certificates::load(&transport::tls::Certificate {
+            cert: config.tls.cert.as_deref(),
+            key: config.tls.key.as_deref(),
+            domain: &config.domain,
+            data_dir: &config.data_dir,
+        })?;
+        let tls = TlsAcceptor::from(transport::tls::server_config(certificates.clone())?);
         let metrics = Arc::new(metrics::Metrics::new());
         let store = metrics::timed_store(
             storage::open(&config.database_url(), config.database.max_connections).await?,
@@ -153,6 +154,7 @@ impl Shared {
             admin_token,
             auth,
             tls,
+            certificates,
             bosh: stream::bosh::Registry::default(),
             metrics,
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -247,6 +249,9 @@ impl Server {
             }
         }
         shared.tasks.spawn(purge_throttle(shared.clone()));
+        if shared.config.tls.reload_check_secs > 0 {
+            shared.tasks.spawn(watch_certificate(shared.clone()));
+        }
         if shared.rooms.is_some() {
             shared.tasks.spawn(sweep_rooms(shared.clone()));
         }
@@ -303,6 +308,12 @@ impl Server {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Loads the certificate and key again (SIGHUP): new connections get the new pair,
+    /// connections up keep theirs. A pair that does not load changes nothing.
+    pub async fn reload_certificate(&self) -> Result<(), transport::tls::Error> {
+        reload_certificate(&self.shared).await
     }
 
     /// Sessions bound right now.
@@ -397,6 +408,43 @@ async fn sweep_rooms(shared: Arc<Shared>) {
         tokio::select! {
             _ = ticker.tick() => rooms.sweep(&shared.router).await,
             _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn reload_certificate(shared: &Shared) -> Result<(), transport::tls::Error> {
+    let certificates = shared.certificates.clone();
+    let reloaded = tokio::task::spawn_blocking(move || certificates.reload())
+        .await
+        .unwrap_or_else(|join| Err(transport::tls::Error::Reload(join.to_string())));
+    let cert = shared.certificates.cert_path().display();
+    match &reloaded {
+        Ok(()) => tracing::info!(cert = %cert, "certificate reloaded"),
+        Err(err) => {
+            tracing::error!(error = %err, "certificate not reloaded; still serving the previous one")
+        }
+    }
+    reloaded
+}
+
+/// Reloads the certificate when its files change (a renewal by certbot or acme.sh).
+async fn watch_certificate(shared: Arc<Shared>) {
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs(shared.config.tls.reload_check_secs));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let certificates = shared.certificates.clone();
+        let changed = tokio::task::spawn_blocking(move || certificates.changed_on_disk())
+            .await
+            .unwrap_or(false);
+        // A renewal writes two files: a pair caught half-written fails to load and is tried
+        // again at the next tick, the files' times having been left unrecorded.
+        if changed {
+            let _ = reload_certificate(&shared).await;
         }
     }
 }

@@ -167,15 +167,20 @@ async fn add_many(
     Ok(created)
 }
 
-async fn shutdown_signal() {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the certificate (a renewal).
+async fn serve_until_signalled(server: &Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = hangup.recv() => {
+                // Logged either way; a pair that does not load leaves the old one in place.
+                let _ = server.reload_certificate().await;
+            }
+        }
     }
 }
 
@@ -187,8 +192,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let server = Server::start(config).await?;
-            shutdown_signal().await;
+            let signalled = serve_until_signalled(&server).await;
             server.shutdown().await;
+            signalled?;
         }
         Command::Migrate => {
             let store = storage::open(&config.database_url(), 1).await?;

@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -39,25 +45,119 @@ pub enum Error {
     NoKey { path: PathBuf },
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("the private key in {key} does not match the certificate in {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path}: the private key is not usable: {source}")]
+    Key {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("TLS configuration refused: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the reload did not finish: {0}")]
+    Reload(String),
 }
 
 /// ALPN protocol of direct TLS (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
-pub fn server_config(certificate: &Certificate<'_>) -> Result<Arc<ServerConfig>, Error> {
-    let (cert_path, key_path) = match (certificate.cert, certificate.key) {
-        (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned()),
-        _ => ensure_self_signed(certificate.domain, certificate.data_dir)?,
-    };
-    let certs = read_certs(&cert_path)?;
-    let key = read_key(&key_path)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The server's certificate and key, replaceable while serving (a renewal): each handshake
+/// takes the pair current when it starts, and connections already up keep theirs.
+#[derive(Debug)]
+pub struct Certificates {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+    /// The files' modification times when last loaded, for `changed_on_disk`.
+    loaded: std::sync::Mutex<Stamps>,
+}
+
+type Stamps = (Option<SystemTime>, Option<SystemTime>);
+
+impl Certificates {
+    /// Loads the configured pair, or the generated one (made on first start).
+    pub fn load(certificate: &Certificate<'_>) -> Result<Arc<Self>, Error> {
+        let (cert_path, key_path) = match (certificate.cert, certificate.key) {
+            (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned()),
+            _ => ensure_self_signed(certificate.domain, certificate.data_dir)?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let stamps = stamps(&cert_path, &key_path);
+        let pair = read_pair(&cert_path, &key_path, &provider)?;
+        Ok(Arc::new(Self {
+            cert_path,
+            key_path,
+            provider,
+            current: ArcSwap::from_pointee(pair),
+            loaded: std::sync::Mutex::new(stamps),
+        }))
+    }
+
+    /// Reads the files again and serves the new pair from the next handshake on; a pair that
+    /// does not load (a missing file, a key that is not the certificate's) changes nothing.
+    /// Reads files: call it off the async workers.
+    pub fn reload(&self) -> Result<(), Error> {
+        let stamps = stamps(&self.cert_path, &self.key_path);
+        let pair = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
+        self.current.store(Arc::new(pair));
+        if let Ok(mut loaded) = self.loaded.lock() {
+            *loaded = stamps;
+        }
+        Ok(())
+    }
+
+    /// Whether either file changed since it was loaded. Reads file metadata: call it off the
+    /// async workers.
+    pub fn changed_on_disk(&self) -> bool {
+        let now = stamps(&self.cert_path, &self.key_path);
+        self.loaded.lock().is_ok_and(|loaded| *loaded != now)
+    }
+
+    /// The certificate file, for messages.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn stamps(cert: &Path, key: &Path) -> Stamps {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+fn read_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, Error> {
+    let certs = read_certs(cert_path)?;
+    let key = read_key(key_path)?;
+    CertifiedKey::from_der(certs, key, provider).map_err(|err| match err {
+        rustls::Error::InconsistentKeys(_) => Error::Mismatch {
+            cert: cert_path.to_owned(),
+            key: key_path.to_owned(),
+        },
+        other => Error::Key {
+            path: key_path.to_owned(),
+            source: other,
+        },
+    })
+}
+
+/// The XMPP listeners' TLS configuration (ALPN `xmpp-client` for direct TLS), serving the
+/// current pair of `certificates`.
+pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, Error> {
+    let provider = certificates.provider.clone();
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(certificates);
     server.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
     Ok(Arc::new(server))
 }

@@ -2,6 +2,7 @@
 
 mod bosh;
 mod browser;
+mod certificates;
 mod common;
 mod contacts;
 mod faults;

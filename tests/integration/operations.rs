@@ -247,3 +247,40 @@ async fn logs_an_operator_can_read() {
     assert!(!failed.contains('\u{1b}'), "{failed:?}");
     let _ = child.kill().await;
 }
+
+/// SIGHUP reloads the certificate (what a renewal hook sends) and the server goes on serving;
+/// SIGTERM then stops it cleanly.
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut lines, _) = serving(dir.path()).await;
+    let pid = child.id().expect("running").to_string();
+    let signal = |name: &'static str| {
+        let pid = pid.clone();
+        async move {
+            let status = tokio::process::Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .await
+                .expect("kill runs");
+            assert!(status.success());
+        }
+    };
+    signal("-HUP").await;
+    let mut reloaded = None;
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
+        if line.contains("certificate reloaded") {
+            reloaded = Some(line);
+            break;
+        }
+    }
+    let reloaded = reloaded.expect("the reload is logged");
+    assert!(reloaded.contains("localhost.crt"), "{reloaded}");
+    signal("-TERM").await;
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("stops in time")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
