@@ -252,7 +252,6 @@ async fn logs_an_operator_can_read() {
 /// SIGTERM then stops it cleanly.
 #[tokio::test]
 async fn sighup_reloads_the_certificate() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, mut lines, _) = serving(dir.path()).await;
     let pid = child.id().expect("running").to_string();
