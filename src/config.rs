@@ -16,10 +16,12 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid configuration in {path}: {source}")]
+    /// Where and what, on one line: `file, line 3, column 1: unknown field …`.
+    #[error("invalid configuration in {path}{at}: {message}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        at: String,
+        message: String,
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -566,9 +568,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|source| Error::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
+        let config: Config = toml::from_str(&text).map_err(|err| {
+            let at = err.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(", line {line}, column {column}")
+            });
+            Error::Parse {
+                path: path.to_owned(),
+                at,
+                message: err.message().trim().replace('\n', " "),
+            }
         })?;
         config.validate()?;
         Ok(config)

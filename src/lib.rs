@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod directory;
 #[cfg(feature = "fuzzing")]

@@ -46,6 +46,9 @@ enum Command {
     /// Put a backup made by `backup` in place of the store, which must not exist yet (a new
     /// data_dir); its schema is then brought up to date. For PostgreSQL, use pg_restore.
     Restore { file: PathBuf },
+    /// Check the configuration: the file, the certificate and key, the data directory, the
+    /// database, the single sign-on key; say what is wrong and exit non-zero if anything is.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -106,20 +109,39 @@ fn parse_addrs(name: &str, list: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
-fn init_logging(config: &Config) {
+/// The server logs to standard output; the one-shot commands log to standard error, keeping
+/// standard output for what they report.
+fn init_logging(config: &Config, serving: bool) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
     // tokio-xmpp traces every byte of the stream, SASL exchanges and message bodies
-    // included: never let it log below warnings, whatever the filter asks.
-    let filter = EnvFilter::try_new(format!("{spec},tokio_xmpp=warn"))
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_xmpp=warn"));
+    // included: never let it log below warnings, whatever the filter asks. PostgreSQL's
+    // notices ("relation already exists, skipping") are noise for an operator.
+    const QUIET: &str = "tokio_xmpp=warn,sqlx::postgres::notice=warn";
+    let filter = EnvFilter::try_new(format!("{spec},{QUIET}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
     // Colours only for a person at a terminal: journald, files and pipes get plain text.
+    let terminal = if serving {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        .with_ansi(terminal);
+    match (config.log.format, serving) {
+        (LogFormat::Json, true) => builder.json().init(),
+        (LogFormat::Json, false) => builder.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Text, true) => builder.init(),
+        (LogFormat::Text, false) => builder.with_writer(std::io::stderr).init(),
     }
+}
+
+/// Who runs a command, for the log: the login behind sudo, else the user.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 fn read_password(confirm: bool) -> anyhow::Result<String> {
@@ -167,39 +189,85 @@ async fn add_many(
     Ok(created)
 }
 
-/// Serves until SIGTERM or SIGINT; SIGHUP reloads the certificate (a renewal).
-async fn serve_until_signalled(server: &Server) -> anyhow::Result<()> {
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads the certificate (a renewal). The signals
+/// are watched before the server starts: one sent as soon as it says it serves is not lost
+/// (nor does SIGHUP's default action end the process).
+async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let server = Server::start(config).await?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => break,
+            _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 // Logged either way; a pair that does not load leaves the old one in place.
                 let _ = server.reload_certificate().await;
             }
         }
     }
+    server.shutdown().await;
+    Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors are for the person at the terminal: one line, every cause said once, no backtrace
+/// (an error here is a situation to act on; a bug panics, and a panic keeps its backtrace).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause its predecessor already says.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    // Multi-line messages (a TOML parse error quotes the line) stay readable.
+    line
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
     let config = load_config(cli.config)?;
-    init_logging(&config);
-    match cli.command.unwrap_or(Command::Serve) {
+    init_logging(&config, matches!(command, Command::Serve));
+    match command {
         Command::Serve => {
-            let server = Server::start(config).await?;
-            let signalled = serve_until_signalled(&server).await;
-            server.shutdown().await;
-            signalled?;
+            serve(config).await?;
         }
         Command::Migrate => {
-            let store = storage::open(&config.database_url(), 1).await?;
-            store.close().await;
-            println!("database schema is up to date");
+            let migrated = storage::migrate(&config.database_url()).await?;
+            println!("{migrated}");
+        }
+        Command::Check => {
+            let report = causette::check::run(&config).await;
+            print!("{report}");
+            if report.failed() {
+                bail!("the configuration has problems (above)");
+            }
         }
         Command::Backup { file } => {
             let summary = storage::backup(&config.database_url(), &file).await?;
@@ -241,7 +309,15 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             let (changes, lines) = (batch.changes, batch.lines);
             match result {
-                Ok(_) => println!("imported {} changes from {}", changes.len(), file.display()),
+                Ok(_) => {
+                    tracing::info!(
+                        actor = %cli_actor(),
+                        count = changes.len(),
+                        file = %file.display(),
+                        "directory changed by an import"
+                    );
+                    println!("imported {} changes from {}", changes.len(), file.display())
+                }
                 Err(causette::policy::ApplyError::Invalid { index, invalid }) => {
                     let line = lines.get(index).copied().unwrap_or(index + 1);
                     bail!("nothing imported: line {line}: {invalid}");
@@ -257,23 +333,35 @@ async fn main() -> anyhow::Result<()> {
                     let password = read_password(true)?;
                     accounts::add(&store, &username, password, iterations)
                         .await
-                        .map(|name| println!("created {name}@{}", config.domain))
+                        .map(|name| {
+                            tracing::info!(actor = %cli_actor(), user = %name, "account created");
+                            println!("created {name}@{}", config.domain)
+                        })
                 }
                 UserAction::Passwd { username } => {
                     let password = read_password(true)?;
                     accounts::set_password(&store, &username, password, iterations)
                         .await
-                        .map(|name| println!("password changed for {name}@{}", config.domain))
+                        .map(|name| {
+                            tracing::info!(actor = %cli_actor(), user = %name, "password changed");
+                            println!("password changed for {name}@{}", config.domain)
+                        })
                 }
                 UserAction::AddMany { prefix, count } => {
                     let password = read_password(true)?;
                     add_many(&store, &prefix, count, password, iterations)
                         .await
-                        .map(|created| println!("created {created} accounts"))
+                        .map(|created| {
+                            tracing::info!(actor = %cli_actor(), prefix, created, "accounts created");
+                            println!("created {created} accounts")
+                        })
                 }
-                UserAction::Del { username } => accounts::delete(&store, &username)
-                    .await
-                    .map(|name| println!("deleted {name}@{}", config.domain)),
+                UserAction::Del { username } => {
+                    accounts::delete(&store, &username).await.map(|name| {
+                        tracing::info!(actor = %cli_actor(), user = %name, "account deleted");
+                        println!("deleted {name}@{}", config.domain)
+                    })
+                }
                 UserAction::List => accounts::list(&store).await.map(|names| {
                     for name in names {
                         println!("{name}@{}", config.domain);

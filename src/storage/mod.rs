@@ -7,7 +7,7 @@ mod sql;
 
 use std::sync::Arc;
 
-pub use sql::SqlStore;
+pub use sql::{Migrated, SchemaState, SqlStore, probe};
 
 use crate::directory;
 
@@ -21,6 +21,8 @@ pub enum Error {
     LimitReached,
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    #[error("cannot reach the database at {at}: {reason}")]
+    Unreachable { at: String, reason: String },
     #[error("database error: {0}")]
     Backend(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -382,6 +384,13 @@ pub trait Store:
 pub type DynStore = Arc<dyn Store>;
 
 pub use sql::backup::{BackupSummary, backup, restore};
+
+/// Brings the schema of the store a URL names up to date, and says what it did.
+pub async fn migrate(url: &str) -> Result<Migrated, Error> {
+    let (store, migrated) = SqlStore::connect_reporting(url, 1).await?;
+    store.close().await;
+    Ok(migrated)
+}
 
 /// Opens the store a URL names and brings its schema up to date.
 pub async fn open(url: &str, max_connections: u32) -> Result<DynStore, Error> {

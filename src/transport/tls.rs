@@ -150,6 +150,30 @@ fn read_pair(
     })
 }
 
+/// Loads a certificate and key as the server would, without serving them (`causette check`):
+/// the error a start would meet, or whether the certificate names `domain`.
+pub fn check_pair(cert: &Path, key: &Path, domain: &str) -> Result<bool, Error> {
+    let provider = rustls::crypto::ring::default_provider();
+    let pair = read_pair(cert, key, &provider)?;
+    let Ok(name) = rustls::pki_types::ServerName::try_from(domain.to_owned()) else {
+        return Ok(false);
+    };
+    let Some(end_entity) = pair.cert.first() else {
+        return Ok(false);
+    };
+    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+    Ok(rustls::client::verify_server_name(&parsed, &name).is_ok())
+}
+
+/// The paths of the self-signed pair generated for `domain` under `data_dir`.
+pub fn self_signed_paths(domain: &str, data_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = data_dir.join("tls");
+    (
+        dir.join(format!("{domain}.crt")),
+        dir.join(format!("{domain}.key")),
+    )
+}
+
 /// The XMPP listeners' TLS configuration (ALPN `xmpp-client` for direct TLS), serving the
 /// current pair of `certificates`.
 pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<ServerConfig>, Error> {
@@ -173,8 +197,7 @@ pub fn for_http(xmpp: &ServerConfig) -> Arc<ServerConfig> {
 /// Paths of the generated certificate for `domain`, created if missing.
 fn ensure_self_signed(domain: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
     let dir = data_dir.join("tls");
-    let cert_path = dir.join(format!("{domain}.crt"));
-    let key_path = dir.join(format!("{domain}.key"));
+    let (cert_path, key_path) = self_signed_paths(domain, data_dir);
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }

@@ -283,3 +283,189 @@ async fn sighup_reloads_the_certificate() {
         .expect("status");
     assert!(status.success(), "{status}");
 }
+
+/// What a command printed, split, and how it ended.
+struct Ran {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the `causette` binary with `stdin` as its input and extra environment variables.
+async fn run_causette(config: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_causette"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("causette runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(WAIT * 3, child.wait_with_output())
+        .await
+        .expect("in time")
+        .expect("output");
+    Ran {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A person's mistakes get one line each, without a backtrace even when RUST_BACKTRACE asks
+/// for them, and a non-zero exit.
+#[tokio::test]
+async fn command_line_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(dir.path());
+    let backtrace = [("RUST_BACKTRACE", "1")];
+    let created = run_causette(&config, &["user", "add", "bob"], "pw\n", &backtrace).await;
+    assert!(created.success, "{}", created.stderr);
+    assert_eq!(created.stdout, "created bob@localhost\n");
+    let again = run_causette(&config, &["user", "add", "bob"], "pw\n", &backtrace).await;
+    assert!(!again.success);
+    assert_eq!(again.stderr, "error: user bob already exists\n");
+    let empty = run_causette(&config, &["user", "add", "carl"], "\n", &backtrace).await;
+    assert!(!empty.success);
+    assert_eq!(empty.stderr, "error: the password is empty\n");
+    let missing = run_causette(&config, &["user", "del", "nobody"], "", &backtrace).await;
+    assert_eq!(missing.stderr, "error: no user nobody\n");
+
+    // A malformed file: where and what, on one line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "domain = \"x\"\n[limits]\nmax_stanza_size = \"big\"\n",
+    )
+    .unwrap();
+    let refused = run_causette(&bad, &["migrate"], "", &backtrace).await;
+    assert!(!refused.success);
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "error: invalid configuration in {}, line 3, column 19: invalid type: string \"big\", expected usize\n",
+            bad.display()
+        )
+    );
+}
+
+/// `migrate` says what it did; an unreachable PostgreSQL is said at once, with where.
+#[tokio::test]
+async fn migrate_reports_and_an_unreachable_database_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(dir.path());
+    let first = run_causette(&config, &["migrate"], "", &[]).await;
+    assert!(first.success, "{}", first.stderr);
+    assert!(
+        first.stdout.starts_with("created the schema ("),
+        "{}",
+        first.stdout
+    );
+    let second = run_causette(&config, &["migrate"], "", &[]).await;
+    assert!(
+        second.stdout.starts_with("the schema is up to date ("),
+        "{}",
+        second.stdout
+    );
+
+    // A port nobody listens on: refused at once (the pool's 30 s timeout is not waited).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("postgres://causette:secret@127.0.0.1:{port}/causette");
+    let started = std::time::Instant::now();
+    let refused = run_causette(
+        &config,
+        &["migrate"],
+        "",
+        &[("CAUSETTE_DATABASE_URL", &url)],
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!refused.success);
+    assert_eq!(
+        refused.stderr,
+        format!("error: cannot reach the database at 127.0.0.1:{port}: connection refused\n")
+    );
+    assert!(!refused.stderr.contains("secret"));
+}
+
+/// `causette check` says what is fine and what is wrong, and exits non-zero when something is.
+#[tokio::test]
+async fn check_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(dir.path());
+    let fine = run_causette(&config, &["check"], "", &[]).await;
+    assert!(fine.success, "{}{}", fine.stdout, fine.stderr);
+    assert!(
+        fine.stdout
+            .contains("ok      configuration valid, domain localhost"),
+        "{}",
+        fine.stdout
+    );
+    assert!(
+        fine.stdout
+            .contains("self-signed certificate will be generated"),
+        "{}",
+        fine.stdout
+    );
+    assert!(
+        fine.stdout.contains("does not exist yet"),
+        "{}",
+        fine.stdout
+    );
+
+    // A key that is not the certificate's, and a certificate for another name.
+    let pair = |name: &str| {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        (certified.cert.pem(), certified.key_pair.serialize_pem())
+    };
+    let (cert, _) = pair("localhost");
+    let (_, other_key) = pair("localhost");
+    std::fs::write(dir.path().join("a.crt"), &cert).unwrap();
+    std::fs::write(dir.path().join("b.key"), &other_key).unwrap();
+    let mismatched = dir.path().join("mismatched.toml");
+    std::fs::write(
+        &mismatched,
+        format!(
+            "data_dir = \"{0}\"\n[tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/b.key\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let refused = run_causette(&mismatched, &["check"], "", &[]).await;
+    assert!(!refused.success);
+    assert!(
+        refused.stdout.contains(&format!(
+            "error   the private key in {}/b.key does not match the certificate in {}/a.crt",
+            dir.path().display(),
+            dir.path().display()
+        )),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(
+        refused.stderr.lines().last(),
+        Some("error: the configuration has problems (above)")
+    );
+
+    let (cert, key) = pair("chat.example.org");
+    std::fs::write(dir.path().join("a.crt"), &cert).unwrap();
+    std::fs::write(dir.path().join("b.key"), &key).unwrap();
+    let wrong_name = run_causette(&mismatched, &["check"], "", &[]).await;
+    assert!(!wrong_name.success);
+    assert!(
+        wrong_name
+            .stdout
+            .contains("does not name the domain localhost"),
+        "{}",
+        wrong_name.stdout
+    );
+}

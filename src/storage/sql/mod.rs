@@ -37,6 +37,14 @@ pub struct SqlStore {
 
 impl SqlStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        Ok(Self::connect_reporting(url, max_connections).await?.0)
+    }
+
+    /// Opens the store and migrates it, saying what the migration did.
+    pub async fn connect_reporting(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<(Self, Migrated), Error> {
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -47,6 +55,17 @@ impl SqlStore {
         install_default_drivers();
         if backend == Backend::Sqlite {
             create_sqlite_parent_dir(url);
+        }
+        if backend == Backend::Postgres {
+            // The pool retries a server that refuses until its acquire timeout (30 s) and then
+            // only says it timed out: one connection first says at once what is wrong.
+            use sqlx::Connection;
+            sqlx::AnyConnection::connect(url)
+                .await
+                .map_err(|err| unreachable_error(url, err))?
+                .close()
+                .await
+                .map_err(|err| unreachable_error(url, err))?;
         }
         let mut options = AnyPoolOptions::new().max_connections(max_connections.max(1));
         if backend == Backend::Sqlite {
@@ -63,11 +82,17 @@ impl SqlStore {
             });
         }
         let pool = options.connect(url).await?;
-        match backend {
-            Backend::Sqlite => sqlx::migrate!("schema/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("schema/postgres").run(&pool).await?,
-        }
-        Ok(Self { pool, backend })
+        let before = applied_migrations(&pool).await;
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("schema/sqlite"),
+            Backend::Postgres => sqlx::migrate!("schema/postgres"),
+        };
+        migrator.run(&pool).await?;
+        let migrated = Migrated {
+            before,
+            after: applied_migrations(&pool).await,
+        };
+        Ok((Self { pool, backend }, migrated))
     }
 
     /// A transaction that holds the write lock from its start on SQLite: a transaction that
@@ -81,15 +106,130 @@ impl SqlStore {
     }
 }
 
-/// SQLite creates the file (mode=rwc) but not its folder.
-fn create_sqlite_parent_dir(url: &str) {
+/// What opening the store did to its schema: migrations applied before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub before: u64,
+    pub after: u64,
+}
+
+impl std::fmt::Display for Migrated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        match (self.before, self.after) {
+            (0, after) => write!(f, "created the schema ({after} migration{})", plural(after)),
+            (before, after) if after > before => {
+                let applied = after - before;
+                write!(
+                    f,
+                    "applied {applied} migration{} (now {after})",
+                    plural(applied)
+                )
+            }
+            (_, after) => write!(
+                f,
+                "the schema is up to date ({after} migration{})",
+                plural(after)
+            ),
+        }
+    }
+}
+
+/// Migrations recorded as applied; none when the bookkeeping table does not exist yet.
+async fn applied_migrations(pool: &AnyPool) -> u64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .map_or(0, |count| u64::try_from(count).unwrap_or(0))
+}
+
+/// The schema of an existing store, read without changing anything (`causette check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaState {
+    pub applied: u64,
+    pub known: u64,
+}
+
+/// Connects once to the store a URL names and reads its schema's state; `None` for an SQLite
+/// file that does not exist yet (the server creates it). Migrates nothing.
+pub async fn probe(url: &str) -> Result<Option<SchemaState>, Error> {
+    use sqlx::Connection;
+    let backend = if url.starts_with("sqlite:") {
+        if sqlite_path(url).is_some_and(|path| !Path::new(path).exists()) {
+            return Ok(None);
+        }
+        Backend::Sqlite
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Backend::Postgres
+    } else {
+        return Err(Error::UnsupportedUrl(url.to_owned()));
+    };
+    install_default_drivers();
+    let mut connection = sqlx::AnyConnection::connect(url)
+        .await
+        .map_err(|err| unreachable_error(url, err))?;
+    let applied =
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut connection)
+            .await
+            .map_or(0, |count| u64::try_from(count).unwrap_or(0));
+    let _ = connection.close().await;
+    let known = match backend {
+        Backend::Sqlite => sqlx::migrate!("schema/sqlite").iter().count(),
+        Backend::Postgres => sqlx::migrate!("schema/postgres").iter().count(),
+    };
+    Ok(Some(SchemaState {
+        applied,
+        known: known as u64,
+    }))
+}
+
+/// The file an SQLite URL names, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<&str> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// A database that cannot be reached, said with where it was looked for.
+fn unreachable_error(url: &str, err: sqlx::Error) -> Error {
+    let reason = match &err {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_owned()
+        }
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    };
+    Error::Unreachable {
+        at: host_of(url),
+        reason,
     }
+}
+
+/// `host:port` of a database URL, without the credentials.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() {
+        "the local socket".to_owned()
+    } else if host.contains(':') && !host.ends_with(']') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// SQLite creates the file (mode=rwc) but not its folder.
+fn create_sqlite_parent_dir(url: &str) {
+    let Some(path) = sqlite_path(url) else {
+        return;
+    };
     if let Some(parent) = Path::new(path)
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
