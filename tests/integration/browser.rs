@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::common::{Raw, TestServer, WAIT, Xmpp, http};
 
-fn browser_available() -> bool {
+/// Why the browser tests cannot run here, if they cannot.
+pub fn browser_missing() -> Option<&'static str> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let found = Path::new(&chromium).exists()
@@ -17,17 +18,22 @@ fn browser_available() -> bool {
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
-            "CAUSETTE_REQUIRE_BROWSER is set but Chromium, node or tests/browser/node_modules is missing"
-        );
-        eprintln!(
-            "SKIPPED: browser test needs /usr/bin/chromium (apt-get install chromium) and \
-             `npm ci --prefix tests/browser`"
-        );
-    }
-    found
+    (!found).then_some(
+        "browser tests need /usr/bin/chromium (apt-get install chromium), node and \
+         `npm ci --prefix tests/browser`",
+    )
+}
+
+fn browser_available() -> bool {
+    let Some(missing) = browser_missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
+        "CAUSETTE_REQUIRE_BROWSER is set but Chromium, node or tests/browser/node_modules is missing"
+    );
+    eprintln!("SKIPPED: {missing}");
+    false
 }
 
 #[tokio::test]
@@ -119,17 +125,23 @@ fn screenshot_dir() -> std::path::PathBuf {
     dir
 }
 
-fn ent_embed_available() -> bool {
+/// Why the ENT window tests cannot run here (beyond the browser), if they cannot.
+pub fn ent_embed_missing() -> Option<&'static str> {
     let converse = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy/ent-embed/node_modules/converse.js/dist/converse.min.js");
-    if !converse.exists() {
-        assert!(
-            std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
-            "CAUSETTE_REQUIRE_BROWSER is set but deploy/ent-embed/node_modules is missing"
-        );
-        eprintln!("SKIPPED: the ENT window test needs `npm ci --prefix deploy/ent-embed`");
-    }
-    converse.exists()
+    (!converse.exists()).then_some("the ENT window tests need `npm ci --prefix deploy/ent-embed`")
+}
+
+fn ent_embed_available() -> bool {
+    let Some(missing) = ent_embed_missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
+        "CAUSETTE_REQUIRE_BROWSER is set but deploy/ent-embed/node_modules is missing"
+    );
+    eprintln!("SKIPPED: {missing}");
+    false
 }
 
 /// The ENT page of deploy/ent-embed in headless Chromium, over WebSocket with an ENT token:

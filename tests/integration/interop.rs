@@ -7,21 +7,27 @@ use std::process::Stdio;
 
 use crate::common::{TestServer, WAIT};
 
-fn slixmpp_available() -> bool {
+/// Why the interop tests cannot run here, if they cannot.
+pub fn slixmpp_missing() -> Option<&'static str> {
     let found = std::process::Command::new("python3")
         .args(["-c", "import slixmpp"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CAUSETTE_REQUIRE_INTEROP").is_none(),
-            "CAUSETTE_REQUIRE_INTEROP is set but python3 cannot import slixmpp"
-        );
-        eprintln!("SKIPPED: python3 with slixmpp not found; `pip install slixmpp` to run it");
-    }
-    found
+    (!found).then_some("the slixmpp interop tests need python3 with `pip install slixmpp`")
+}
+
+fn slixmpp_available() -> bool {
+    let Some(missing) = slixmpp_missing() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CAUSETTE_REQUIRE_INTEROP").is_none(),
+        "CAUSETTE_REQUIRE_INTEROP is set but python3 cannot import slixmpp"
+    );
+    eprintln!("SKIPPED: {missing}");
+    false
 }
 
 #[tokio::test]

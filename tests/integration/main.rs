@@ -14,6 +14,7 @@ mod monitoring;
 mod operations;
 mod policy;
 mod postgres;
+mod prerequisites;
 mod rooms;
 mod sso;
 mod storage;

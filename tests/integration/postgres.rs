@@ -2,6 +2,16 @@
 
 use crate::common::TestServer;
 
+/// Why the PostgreSQL tests cannot run here, if they cannot.
+pub fn postgres_missing() -> Option<&'static str> {
+    std::env::var("CAUSETTE_TEST_POSTGRES_URL")
+        .map_or(true, |url| url.is_empty())
+        .then_some(
+            "the PostgreSQL tests need CAUSETTE_TEST_POSTGRES_URL naming a database they may \
+             write to",
+        )
+}
+
 pub fn postgres_url() -> Option<String> {
     match std::env::var("CAUSETTE_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
