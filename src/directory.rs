@@ -88,12 +88,12 @@ pub enum DirectoryChange {
     DeleteStructure {
         id: String,
     },
-    /// Creates or replaces a user's entry; `structures` replaces its structure memberships.
+    /// Creates or replaces a user's entry; `structures` replaces its structure memberships
+    /// and must be given (`[]` for none), so that a line that leaves it out empties nothing.
     PutUser {
         username: String,
         display_name: String,
         profile: Profile,
-        #[serde(default)]
         structures: Vec<String>,
     },
     DeleteUser {

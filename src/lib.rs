@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
     /// Every listener is up (`/readyz`).
     ready: std::sync::atomic::AtomicBool,
+    /// The store's mark of being served, removed at shutdown.
+    serving: std::sync::Mutex<Option<storage::ServingMark>>,
     /// What happens at each point of a session's life, above the session.
     lifecycle: Arc<dyn session::Lifecycle>,
     tasks: TaskTracker,
@@ -108,6 +110,9 @@ impl Shared {
             storage::open(&config.database_url(), config.database.max_connections).await?,
             metrics.clone(),
         );
+        // A second server on the store is refused, and the commands that would change it
+        // behind this one's back find the mark.
+        let serving = storage::mark_serving(&config.database_url()).await?;
         let policy = Arc::new(
             policy::Policy::load(&store)
                 .await?
@@ -159,6 +164,7 @@ impl Shared {
             bosh: stream::bosh::Registry::default(),
             metrics,
             ready: std::sync::atomic::AtomicBool::new(false),
+            serving: std::sync::Mutex::new(Some(serving)),
             lifecycle: Arc::new(routing::Sessions),
             tasks,
             shutdown,
@@ -342,6 +348,15 @@ impl Server {
             tracing::warn!("some connections did not close in time");
         }
         self.shared.store.close().await;
+        let serving = self
+            .shared
+            .serving
+            .lock()
+            .ok()
+            .and_then(|mut mark| mark.take());
+        if let Some(mark) = serving {
+            mark.release().await;
+        }
         tracing::info!("stopped");
     }
 }

@@ -295,6 +295,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
+            // The running server keeps the directory in memory: it would not see the change.
+            if storage::is_served(&config.database_url()).await? {
+                let http = config.http.listen.first().map_or_else(
+                    || "http://SERVER".to_owned(),
+                    |addr| format!("http://{addr}"),
+                );
+                bail!(
+                    "nothing imported: a Causette server is running on this store and would not \
+                     see the change; import through it: curl --data-binary @{} -H \
+                     'Authorization: Bearer <admin token>' {http}/admin/api/v1/import",
+                    file.display()
+                );
+            }
             let batch = causette::admin::import::parse_import(&text)
                 .map_err(|e| anyhow::anyhow!("nothing imported: {e}"))?;
             let credentials =
@@ -322,7 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let line = lines.get(index).copied().unwrap_or(index + 1);
                     bail!("nothing imported: line {line}: {invalid}");
                 }
-                Err(other) => return Err(other.into()),
+                Err(other) => bail!("nothing imported: {other}"),
             }
         }
         Command::User { action } => {

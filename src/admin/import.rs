@@ -57,7 +57,7 @@ pub(super) async fn import(
             let line = batch.lines.get(index).copied().unwrap_or(index + 1);
             Err(nothing(format!("line {line}: {invalid}")))
         }
-        Err(ApplyError::Storage(e)) => Err(AdminError::Internal(e.to_string())),
+        Err(ApplyError::Storage(e)) => Err(AdminError::Internal(format!("nothing imported: {e}"))),
     }
 }
 
@@ -97,7 +97,7 @@ pub const IMPORT_OPS: &[ImportOp] = &[
         "PUT",
         "/users/{username}",
         &["display_name", "profile", "structures", "password"],
-        2,
+        3,
     ),
     op("delete_user", "DELETE", "/users/{username}", &[], 0),
     op(
@@ -205,7 +205,8 @@ pub fn parse_import(text: &str) -> Result<Import, String> {
             continue;
         }
         let at = |e: &dyn std::fmt::Display| format!("line {number}: {e}");
-        let mut fields: Map<String, Value> = serde_json::from_str(line).map_err(|e| at(&e))?;
+        let mut fields: Map<String, Value> =
+            serde_json::from_str(line).map_err(|e| json_error(number, &e))?;
         let name = fields
             .get("op")
             .and_then(Value::as_str)
@@ -234,11 +235,24 @@ pub fn parse_import(text: &str) -> Result<Import, String> {
             import.passwords.push((number, username, password));
         }
         let change: DirectoryChange =
-            serde_json::from_value(Value::Object(fields)).map_err(|e| at(&e))?;
+            serde_json::from_value(Value::Object(fields)).map_err(|e| json_error(number, &e))?;
         import.changes.push(change);
         import.lines.push(number);
     }
     Ok(import)
+}
+
+/// A JSON error of line `number`, with the one line number that means something to the
+/// person who wrote the file (serde_json counts lines within the line it was given).
+fn json_error(number: usize, err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    match text.strip_suffix(&position) {
+        Some(message) if err.line() > 0 => {
+            format!("line {number}, column {}: {message}", err.column())
+        }
+        _ => format!("line {number}: {text}"),
+    }
 }
 
 /// The stored credentials of the batch's passwords; a password that cannot be set names its
@@ -356,7 +370,7 @@ mod tests {
     #[test]
     fn passwords_are_taken_apart_and_unknown_fields_named() {
         let import = parse_import(
-            "\n{\"op\":\"put_user\",\"username\":\"u\",\"display_name\":\"U\",\"profile\":\"student\",\"password\":\"pw\"}",
+            "\n{\"op\":\"put_user\",\"username\":\"u\",\"display_name\":\"U\",\"profile\":\"student\",\"structures\":[],\"password\":\"pw\"}",
         )
         .unwrap();
         assert_eq!(import.passwords, vec![(2, "u".into(), "pw".into())]);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -15,9 +15,13 @@ use crate::storage::ScramCredential;
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
+        .route("/users", get(list_users))
         .route(
             "/users/{username}",
-            get(get_user).put(put_user).delete(delete_user),
+            get(get_user)
+                .put(put_user)
+                .patch(patch_user)
+                .delete(delete_user),
         )
         .route(
             "/users/{username}/children/{child}",
@@ -60,17 +64,101 @@ pub(super) async fn get_user(
         .users
         .get(&username)
         .ok_or_else(|| AdminError::NotFound(format!("unknown user {username:?}")))?;
-    Ok(Json(User {
-        display_name: user.display_name.clone(),
-        profile: user.profile,
-        structures: user.structures.clone(),
-        classes: user.classes.clone(),
-        groups: user.groups.clone(),
-        parents: user.parents.clone(),
-        children: user.children.clone(),
-        hidden: user.hidden,
-        first_login: user.first_login,
-        username,
+    Ok(Json(User::of(username, user)))
+}
+
+impl User {
+    fn of(username: String, user: &crate::policy::directory::User) -> Self {
+        User {
+            display_name: user.display_name.clone(),
+            profile: user.profile,
+            structures: user.structures.clone(),
+            classes: user.classes.clone(),
+            groups: user.groups.clone(),
+            parents: user.parents.clone(),
+            children: user.children.clone(),
+            hidden: user.hidden,
+            first_login: user.first_login,
+            username,
+        }
+    }
+}
+
+/// Which users, and which page of them.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserQuery {
+    /// Only members of this structure.
+    structure: Option<String>,
+    /// Only members of this class.
+    class: Option<String>,
+    /// Only members of this ENT group.
+    group: Option<String>,
+    /// Only this profile.
+    profile: Option<Profile>,
+    /// Only usernames after this one (the `next` of the previous page).
+    after: Option<String>,
+    /// How many users, 1 to 1000 (100 by default).
+    limit: Option<usize>,
+}
+
+/// A page of users, by username.
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    users: Vec<User>,
+    /// How many users match, over every page.
+    total: usize,
+    /// Give it as `after` for the next page; absent on the last one.
+    next: Option<String>,
+}
+
+#[utoipa::path(get, path = "/users", tag = "users",
+    summary = "Users, filtered, by username, a page at a time",
+    params(UserQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 400, description = "Bad query; the text says what is wrong"),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    ))]
+pub(super) async fn list_users(
+    State(admin): State<AdminState>,
+    Query(query): Query<UserQuery>,
+) -> Result<Json<UserPage>> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let state = admin.policy().snapshot();
+    let mut matching: Vec<(&String, &std::sync::Arc<crate::policy::directory::User>)> = state
+        .users
+        .iter()
+        .filter(|(_, user)| {
+            query
+                .structure
+                .as_ref()
+                .is_none_or(|s| user.structures.contains(s))
+                && query
+                    .class
+                    .as_ref()
+                    .is_none_or(|c| user.classes.contains(c))
+                && query.group.as_ref().is_none_or(|g| user.groups.contains(g))
+                && query.profile.is_none_or(|p| user.profile == p)
+        })
+        .collect();
+    let total = matching.len();
+    matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let start = query.after.as_ref().map_or(0, |after| {
+        matching.partition_point(|(name, _)| *name <= after)
+    });
+    let page: Vec<User> = matching[start..]
+        .iter()
+        .take(limit)
+        .map(|(name, user)| User::of((*name).clone(), user))
+        .collect();
+    let next = (start + page.len() < total)
+        .then(|| page.last().map(|u| u.username.clone()))
+        .flatten();
+    Ok(Json(UserPage {
+        users: page,
+        total,
+        next,
     }))
 }
 
@@ -80,8 +168,8 @@ pub(super) async fn get_user(
 pub struct UserBody {
     display_name: String,
     profile: Profile,
-    /// Replaces the user's structures.
-    #[serde(default)]
+    /// Replaces the user's structures: required, so that a body that leaves them out does not
+    /// empty them (`PATCH` changes only what it names).
     structures: Vec<String>,
     /// Sets the account's password (SCRAM credentials), when given.
     #[serde(default)]
@@ -120,6 +208,65 @@ pub(super) async fn put_user(
         display_name: body.display_name,
         profile: body.profile,
         structures: body.structures,
+    };
+    admin
+        .change_with_credentials(&headers, vec![change], &credentials)
+        .await
+}
+
+/// What a `PATCH` changes; what it leaves out stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    display_name: Option<String>,
+    profile: Option<Profile>,
+    /// Replaces the user's structures, when given.
+    structures: Option<Vec<String>>,
+    /// Sets the account's password, when given.
+    password: Option<String>,
+}
+
+#[utoipa::path(patch, path = "/users/{username}", tag = "users",
+    summary = "Change some of a user's fields",
+    description = "Fields left out keep their values. Moving a user to a structure where their profile has no chat access closes their sessions at once.",
+    params(("username" = String, Path, description = "The JID localpart, lowercase")),
+    request_body = UserPatch,
+    responses(
+        (status = 204, description = "Done"),
+        (status = 400, description = "Bad input; `error` says what is wrong", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown user or structure", body = ErrorBody),
+    ))]
+pub(super) async fn patch_user(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+    body: Body<UserPatch>,
+) -> Result<StatusCode> {
+    let Json(patch) = body?;
+    let current = admin
+        .policy()
+        .snapshot()
+        .users
+        .get(&username)
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("unknown user {username:?}")))?;
+    let mut credentials = Vec::new();
+    if let Some(password) = patch.password {
+        credentials.push((
+            username.clone(),
+            password_credentials(&admin, password).await?,
+        ));
+    }
+    let change = DirectoryChange::PutUser {
+        username,
+        display_name: patch
+            .display_name
+            .unwrap_or_else(|| current.display_name.clone()),
+        profile: patch.profile.unwrap_or(current.profile),
+        structures: patch
+            .structures
+            .unwrap_or_else(|| current.structures.iter().cloned().collect()),
     };
     admin
         .change_with_credentials(&headers, vec![change], &credentials)

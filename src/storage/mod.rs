@@ -21,6 +21,9 @@ pub enum Error {
     LimitReached,
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    /// Another server serves the store.
+    #[error("{0}")]
+    Serving(String),
     #[error("cannot reach the database at {at}: {reason}")]
     Unreachable { at: String, reason: String },
     #[error("database error: {0}")]
@@ -384,6 +387,7 @@ pub trait Store:
 pub type DynStore = Arc<dyn Store>;
 
 pub use sql::backup::{BackupSummary, backup, restore};
+pub use sql::serving::{ServingMark, is_served, mark_serving};
 
 /// Brings the schema of the store a URL names up to date, and says what it did.
 pub async fn migrate(url: &str) -> Result<Migrated, Error> {

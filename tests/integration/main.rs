@@ -5,6 +5,7 @@ mod browser;
 mod certificates;
 mod common;
 mod contacts;
+mod directory_api;
 mod faults;
 mod hardening;
 mod interop;

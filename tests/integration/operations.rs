@@ -469,3 +469,99 @@ async fn check_names_what_is_wrong() {
         wrong_name.stdout
     );
 }
+
+/// `causette directory import` refuses a store a server is running on (the server keeps the
+/// directory in memory and would not see the change), says how to import through it, and
+/// changes nothing; once the server stops, the same import goes through. A second server on
+/// the same SQLite store is refused at start.
+#[tokio::test]
+async fn an_import_behind_a_running_servers_back_is_refused() {
+    // A folder of our own: the store outlives the server.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let server = TestServer::start_with(|c| c.data_dir = data_dir.clone()).await;
+    let config = config_for(&data_dir);
+    let file = data_dir.join("batch.jsonl");
+    std::fs::write(
+        &file,
+        "{\"op\":\"put_structure\",\"id\":\"0750001A\",\"name\":\"Collège Victor Hugo\"}\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let refused = run_causette(&config, &["directory", "import", file_arg], "", &[]).await;
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .starts_with("error: nothing imported: a Causette server is running on this store")
+            && refused.stderr.contains("curl --data-binary @")
+            && refused.stderr.ends_with("/admin/api/v1/import\n"),
+        "{}",
+        refused.stderr
+    );
+    let token = server.server().admin_token().to_owned();
+    let (status, _) = http(
+        server.http,
+        "GET",
+        "/admin/api/v1/structures/0750001A",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let mut second = causette::Config {
+        data_dir: data_dir.clone(),
+        ..causette::Config::default()
+    };
+    second.listen.c2s = vec!["127.0.0.1:0".parse().unwrap()];
+    second.listen.c2s_direct_tls = Vec::new();
+    second.http.listen = Vec::new();
+    second.admin.demo_directory = false;
+    let error = causette::Server::start(second)
+        .await
+        .err()
+        .expect("a second server is refused")
+        .to_string();
+    assert!(
+        error.starts_with("another Causette server serves this store"),
+        "{error}"
+    );
+
+    server.stop().await;
+    let imported = run_causette(&config, &["directory", "import", file_arg], "", &[]).await;
+    assert!(imported.success, "{}", imported.stderr);
+    assert!(
+        imported.stdout.starts_with("imported 1 changes"),
+        "{}",
+        imported.stdout
+    );
+}
+
+/// On PostgreSQL, a running server's mark is an advisory lock that the import finds.
+#[tokio::test]
+async fn an_import_finds_a_server_running_on_postgres() {
+    let Some(url) = crate::postgres::postgres_url() else {
+        return;
+    };
+    let server = TestServer::start_with(|c| c.database.url = url.clone()).await;
+    let config = config_for(&server.server().config().data_dir);
+    let file = server.server().config().data_dir.join("batch.jsonl");
+    std::fs::write(&file, "{\"op\":\"delete_structure\",\"id\":\"none\"}\n").unwrap();
+    let refused = run_causette(
+        &config,
+        &["directory", "import", file.to_str().unwrap()],
+        "",
+        &[("CAUSETTE_DATABASE_URL", &url)],
+    )
+    .await;
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .contains("a Causette server is running on this store"),
+        "{}",
+        refused.stderr
+    );
+    server.stop().await;
+}

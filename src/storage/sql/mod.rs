@@ -23,6 +23,7 @@ mod directory;
 mod offline;
 mod rooms;
 mod roster;
+pub mod serving;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
