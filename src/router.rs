@@ -605,6 +605,15 @@ impl Router {
         }
     }
 
+    /// Accounts with at least one bound session now.
+    pub fn online_accounts(&self) -> Vec<BareJid> {
+        self.sessions
+            .iter()
+            .filter(|entry| !entry.value().is_empty())
+            .map(|entry| entry.key().clone())
+            .collect()
+    }
+
     pub fn online_count(&self) -> usize {
         self.sessions.iter().map(|r| r.len()).sum()
     }

@@ -18,6 +18,8 @@ pub(super) struct AuditQuery {
     limit: Option<u32>,
     /// Only entries older than this id (the next page).
     before: Option<i64>,
+    /// Only entries with this text in their actor, action or change (ignoring case).
+    q: Option<String>,
 }
 
 #[utoipa::path(get, path = "/audit", tag = "audit",
@@ -34,7 +36,7 @@ pub(super) async fn audit(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let entries = admin
         .store()
-        .audit_log(limit, query.before)
+        .audit_log(limit, query.before, query.q.as_deref())
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     Ok(Json(entries))

@@ -12,6 +12,7 @@ use crate::directory::DirectoryChange;
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
+        .route("/groups", get(list_groups))
         .route(
             "/groups/{id}",
             get(get_group).put(put_group).delete(delete_group),
@@ -29,6 +30,35 @@ pub struct Group {
     name: String,
     /// Usernames, in order.
     members: Vec<String>,
+}
+
+/// A group as listed: its size, not its members.
+#[derive(Serialize, ToSchema)]
+pub struct GroupSummary {
+    id: String,
+    name: String,
+    members: usize,
+}
+
+#[utoipa::path(get, path = "/groups", tag = "groups",
+    summary = "Every ENT group, by id",
+    responses(
+        (status = 200, description = "The groups, by id", body = [GroupSummary]),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    ))]
+pub(super) async fn list_groups(State(admin): State<AdminState>) -> Json<Vec<GroupSummary>> {
+    let state = admin.policy().snapshot();
+    let mut groups: Vec<GroupSummary> = state
+        .groups
+        .iter()
+        .map(|(id, group)| GroupSummary {
+            id: id.clone(),
+            name: group.name.clone(),
+            members: group.members.len(),
+        })
+        .collect();
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(groups)
 }
 
 #[utoipa::path(get, path = "/groups/{id}", tag = "groups",

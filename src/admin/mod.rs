@@ -123,6 +123,17 @@ impl AdminState {
         &self.0.store
     }
 
+    /// Usernames (JID localparts) of this domain's users with a session now.
+    fn online_users(&self) -> Vec<String> {
+        self.0
+            .router
+            .online_accounts()
+            .into_iter()
+            .filter(|jid| jid.domain() == self.0.domain.domain())
+            .filter_map(|jid| jid.node().map(|node| node.to_string()))
+            .collect()
+    }
+
     fn scram_iterations(&self) -> u32 {
         self.0.config.auth.scram_iterations
     }
@@ -317,8 +328,38 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(state)
 }
 
-async fn console() -> Html<&'static str> {
-    Html(CONSOLE)
+/// The console's security headers: its own inline script and style only (by hash), requests
+/// to this origin only, never in a frame (the page holds the admin token).
+static CONSOLE_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let hash_of = |open: &str, close: &str| {
+        use base64::Engine;
+        use sha2::Digest;
+        let start = CONSOLE.find(open).map_or(0, |at| at + open.len());
+        let end = CONSOLE[start..].find(close).map_or(start, |at| start + at);
+        let digest = sha2::Sha256::digest(CONSOLE[start..end].as_bytes());
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        hash_of("<script>", "</script>"),
+        hash_of("<style>", "</style>")
+    )
+});
+
+async fn console() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_POLICY.as_str()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(CONSOLE),
+    )
 }
 
 /// Reads a JSON body as each admin call would.

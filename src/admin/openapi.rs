@@ -43,6 +43,7 @@ use crate::directory::{AuditEntry, DirectoryChange, Profile, Scope};
         classes::delete_class,
         classes::add_class_member,
         classes::remove_class_member,
+        groups::list_groups,
         groups::get_group,
         groups::put_group,
         groups::delete_group,
@@ -111,6 +112,6 @@ mod tests {
             "docs/admin-api.openapi.json is out of date: run CAUSETTE_BLESS_OPENAPI=1 cargo test"
         );
         let parsed: Value = serde_json::from_str(&kept).unwrap();
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 16);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 17);
     }
 }

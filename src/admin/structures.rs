@@ -1,6 +1,8 @@
 //! `/structures`: schools and other structures, their chat access per profile and their
 //! communication rules.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, put};
@@ -34,6 +36,8 @@ pub struct Structure {
     name: String,
     /// How many users belong to it.
     members: usize,
+    /// Members with at least one session now.
+    online: usize,
     classes: Vec<ClassSummary>,
     profiles: ProfileAccess,
     rules: Rules,
@@ -129,7 +133,24 @@ fn indexed<'a>(state: &'a DirectoryState, id: &str) -> Result<&'a Indexed> {
         .ok_or_else(|| AdminError::NotFound(format!("unknown structure {id:?}")))
 }
 
-fn structure(state: &DirectoryState, id: &str) -> Result<Structure> {
+/// How many members of each structure have a session now.
+fn online_by_structure(admin: &AdminState, state: &DirectoryState) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for username in admin.online_users() {
+        if let Some(user) = state.users.get(&username) {
+            for structure in &user.structures {
+                *counts.entry(structure.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn structure(
+    state: &DirectoryState,
+    id: &str,
+    online: &HashMap<String, usize>,
+) -> Result<Structure> {
     let indexed = indexed(state, id)?;
     let mut classes: Vec<ClassSummary> = state
         .classes
@@ -146,6 +167,7 @@ fn structure(state: &DirectoryState, id: &str) -> Result<Structure> {
         id: id.to_owned(),
         name: indexed.name.clone(),
         members: indexed.members.len(),
+        online: online.get(id).copied().unwrap_or(0),
         classes,
         profiles: ProfileAccess::of(indexed),
         rules: Rules::of(indexed),
@@ -162,11 +184,12 @@ pub(super) async fn list_structures(
     State(admin): State<AdminState>,
 ) -> Result<Json<Vec<Structure>>> {
     let state = admin.policy().snapshot();
+    let online = online_by_structure(&admin, &state);
     let mut ids: Vec<&String> = state.structures.keys().collect();
     ids.sort();
     let list = ids
         .into_iter()
-        .map(|id| structure(&state, id))
+        .map(|id| structure(&state, id, &online))
         .collect::<Result<Vec<_>>>()?;
     Ok(Json(list))
 }
@@ -183,7 +206,9 @@ pub(super) async fn get_structure(
     State(admin): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Structure>> {
-    Ok(Json(structure(&admin.policy().snapshot(), &id)?))
+    let state = admin.policy().snapshot();
+    let online = online_by_structure(&admin, &state);
+    Ok(Json(structure(&state, &id, &online)?))
 }
 
 /// A name.

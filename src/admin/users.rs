@@ -96,6 +96,8 @@ pub(super) struct UserQuery {
     group: Option<String>,
     /// Only this profile.
     profile: Option<Profile>,
+    /// Only users with this text in their username or display name (ignoring case).
+    q: Option<String>,
     /// Only usernames after this one (the `next` of the previous page).
     after: Option<String>,
     /// How many users, 1 to 1000 (100 by default).
@@ -125,6 +127,11 @@ pub(super) async fn list_users(
     Query(query): Query<UserQuery>,
 ) -> Result<Json<UserPage>> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let text = query
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
     let state = admin.policy().snapshot();
     let mut matching: Vec<(&String, &std::sync::Arc<crate::policy::directory::User>)> = state
         .users
@@ -140,6 +147,11 @@ pub(super) async fn list_users(
                     .is_none_or(|c| user.classes.contains(c))
                 && query.group.as_ref().is_none_or(|g| user.groups.contains(g))
                 && query.profile.is_none_or(|p| user.profile == p)
+        })
+        .filter(|(name, user)| {
+            text.as_ref().is_none_or(|q| {
+                name.contains(q.as_str()) || user.display_name.to_lowercase().contains(q.as_str())
+            })
         })
         .collect();
     let total = matching.len();

@@ -176,8 +176,9 @@ impl AuditStore for TimedStore {
         &self,
         limit: u32,
         before: Option<i64>,
+        search: Option<&str>,
     ) -> Result<Vec<directory::AuditEntry>, Error> {
-        time!(self.audit_log(limit, before))
+        time!(self.audit_log(limit, before, search))
     }
 }
 

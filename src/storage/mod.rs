@@ -298,11 +298,13 @@ pub trait DirectoryStore: Send + Sync {
 /// The audit log of directory changes.
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Audit entries, newest first, older than `before` when given.
+    /// Audit entries, newest first, older than `before` when given, and with `search` in
+    /// their actor, action or change (ignoring ASCII case) when given.
     async fn audit_log(
         &self,
         limit: u32,
         before: Option<i64>,
+        search: Option<&str>,
     ) -> Result<Vec<directory::AuditEntry>, Error>;
 }
 

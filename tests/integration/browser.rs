@@ -44,7 +44,11 @@ async fn console_turns_a_profile_off_and_the_login_is_refused() {
     let server = TestServer::start_with(|c| c.tls.allow_plaintext_on_loopback = true).await;
     let token = server.server().admin_token().to_owned();
     let batch = "{\"op\":\"put_structure\",\"id\":\"0750001A\",\"name\":\"Collège Victor Hugo\"}\n\
-                 {\"op\":\"put_user\",\"username\":\"eleve1\",\"display_name\":\"Léa\",\"profile\":\"student\",\"structures\":[\"0750001A\"]}\n";
+                 {\"op\":\"put_user\",\"username\":\"eleve1\",\"display_name\":\"Léa\",\"profile\":\"student\",\"structures\":[\"0750001A\"]}\n\
+                 {\"op\":\"put_user\",\"username\":\"eleve2\",\"display_name\":\"Hugo\",\"profile\":\"student\",\"structures\":[\"0750001A\"]}\n\
+                 {\"op\":\"put_user\",\"username\":\"prof1\",\"display_name\":\"M. Durand\",\"profile\":\"teacher\",\"structures\":[\"0750001A\"]}\n\
+                 {\"op\":\"put_class\",\"id\":\"6A\",\"structure\":\"0750001A\",\"name\":\"6e A\",\"members\":[\"eleve1\",\"prof1\"]}\n\
+                 {\"op\":\"put_group\",\"id\":\"theatre\",\"name\":\"Club théâtre\",\"members\":[\"eleve1\",\"eleve2\"]}\n";
     let (status, body) = http(
         server.http,
         "POST",
@@ -62,20 +66,23 @@ async fn console_turns_a_profile_off_and_the_login_is_refused() {
         Some(r#"{"display_name":"Léa","profile":"student","structures":["0750001A"],"password":"pw"}"#),
     )
     .await;
-    // The student can log in before.
-    Raw::connect(server.c2s)
+    // The student can log in before, and stays online while the console looks.
+    let online = Raw::connect(server.c2s)
         .await
         .login("eleve1", "pw", "web")
         .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.mjs");
-    let screenshot = server.dir.path().join("console.png");
+    // CAUSETTE_SCREENSHOTS=DIR keeps the pictures to look at.
+    let shots = std::env::var_os("CAUSETTE_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| server.dir.path().to_path_buf());
     let run = tokio::process::Command::new("node")
         .arg(script)
         .arg(format!("http://{}", server.http))
         .arg(&token)
         .arg("0750001A")
-        .arg(&screenshot)
+        .arg(&shots)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(WAIT * 6, run)
@@ -89,7 +96,11 @@ async fn console_turns_a_profile_off_and_the_login_is_refused() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     println!("{stdout}");
-    assert!(screenshot.exists(), "a screenshot was taken");
+    for name in ["structures", "users", "classes", "audit", "structures-en"] {
+        let path = shots.join(format!("console-{name}.png"));
+        assert!(path.exists(), "{} was taken", path.display());
+    }
+    drop(online);
 
     // The toggle reached the server: the student's login is now refused.
     use base64::Engine;

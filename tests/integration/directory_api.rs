@@ -200,3 +200,51 @@ async fn import_errors_name_one_line_and_say_nothing_was_imported() {
     assert_eq!(status, 404, "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn online_counts_groups_and_audit_search_for_the_console() {
+    let (server, token) = demo().await;
+    let lea = crate::common::Xmpp::login(&server, "lea.martin", "demo").await;
+    let tom = crate::common::Xmpp::login(&server, "tom.roux", "demo").await;
+    let structures = get_json(&server, &token, "/admin/api/v1/structures").await;
+    let online: Vec<(String, u64)> = structures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                s["online"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        online,
+        [("0750001A".to_owned(), 1), ("0750002B".to_owned(), 1)]
+    );
+    lea.logout().await;
+    tom.logout().await;
+
+    let groups = get_json(&server, &token, "/admin/api/v1/groups").await;
+    assert_eq!(groups[0]["id"], "club-theatre");
+    assert_eq!(groups[0]["members"], 2);
+
+    let (status, _) = http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/profiles/parent",
+        Some(&token),
+        Some("{\"enabled\":false}"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let found = get_json(&server, &token, "/admin/api/v1/audit?q=PROFILE_ACCESS").await;
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["detail"]["profile"], "parent");
+    let demo_entries = get_json(&server, &token, "/admin/api/v1/audit?q=demo&limit=1000").await;
+    assert!(demo_entries.as_array().unwrap().len() > 10);
+    let nothing = get_json(&server, &token, "/admin/api/v1/audit?q=%25").await;
+    assert!(nothing.as_array().unwrap().is_empty(), "{nothing}");
+    server.stop().await;
+}

@@ -711,6 +711,6 @@ async fn every_admin_call_needs_the_token() {
             }
         }
     }
-    assert_eq!(checked, 27, "every call was tried");
+    assert_eq!(checked, 28, "every call was tried");
     server.stop().await;
 }

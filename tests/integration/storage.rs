@@ -220,13 +220,35 @@ pub async fn directory_story(store: &DynStore, tag: &str) {
         !store.user_exists(&u1).await.unwrap(),
         "the account went with the directory entry"
     );
-    let audit = store.audit_log(20, None).await.unwrap();
+    let audit = store.audit_log(20, None, None).await.unwrap();
     assert!(
         audit
             .iter()
             .any(|e| e.action == "delete_structure" && e.actor == "test")
     );
     assert!(audit.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    // A search ignores case and takes its text literally (`_` and `%` are no wildcards).
+    let found = store
+        .audit_log(20, None, Some(&format!("c{}", tag.to_uppercase())))
+        .await
+        .unwrap();
+    assert!(!found.is_empty(), "the class's changes");
+    assert!(found.iter().all(|e| {
+        e.detail
+            .to_string()
+            .to_lowercase()
+            .contains(&format!("c{}", tag.to_lowercase()))
+    }));
+    let literal = store
+        .audit_log(20, None, Some("delete%structure"))
+        .await
+        .unwrap();
+    assert!(literal.is_empty(), "{literal:?}");
+    let underscore = store
+        .audit_log(20, None, Some("delete_structure"))
+        .await
+        .unwrap();
+    assert!(underscore.iter().any(|e| e.action == "delete_structure"));
 }
 
 #[tokio::test]

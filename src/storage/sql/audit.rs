@@ -8,7 +8,8 @@ impl AuditStore for SqlStore {
         &self,
         limit: u32,
         before: Option<i64>,
+        search: Option<&str>,
     ) -> Result<Vec<crate::directory::AuditEntry>, Error> {
-        super::directory::audit(&self.pool, limit, before).await
+        super::directory::audit(&self.pool, limit, before, search).await
     }
 }

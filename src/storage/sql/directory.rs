@@ -331,11 +331,28 @@ pub(super) async fn audit(
     pool: &sqlx::AnyPool,
     limit: u32,
     before: Option<i64>,
+    search: Option<&str>,
 ) -> Result<Vec<AuditEntry>, Error> {
+    // LOWER on both sides: PostgreSQL's LIKE heeds case, SQLite's does not (for ASCII).
+    let pattern = search.filter(|s| !s.is_empty()).map(|s| {
+        let escaped = s
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
     let rows = sqlx::query(
-        "SELECT id, at, actor, action, detail FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        "SELECT id, at, actor, action, detail FROM audit_log WHERE id < $1 \
+         AND ($2 = 0 OR LOWER(actor) LIKE $3 ESCAPE '\\' OR LOWER(action) LIKE $4 ESCAPE '\\' \
+              OR LOWER(detail) LIKE $5 ESCAPE '\\') \
+         ORDER BY id DESC LIMIT $6",
     )
     .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(pattern.is_some()))
+    .bind(pattern.clone().unwrap_or_default())
+    .bind(pattern.clone().unwrap_or_default())
+    .bind(pattern.unwrap_or_default())
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
