@@ -336,7 +336,7 @@ static CONSOLE_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
         use sha2::Digest;
         let start = CONSOLE.find(open).map_or(0, |at| at + open.len());
         let end = CONSOLE[start..].find(close).map_or(start, |at| start + at);
-        let digest = sha2::Sha256::digest(CONSOLE[start..end].as_bytes());
+        let digest = sha2::Sha256::digest(&CONSOLE.as_bytes()[start..end]);
         format!(
             "'sha256-{}'",
             base64::engine::general_purpose::STANDARD.encode(digest)
