@@ -99,6 +99,7 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, shared: Arc<Shared
         };
         let Some(counted) = addresses.admit(peer.ip()) else {
             tracing::debug!(%peer, "HTTP connection refused: too many from this address");
+            shared.metrics.refused("http_connections_per_ip");
             continue;
         };
         let (app, tls, task_shared) = (app.clone(), tls.clone(), shared.clone());

@@ -194,3 +194,36 @@ async fn health_and_readiness() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// HTTP connections past the per-address limit are closed at once, and counted.
+#[tokio::test]
+async fn http_connections_past_the_address_limit_are_refused_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|c| {
+        c.http.max_connections_per_ip = 2;
+        // Loopback is a trusted proxy by default, and proxies are not limited.
+        c.http.trusted_proxies = Vec::new();
+    })
+    .await;
+    let first = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let second = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    // The two are accepted and counted before the third arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(crate::common::WAIT, third.read(&mut byte))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop((first, second, third));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let text = scrape(&server).await;
+    assert_eq!(
+        sample(
+            &text,
+            "causette_connections_refused_total{limit=\"http_connections_per_ip\"}"
+        ),
+        1.0
+    );
+    server.stop().await;
+}
