@@ -368,4 +368,16 @@ pub(super) async fn unlink_child(
 #[cfg(feature = "fuzzing")]
 pub(super) fn fuzz_bodies(bytes: &[u8]) {
     let _ = serde_json::from_slice::<UserBody>(bytes);
+    let _ = serde_json::from_slice::<UserPatch>(bytes);
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = user_query(text);
+    }
+}
+
+/// The user list's query as the extractor reads it.
+#[cfg(feature = "fuzzing")]
+fn user_query(text: &str) -> Option<UserQuery> {
+    axum::extract::Query::<UserQuery>::try_from_uri(&format!("/users?{text}").parse().ok()?)
+        .ok()
+        .map(|q| q.0)
 }
