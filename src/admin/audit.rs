@@ -5,7 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{AdminError, AdminState, ErrorBody, Result};
+use super::{AdminError, AdminState, ErrorBody, QueryOf, Result};
 use crate::directory::AuditEntry;
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -27,12 +27,14 @@ pub(super) struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "Entries, newest first", body = [AuditEntry]),
+        (status = 400, description = "Bad query; `error` says what is wrong", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
     ))]
 pub(super) async fn audit(
     State(admin): State<AdminState>,
-    Query(query): Query<AuditQuery>,
+    query: QueryOf<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>> {
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let entries = admin
         .store()

@@ -20,7 +20,7 @@ mod users;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -92,6 +92,12 @@ impl From<JsonRejection> for AdminError {
     }
 }
 
+impl From<QueryRejection> for AdminError {
+    fn from(rejection: QueryRejection) -> Self {
+        AdminError::BadRequest(format!("invalid query: {}", rejection.body_text()))
+    }
+}
+
 impl From<ApplyError> for AdminError {
     fn from(error: ApplyError) -> Self {
         match error {
@@ -108,6 +114,9 @@ type Result<T> = std::result::Result<T, AdminError>;
 
 /// A JSON body, or the error that says why it is not one.
 type Body<T> = std::result::Result<Json<T>, JsonRejection>;
+
+/// A query string, or the error that says why it is not one (answered as JSON, as the rest).
+type QueryOf<T> = std::result::Result<axum::extract::Query<T>, QueryRejection>;
 
 /// What the admin handlers may reach: the directory, the store and the server's settings for
 /// passwords, through these methods only (not the TLS acceptor, the listeners or the token).

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AdminError, AdminState, Body, ErrorBody, Result};
+use super::{AdminError, AdminState, Body, ErrorBody, QueryOf, Result};
 use crate::directory::{DirectoryChange, Profile};
 use crate::storage::ScramCredential;
 
@@ -119,13 +119,14 @@ pub struct UserPage {
     params(UserQuery),
     responses(
         (status = 200, description = "A page of users", body = UserPage),
-        (status = 400, description = "Bad query; the text says what is wrong"),
+        (status = 400, description = "Bad query; `error` says what is wrong", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
     ))]
 pub(super) async fn list_users(
     State(admin): State<AdminState>,
-    Query(query): Query<UserQuery>,
+    query: QueryOf<UserQuery>,
 ) -> Result<Json<UserPage>> {
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let text = query
         .q
