@@ -74,13 +74,31 @@ pub async fn run(config: &Config) -> Report {
     report
 }
 
+/// Whether the server can write where it keeps its files; only a probe file is written, and
+/// removed, in a folder that exists.
 fn check_data_dir(config: &Config, report: &mut Report) {
     let dir = &config.data_dir;
-    if let Err(err) = std::fs::create_dir_all(dir) {
-        report.error(format!(
-            "data_dir {}: cannot create it: {err}",
-            dir.display()
-        ));
+    if !dir.exists() {
+        // The nearest existing folder is where the first start will create it.
+        let parent = dir
+            .ancestors()
+            .skip(1)
+            .find(|a| !a.as_os_str().is_empty() && a.exists())
+            .unwrap_or(Path::new("."));
+        let writable =
+            std::fs::metadata(parent).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
+        if writable {
+            report.ok(format!(
+                "data_dir {} does not exist yet: the first start creates it",
+                dir.display()
+            ));
+        } else {
+            report.error(format!(
+                "data_dir {} does not exist and cannot be created in {}",
+                dir.display(),
+                parent.display()
+            ));
+        }
         return;
     }
     let probe = dir.join(".causette-check");

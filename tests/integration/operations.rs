@@ -423,6 +423,29 @@ async fn check_names_what_is_wrong() {
         fine.stdout
     );
 
+    // A data_dir that does not exist yet is fine, and the check does not create it.
+    let fresh = dir.path().join("fresh");
+    let fresh_config = dir.path().join("fresh.toml");
+    std::fs::write(
+        &fresh_config,
+        format!("data_dir = \"{}\"\n", fresh.display()),
+    )
+    .unwrap();
+    let untouched = run_causette(&fresh_config, &["check"], "", &[]).await;
+    assert!(
+        untouched.success,
+        "{}{}",
+        untouched.stdout, untouched.stderr
+    );
+    assert!(
+        untouched
+            .stdout
+            .contains("does not exist yet: the first start creates it"),
+        "{}",
+        untouched.stdout
+    );
+    assert!(!fresh.exists(), "check created {}", fresh.display());
+
     // A key that is not the certificate's, and a certificate for another name.
     let pair = |name: &str| {
         let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
