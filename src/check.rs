@@ -127,25 +127,55 @@ fn check_certificate(config: &Config, report: &mut Report) {
             (cert, key, false)
         }
     };
-    match transport::tls::check_pair(&cert, &key, &config.domain) {
-        Ok(true) if configured => report.ok(format!(
+    let checked = match transport::tls::check_pair(&cert, &key, &config.domain) {
+        Ok(checked) => checked,
+        Err(err) => return report.error(err.to_string()),
+    };
+    match (checked.names_domain, configured) {
+        (true, true) => report.ok(format!(
             "certificate {} and its key load, and it names {}",
             cert.display(),
             config.domain
         )),
-        Ok(true) => report.warn(format!(
+        (true, false) => report.warn(format!(
             "the self-signed certificate {} is in use: clients will not trust it (set tls.cert \
              and tls.key for production)",
             cert.display()
         )),
-        Ok(false) => report.error(format!(
+        (false, _) => report.error(format!(
             "certificate {} does not name the domain {}: clients will refuse it",
             cert.display(),
             config.domain
         )),
-        Err(err) => report.error(err.to_string()),
+    }
+    if let Some(not_after) = checked.not_after {
+        let now = chrono::Utc::now().timestamp();
+        let date = chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
+            || not_after.to_string(),
+            |d| d.format("%Y-%m-%d").to_string(),
+        );
+        let days = (not_after - now).div_euclid(86_400);
+        if not_after <= now {
+            report.error(format!(
+                "certificate {} expired on {date}: clients refuse it",
+                cert.display()
+            ));
+        } else if days < EXPIRY_WARNING_DAYS {
+            report.warn(format!(
+                "certificate {} expires on {date}, in {days} days: renew it",
+                cert.display()
+            ));
+        } else {
+            report.ok(format!(
+                "certificate {} expires on {date}, in {days} days",
+                cert.display()
+            ));
+        }
     }
 }
+
+/// A certificate that expires sooner than this is worth a warning (Let's Encrypt renews at 30).
+const EXPIRY_WARNING_DAYS: i64 = 14;
 
 fn display_parent(path: &Path) -> String {
     path.parent().unwrap_or(path).display().to_string()

@@ -435,7 +435,11 @@ async fn reload_certificate(shared: &Shared) -> Result<(), transport::tls::Error
         .unwrap_or_else(|join| Err(transport::tls::Error::Reload(join.to_string())));
     let cert = shared.certificates.cert_path().display();
     match &reloaded {
-        Ok(()) => tracing::info!(cert = %cert, "certificate reloaded"),
+        Ok(()) => tracing::info!(
+            cert = %cert,
+            not_after = shared.certificates.not_after().unwrap_or(0),
+            "certificate reloaded"
+        ),
         Err(err) => {
             tracing::error!(error = %err, "certificate not reloaded; still serving the previous one")
         }

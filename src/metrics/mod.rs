@@ -132,6 +132,7 @@ pub(crate) struct Metrics {
     pub bound: Gauge,
     pub bosh_sessions: Gauge,
     pub rooms: Gauge,
+    pub certificate_not_after: Gauge,
     pub logins: Counter,
     login_failures: Family<Labels, Counter>,
     pub stanzas_in: PerKind,
@@ -206,6 +207,13 @@ impl Metrics {
             "Conversations in memory (with occupants or recently used)",
             rooms.clone(),
         );
+        let certificate_not_after = Gauge::default();
+        registry.register_with_unit(
+            "certificate_not_after_timestamp",
+            "When the TLS certificate served now expires, in seconds since the Unix epoch",
+            Unit::Seconds,
+            certificate_not_after.clone(),
+        );
         let logins = Counter::default();
         registry.register("logins", "Successful authentications", logins.clone());
         let login_failures = Family::<Labels, Counter>::default();
@@ -275,6 +283,7 @@ impl Metrics {
             bound,
             bosh_sessions,
             rooms,
+            certificate_not_after,
             logins,
             login_failures,
             stanzas_in: PerKind::new(&stanzas_in_family),

@@ -69,6 +69,8 @@ pub struct Certificates {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
+    /// When the current certificate expires (Unix seconds; 0 when it does not say).
+    not_after: std::sync::atomic::AtomicI64,
     /// The files' modification times when last loaded, for `changed_on_disk`.
     loaded: std::sync::Mutex<Stamps>,
 }
@@ -85,10 +87,12 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let stamps = stamps(&cert_path, &key_path);
         let pair = read_pair(&cert_path, &key_path, &provider)?;
+        let not_after = not_after(&pair).unwrap_or(0);
         Ok(Arc::new(Self {
             cert_path,
             key_path,
             provider,
+            not_after: std::sync::atomic::AtomicI64::new(not_after),
             current: ArcSwap::from_pointee(pair),
             loaded: std::sync::Mutex::new(stamps),
         }))
@@ -100,6 +104,10 @@ impl Certificates {
     pub fn reload(&self) -> Result<(), Error> {
         let stamps = stamps(&self.cert_path, &self.key_path);
         let pair = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
+        self.not_after.store(
+            not_after(&pair).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.current.store(Arc::new(pair));
         if let Ok(mut loaded) = self.loaded.lock() {
             *loaded = stamps;
@@ -118,12 +126,24 @@ impl Certificates {
     pub fn cert_path(&self) -> &Path {
         &self.cert_path
     }
+
+    /// When the certificate served now expires, in Unix seconds, if it says.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != 0)
+    }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
     }
+}
+
+/// When the end-entity certificate of a pair expires (Unix seconds).
+fn not_after(pair: &CertifiedKey) -> Option<i64> {
+    let der = pair.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 fn stamps(cert: &Path, key: &Path) -> Stamps {
@@ -150,19 +170,35 @@ fn read_pair(
     })
 }
 
+/// What `causette check` learns of a pair.
+pub struct CheckedPair {
+    /// The certificate is valid for the domain.
+    pub names_domain: bool,
+    /// When it expires (Unix seconds), if it says.
+    pub not_after: Option<i64>,
+}
+
 /// Loads a certificate and key as the server would, without serving them (`causette check`):
-/// the error a start would meet, or whether the certificate names `domain`.
-pub fn check_pair(cert: &Path, key: &Path, domain: &str) -> Result<bool, Error> {
+/// the error a start would meet, or whether the certificate names `domain` and when it
+/// expires.
+pub fn check_pair(cert: &Path, key: &Path, domain: &str) -> Result<CheckedPair, Error> {
     let provider = rustls::crypto::ring::default_provider();
     let pair = read_pair(cert, key, &provider)?;
-    let Ok(name) = rustls::pki_types::ServerName::try_from(domain.to_owned()) else {
-        return Ok(false);
+    let not_after = not_after(&pair);
+    let names_domain = match (
+        rustls::pki_types::ServerName::try_from(domain.to_owned()),
+        pair.cert.first(),
+    ) {
+        (Ok(name), Some(end_entity)) => {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, &name).is_ok()
+        }
+        _ => false,
     };
-    let Some(end_entity) = pair.cert.first() else {
-        return Ok(false);
-    };
-    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-    Ok(rustls::client::verify_server_name(&parsed, &name).is_ok())
+    Ok(CheckedPair {
+        names_domain,
+        not_after,
+    })
 }
 
 /// The paths of the self-signed pair generated for `domain` under `data_dir`.

@@ -74,6 +74,9 @@ pub(super) async fn metrics(
     metrics
         .rooms
         .set(gauge(shared.rooms.as_ref().map_or(0, |r| r.active_count())));
+    metrics
+        .certificate_not_after
+        .set(shared.certificates.not_after().unwrap_or(0));
     (
         [(
             header::CONTENT_TYPE,

@@ -18,6 +18,15 @@ fn new_pair() -> (String, String) {
     (certified.cert.pem(), certified.key_pair.serialize_pem())
 }
 
+/// A pair for localhost that expires at midnight UTC on the given day.
+pub fn pair_until(year: i32, month: u8, day: u8) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(year, month, day);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
 fn write_pair(dir: &Path, (cert, key): &(String, String)) {
     // As a renewal tool does: each file replaced whole.
     for (name, contents) in [("localhost.crt", cert), ("localhost.key", key)] {
@@ -65,7 +74,7 @@ async fn a_reload_serves_the_new_pair_to_new_connections_only() {
         Xmpp::login(&server, "lea", "secret").await
     };
 
-    let renewed = new_pair();
+    let renewed = pair_until(2031, 3, 1);
     write_pair(&tls_dir, &renewed);
     // Nothing changes before the reload (the watch is off here).
     assert!(served_certificate(&server, old_trust.clone()).await.is_ok());
@@ -86,6 +95,13 @@ async fn a_reload_serves_the_new_pair_to_new_connections_only() {
     // The session that was up goes on.
     let pong = lea.iq("get", "<ping xmlns='urn:xmpp:ping'/>").await;
     assert!(pong.contains("type='result'"), "{pong}");
+    // Monitoring sees the new expiry (2031-03-01T00:00:00Z).
+    let (status, metrics) = crate::common::http(server.http, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("causette_certificate_not_after_timestamp_seconds 1930089600\n"),
+        "{metrics}"
+    );
 
     // A key that is not the certificate's: refused with the files named, nothing changes.
     let other = new_pair();

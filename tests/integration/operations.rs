@@ -492,6 +492,40 @@ async fn check_names_what_is_wrong() {
         "{}",
         wrong_name.stdout
     );
+
+    // Expiry: past is an error, within 14 days a warning, later fine.
+    let cert_path = dir.path().join("a.crt");
+    let expiring = |(cert, key): (String, String)| {
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(dir.path().join("b.key"), key).unwrap();
+    };
+    expiring(crate::certificates::pair_until(2020, 1, 1));
+    let expired = run_causette(&mismatched, &["check"], "", &[]).await;
+    assert!(!expired.success);
+    assert!(
+        expired.stdout.contains(&format!(
+            "error   certificate {} expired on 2020-01-01",
+            cert_path.display()
+        )),
+        "{}",
+        expired.stdout
+    );
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(6);
+    use chrono::Datelike;
+    expiring(crate::certificates::pair_until(
+        soon.year(),
+        soon.month() as u8,
+        soon.day() as u8,
+    ));
+    let renew = run_causette(&mismatched, &["check"], "", &[]).await;
+    assert!(renew.success, "{}{}", renew.stdout, renew.stderr);
+    assert!(
+        renew
+            .stdout
+            .contains(&format!("expires on {soon}, in 5 days: renew it")),
+        "{}",
+        renew.stdout
+    );
 }
 
 /// `causette directory import` refuses a store a server is running on (the server keeps the
