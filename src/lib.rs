@@ -265,6 +265,7 @@ impl Server {
         shared
             .ready
             .store(true, std::sync::atomic::Ordering::Release);
+        warn_if_expiring(&shared.certificates);
         tracing::info!(
             domain = %shared.config.domain,
             c2s = ?c2s_addrs,
@@ -435,16 +436,35 @@ async fn reload_certificate(shared: &Shared) -> Result<(), transport::tls::Error
         .unwrap_or_else(|join| Err(transport::tls::Error::Reload(join.to_string())));
     let cert = shared.certificates.cert_path().display();
     match &reloaded {
-        Ok(()) => tracing::info!(
-            cert = %cert,
-            not_after = shared.certificates.not_after().unwrap_or(0),
-            "certificate reloaded"
-        ),
+        Ok(()) => {
+            tracing::info!(
+                cert = %cert,
+                not_after = shared.certificates.not_after().unwrap_or(0),
+                "certificate reloaded"
+            );
+            warn_if_expiring(&shared.certificates);
+        }
         Err(err) => {
             tracing::error!(error = %err, "certificate not reloaded; still serving the previous one")
         }
     }
     reloaded
+}
+
+/// Says so in the log when the certificate served expires within two weeks, or has.
+fn warn_if_expiring(certificates: &transport::tls::Certificates) {
+    const TWO_WEEKS: i64 = 14 * 86_400;
+    let Some(not_after) = certificates.not_after() else {
+        return;
+    };
+    let left = not_after - chrono::Utc::now().timestamp();
+    if left < TWO_WEEKS {
+        tracing::warn!(
+            cert = %certificates.cert_path().display(),
+            days_left = left.div_euclid(86_400),
+            "the certificate expires soon or has expired: renew it"
+        );
+    }
 }
 
 /// Reloads the certificate when its files change (a renewal by certbot or acme.sh).

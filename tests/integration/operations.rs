@@ -267,16 +267,27 @@ async fn sighup_reloads_the_certificate() {
             assert!(status.success());
         }
     };
+    // A renewal that expires in 3 days: loaded, and the log says to renew it.
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(3);
+    use chrono::Datelike;
+    let (cert, key) =
+        crate::certificates::pair_until(soon.year(), soon.month() as u8, soon.day() as u8);
+    std::fs::write(dir.path().join("tls/localhost.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls/localhost.key"), key).unwrap();
     signal("-HUP").await;
-    let mut reloaded = None;
+    let (mut reloaded, mut warned) = (None, None);
     while let Ok(Ok(Some(line))) = tokio::time::timeout(WAIT, lines.next_line()).await {
         if line.contains("certificate reloaded") {
             reloaded = Some(line);
+        } else if line.contains("expires soon") {
+            warned = Some(line);
             break;
         }
     }
     let reloaded = reloaded.expect("the reload is logged");
     assert!(reloaded.contains("localhost.crt"), "{reloaded}");
+    let warned = warned.expect("the near expiry is logged");
+    assert!(warned.contains("days_left=2"), "{warned}");
     signal("-TERM").await;
     let status = tokio::time::timeout(WAIT, child.wait())
         .await
