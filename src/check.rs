@@ -201,7 +201,10 @@ async fn check_database(config: &Config, report: &mut Report) {
              applies the rest",
             state.applied, state.known
         )),
-        Err(err) => report.error(err.to_string()),
+        Err(err) => return report.error(err.to_string()),
+    }
+    if let Ok(true) = storage::is_served(&url).await {
+        report.ok(format!("a Causette server is running on {what} now"));
     }
 }
 

@@ -568,6 +568,14 @@ async fn an_import_behind_a_running_servers_back_is_refused() {
         "{}",
         refused.stderr
     );
+    let checked = run_causette(&config, &["check"], "", &[]).await;
+    assert!(
+        checked
+            .stdout
+            .contains("ok      a Causette server is running on the SQLite store now"),
+        "{}",
+        checked.stdout
+    );
     let token = server.server().admin_token().to_owned();
     let (status, _) = http(
         server.http,
