@@ -246,7 +246,6 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(text);
     }
-    // Multi-line messages (a TOML parse error quotes the line) stay readable.
     line
 }
 

@@ -18,6 +18,7 @@ mod openapi;
 mod structures;
 mod users;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -33,6 +34,7 @@ use xmpp_parsers::stream_error::DefinedCondition;
 
 use crate::Shared;
 use crate::directory::{DirectoryChange, Profile};
+use crate::policy::directory::{DirectoryState, Invalid};
 use crate::policy::{ApplyError, Policy};
 use crate::router::CloseReason;
 use crate::storage::{DynStore, ScramCredential};
@@ -166,6 +168,17 @@ impl AdminState {
         self.change_with_credentials(headers, changes, &[]).await
     }
 
+    /// Applies the changes `build` makes from the directory as it is (a partial update).
+    async fn change_from(
+        &self,
+        headers: &HeaderMap,
+        build: impl FnOnce(&DirectoryState) -> std::result::Result<Vec<DirectoryChange>, Invalid>,
+        credentials: &[(String, Vec<ScramCredential>)],
+    ) -> Result<StatusCode> {
+        apply_from(&self.0, &actor(headers), build, credentials).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
     async fn change_with_credentials(
         &self,
         headers: &HeaderMap,
@@ -213,11 +226,40 @@ pub(crate) async fn apply(
     changes: &[DirectoryChange],
     credentials: &[(String, Vec<ScramCredential>)],
 ) -> std::result::Result<(), ApplyError> {
-    let affected = match shared
+    let applied = shared
         .policy
         .apply(&shared.store, actor, changes, credentials)
+        .await;
+    applied_then(shared, actor, changes, applied)
+}
+
+/// Applies the changes `build` makes from the directory as it is (a partial update), as
+/// `apply` does.
+pub(crate) async fn apply_from(
+    shared: &Shared,
+    actor: &str,
+    build: impl FnOnce(&DirectoryState) -> std::result::Result<Vec<DirectoryChange>, Invalid>,
+    credentials: &[(String, Vec<ScramCredential>)],
+) -> std::result::Result<(), ApplyError> {
+    match shared
+        .policy
+        .apply_from(&shared.store, actor, build, credentials)
         .await
     {
+        Ok((affected, changes)) => applied_then(shared, actor, &changes, Ok(affected)),
+        Err(err) => applied_then(shared, actor, &[], Err(err)),
+    }
+}
+
+/// What follows a batch: the log and the count, and closing the sessions of users who lost
+/// access.
+fn applied_then(
+    shared: &Shared,
+    actor: &str,
+    changes: &[DirectoryChange],
+    applied: std::result::Result<BTreeSet<String>, ApplyError>,
+) -> std::result::Result<(), ApplyError> {
+    let affected = match applied {
         Ok(affected) => affected,
         Err(err) => {
             tracing::warn!(actor, error = %err, "directory change refused; nothing changed");

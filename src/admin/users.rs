@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::{AdminError, AdminState, Body, ErrorBody, QueryOf, Result};
 use crate::directory::{DirectoryChange, Profile};
+use crate::policy::directory::{DirectoryState, Invalid};
 use crate::storage::ScramCredential;
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -257,13 +258,9 @@ pub(super) async fn patch_user(
     body: Body<UserPatch>,
 ) -> Result<StatusCode> {
     let Json(patch) = body?;
-    let current = admin
-        .policy()
-        .snapshot()
-        .users
-        .get(&username)
-        .cloned()
-        .ok_or_else(|| AdminError::NotFound(format!("unknown user {username:?}")))?;
+    if !admin.policy().snapshot().users.contains_key(&username) {
+        return Err(AdminError::NotFound(format!("unknown user {username:?}")));
+    }
     let mut credentials = Vec::new();
     if let Some(password) = patch.password {
         credentials.push((
@@ -271,19 +268,25 @@ pub(super) async fn patch_user(
             password_credentials(&admin, password).await?,
         ));
     }
-    let change = DirectoryChange::PutUser {
-        username,
-        display_name: patch
-            .display_name
-            .unwrap_or_else(|| current.display_name.clone()),
-        profile: patch.profile.unwrap_or(current.profile),
-        structures: patch
-            .structures
-            .unwrap_or_else(|| current.structures.iter().cloned().collect()),
+    // The entry is read and replaced with no other change in between: two patches of
+    // different fields at once both hold.
+    let build = move |state: &DirectoryState| {
+        let current = state
+            .users
+            .get(&username)
+            .ok_or_else(|| Invalid::UnknownUser(username.clone()))?;
+        Ok(vec![DirectoryChange::PutUser {
+            display_name: patch
+                .display_name
+                .unwrap_or_else(|| current.display_name.clone()),
+            profile: patch.profile.unwrap_or(current.profile),
+            structures: patch
+                .structures
+                .unwrap_or_else(|| current.structures.iter().cloned().collect()),
+            username,
+        }])
     };
-    admin
-        .change_with_credentials(&headers, vec![change], &credentials)
-        .await
+    admin.change_from(&headers, build, &credentials).await
 }
 
 async fn password_credentials(

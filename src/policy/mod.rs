@@ -191,6 +191,36 @@ impl Policy {
         credentials: &[(String, Vec<storage::ScramCredential>)],
     ) -> Result<BTreeSet<String>, ApplyError> {
         let _writer = self.writer.lock().await;
+        self.apply_locked(store, actor, changes, credentials).await
+    }
+
+    /// Applies the changes `build` makes from the directory as it is, with no other writer in
+    /// between: a read-modify-write (a partial update) that cannot lose a concurrent change.
+    /// Returns the users affected and the changes made.
+    pub async fn apply_from(
+        &self,
+        store: &DynStore,
+        actor: &str,
+        build: impl FnOnce(&DirectoryState) -> Result<Vec<DirectoryChange>, Invalid>,
+        credentials: &[(String, Vec<storage::ScramCredential>)],
+    ) -> Result<(BTreeSet<String>, Vec<DirectoryChange>), ApplyError> {
+        let _writer = self.writer.lock().await;
+        let changes =
+            build(&self.snapshot()).map_err(|invalid| ApplyError::Invalid { index: 0, invalid })?;
+        let affected = self
+            .apply_locked(store, actor, &changes, credentials)
+            .await?;
+        Ok((affected, changes))
+    }
+
+    /// `apply`, the writer lock held.
+    async fn apply_locked(
+        &self,
+        store: &DynStore,
+        actor: &str,
+        changes: &[DirectoryChange],
+        credentials: &[(String, Vec<storage::ScramCredential>)],
+    ) -> Result<BTreeSet<String>, ApplyError> {
         let base = self.snapshot();
         let mut next = (*base).clone();
         let mut affected = BTreeSet::new();

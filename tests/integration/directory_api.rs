@@ -150,6 +150,27 @@ async fn a_put_must_name_the_structures_and_a_patch_changes_only_what_it_names()
     let unchanged = get_json(&server, &token, user).await;
     assert_eq!(unchanged, lea);
 
+    // Two patches of different fields at once: both hold, whichever runs first.
+    for round in 0..10 {
+        let name = format!("{{\"display_name\":\"Léa {round}\"}}");
+        let structures = if round % 2 == 0 {
+            "{\"structures\":[\"0750001A\",\"0750002B\"]}"
+        } else {
+            "{\"structures\":[\"0750001A\"]}"
+        };
+        let (a, b) = tokio::join!(
+            http(server.http, "PATCH", user, Some(&token), Some(&name)),
+            http(server.http, "PATCH", user, Some(&token), Some(structures)),
+        );
+        assert_eq!((a.0, b.0), (204, 204), "{a:?} {b:?}");
+        let now = get_json(&server, &token, user).await;
+        assert_eq!(now["display_name"], format!("Léa {round}"));
+        assert_eq!(
+            now["structures"].as_array().unwrap().len(),
+            if round % 2 == 0 { 2 } else { 1 }
+        );
+    }
+
     // A password set by a patch works at the next login.
     let (status, _) = http(
         server.http,
