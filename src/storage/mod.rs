@@ -21,7 +21,7 @@ pub enum Error {
     LimitReached,
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
-    /// Another server serves the store.
+    /// The mark of a served store: another server holds it, or it cannot be taken.
     #[error("{0}")]
     Serving(String),
     #[error("cannot reach the database at {at}: {reason}")]

@@ -31,6 +31,27 @@ enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a database URL names.
+    fn of(url: &str) -> Result<Self, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    /// Its migrations, from `schema/`.
+    fn migrator(self) -> sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => sqlx::migrate!("schema/sqlite"),
+            Backend::Postgres => sqlx::migrate!("schema/postgres"),
+        }
+    }
+}
+
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
@@ -46,13 +67,7 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
     ) -> Result<(Self, Migrated), Error> {
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(Error::UnsupportedUrl(url.to_owned()));
-        };
+        let backend = Backend::of(url)?;
         install_default_drivers();
         if backend == Backend::Sqlite {
             create_sqlite_parent_dir(url);
@@ -84,11 +99,7 @@ impl SqlStore {
         }
         let pool = options.connect(url).await?;
         let before = applied_migrations(&pool).await;
-        let migrator = match backend {
-            Backend::Sqlite => sqlx::migrate!("schema/sqlite"),
-            Backend::Postgres => sqlx::migrate!("schema/postgres"),
-        };
-        migrator.run(&pool).await?;
+        backend.migrator().run(&pool).await?;
         let migrated = Migrated {
             before,
             after: applied_migrations(&pool).await,
@@ -137,9 +148,9 @@ impl std::fmt::Display for Migrated {
 }
 
 /// Migrations recorded as applied; none when the bookkeeping table does not exist yet.
-async fn applied_migrations(pool: &AnyPool) -> u64 {
+async fn applied_migrations<'c>(on: impl sqlx::AnyExecutor<'c>) -> u64 {
     sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
+        .fetch_one(on)
         .await
         .map_or(0, |count| u64::try_from(count).unwrap_or(0))
 }
@@ -155,33 +166,20 @@ pub struct SchemaState {
 /// file that does not exist yet (the server creates it). Migrates nothing.
 pub async fn probe(url: &str) -> Result<Option<SchemaState>, Error> {
     use sqlx::Connection;
-    let backend = if url.starts_with("sqlite:") {
-        if sqlite_path(url).is_some_and(|path| !Path::new(path).exists()) {
-            return Ok(None);
-        }
-        Backend::Sqlite
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Backend::Postgres
-    } else {
-        return Err(Error::UnsupportedUrl(url.to_owned()));
-    };
+    let backend = Backend::of(url)?;
+    if backend == Backend::Sqlite && sqlite_path(url).is_some_and(|path| !Path::new(path).exists())
+    {
+        return Ok(None);
+    }
     install_default_drivers();
     let mut connection = sqlx::AnyConnection::connect(url)
         .await
         .map_err(|err| unreachable_error(url, err))?;
-    let applied =
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&mut connection)
-            .await
-            .map_or(0, |count| u64::try_from(count).unwrap_or(0));
+    let applied = applied_migrations(&mut connection).await;
     let _ = connection.close().await;
-    let known = match backend {
-        Backend::Sqlite => sqlx::migrate!("schema/sqlite").iter().count(),
-        Backend::Postgres => sqlx::migrate!("schema/postgres").iter().count(),
-    };
     Ok(Some(SchemaState {
         applied,
-        known: known as u64,
+        known: backend.migrator().iter().count() as u64,
     }))
 }
 

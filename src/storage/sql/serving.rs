@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use sqlx::{AnyConnection, Connection};
 
-use super::{sqlite_path, unreachable_error};
+use super::{Backend, sqlite_path, unreachable_error};
 use crate::storage::Error;
 
 /// The advisory lock's key: "causette" in ASCII.
@@ -38,7 +38,7 @@ fn lock_path(url: &str) -> Option<PathBuf> {
 
 /// Marks the store as served; refused when another server serves this SQLite file.
 pub async fn mark_serving(url: &str) -> Result<ServingMark, Error> {
-    if url.starts_with("sqlite:") {
+    if Backend::of(url)? == Backend::Sqlite {
         let Some(path) = lock_path(url) else {
             return Ok(ServingMark::None);
         };
@@ -47,14 +47,14 @@ pub async fn mark_serving(url: &str) -> Result<ServingMark, Error> {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::Backup(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Error::Serving(format!("cannot open {}: {e}", path.display())))?;
         return match file.try_lock() {
             Ok(()) => Ok(ServingMark::File(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Serving(format!(
                 "another Causette server serves this store ({} is locked)",
                 path.display()
             ))),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::Backup(format!(
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Serving(format!(
                 "cannot lock {}: {e}",
                 path.display()
             ))),
@@ -73,7 +73,7 @@ pub async fn mark_serving(url: &str) -> Result<ServingMark, Error> {
 
 /// Whether a server serves the store now.
 pub async fn is_served(url: &str) -> Result<bool, Error> {
-    if url.starts_with("sqlite:") {
+    if Backend::of(url)? == Backend::Sqlite {
         let Some(path) = lock_path(url).filter(|p| p.exists()) else {
             return Ok(false);
         };
