@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use xmpp_parsers::stanza::Stanza;
 
 use crate::policy::{Action, Reason};
@@ -153,147 +153,136 @@ impl Metrics {
             "The running build",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
-        let start = Gauge::<i64>::default();
+        let r = &mut registry;
+        let start = registry_add_seconds(
+            r,
+            "start_time",
+            "When the server started, in seconds since the Unix epoch",
+            Gauge::<i64>::default(),
+        );
         start.set(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
         );
-        registry.register_with_unit(
-            "start_time",
-            "When the server started, in seconds since the Unix epoch",
-            Unit::Seconds,
-            start,
-        );
-        let connections_family = Family::<Labels, Gauge>::default();
-        registry.register(
+        let connections = registry_add(
+            r,
             "connections",
             "Client connections open, by transport (a BOSH session counts as one)",
-            connections_family.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        let accepted_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let accepted = registry_add(
+            r,
             "connections_accepted",
             "Client connections accepted, by transport",
-            accepted_family.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let refused = Family::<Labels, Counter>::default();
-        registry.register(
-            "connections_refused",
-            "Client connections refused at the door, by limit",
-            refused.clone(),
-        );
-        let negotiating = Gauge::default();
-        registry.register(
-            "connections_negotiating",
-            "Connections not bound yet (TLS, SASL, binding)",
-            negotiating.clone(),
-        );
-        let bound = Gauge::default();
-        registry.register(
-            "sessions_bound",
-            "Resources bound (online sessions), every transport",
-            bound.clone(),
-        );
-        let bosh_sessions = Gauge::default();
-        registry.register(
-            "bosh_sessions",
-            "BOSH sessions alive",
-            bosh_sessions.clone(),
-        );
-        let rooms = Gauge::default();
-        registry.register(
-            "rooms",
-            "Conversations in memory (with occupants or recently used)",
-            rooms.clone(),
-        );
-        let certificate_not_after = Gauge::default();
-        registry.register_with_unit(
-            "certificate_not_after_timestamp",
-            "When the TLS certificate served now expires, in seconds since the Unix epoch",
-            Unit::Seconds,
-            certificate_not_after.clone(),
-        );
-        let logins = Counter::default();
-        registry.register("logins", "Successful authentications", logins.clone());
-        let login_failures = Family::<Labels, Counter>::default();
-        registry.register(
-            "login_failures",
-            "Failed authentications, by SASL condition (not-authorized, temporary-auth-failure when throttled, account-disabled…)",
-            login_failures.clone(),
-        );
-        let stanzas_in_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let stanzas_in = registry_add(
+            r,
             "stanzas_in",
             "Stanzas received from clients, by kind",
-            stanzas_in_family.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let stanzas_out_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let stanzas_out = registry_add(
+            r,
             "stanzas_out",
             "Stanzas written to clients, by kind",
-            stanzas_out_family.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let denials_family = Family::<PairLabels, Counter>::default();
-        registry.register(
+        let denials = registry_add(
+            r,
             "policy_denials",
             "Actions the ENT's policy refused, by action and reason",
-            denials_family.clone(),
-        );
-        let slow_reader_closes = Counter::default();
-        registry.register(
-            "slow_reader_closes",
-            "Sessions closed because their client did not read what was sent to it",
-            slow_reader_closes.clone(),
-        );
-        let offline_stored = Counter::default();
-        registry.register(
-            "offline_messages_stored",
-            "Messages kept for offline users",
-            offline_stored.clone(),
-        );
-        let offline_delivered = Counter::default();
-        registry.register(
-            "offline_messages_delivered",
-            "Offline messages delivered and acknowledged",
-            offline_delivered.clone(),
-        );
-        let store_latency = Family::<Labels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.000_1, 4.0, 9))) as fn() -> Histogram,
-        );
-        registry.register_with_unit(
-            "store_query",
-            "Time the store took to answer, by operation",
-            Unit::Seconds,
-            store_latency.clone(),
-        );
-        let admin_changes = Counter::default();
-        registry.register(
-            "admin_changes",
-            "Changes made through the admin API, console or command line",
-            admin_changes.clone(),
+            Family::<PairLabels, Counter>::default(),
         );
         Self {
             connections: Transport::ALL
-                .map(|t| connections_family.get_or_create_owned(&[("transport", t.label())])),
+                .map(|t| connections.get_or_create_owned(&[("transport", t.label())])),
             accepted: Transport::ALL
-                .map(|t| accepted_family.get_or_create_owned(&[("transport", t.label())])),
-            refused,
-            negotiating,
-            bound,
-            bosh_sessions,
-            rooms,
-            certificate_not_after,
-            logins,
-            login_failures,
-            stanzas_in: PerKind::new(&stanzas_in_family),
-            stanzas_out: PerKind::new(&stanzas_out_family),
-            denials: Denials::new(&denials_family),
-            slow_reader_closes,
-            offline_stored,
-            offline_delivered,
-            store_latency,
-            admin_changes,
+                .map(|t| accepted.get_or_create_owned(&[("transport", t.label())])),
+            refused: registry_add(
+                r,
+                "connections_refused",
+                "Client connections refused at the door, by limit",
+                Family::default(),
+            ),
+            negotiating: registry_add(
+                r,
+                "connections_negotiating",
+                "Connections not bound yet (TLS, SASL, binding)",
+                Gauge::default(),
+            ),
+            bound: registry_add(
+                r,
+                "sessions_bound",
+                "Resources bound (online sessions), every transport",
+                Gauge::default(),
+            ),
+            bosh_sessions: registry_add(
+                r,
+                "bosh_sessions",
+                "BOSH sessions alive",
+                Gauge::default(),
+            ),
+            rooms: registry_add(
+                r,
+                "rooms",
+                "Conversations in memory (with occupants or recently used)",
+                Gauge::default(),
+            ),
+            certificate_not_after: registry_add_seconds(
+                r,
+                "certificate_not_after_timestamp",
+                "When the TLS certificate served now expires, in seconds since the Unix epoch",
+                Gauge::default(),
+            ),
+            logins: registry_add(
+                r,
+                "logins",
+                "Successful authentications",
+                Counter::default(),
+            ),
+            login_failures: registry_add(
+                r,
+                "login_failures",
+                "Failed authentications, by SASL condition (not-authorized, temporary-auth-failure when throttled, account-disabled…)",
+                Family::default(),
+            ),
+            stanzas_in: PerKind::new(&stanzas_in),
+            stanzas_out: PerKind::new(&stanzas_out),
+            denials: Denials::new(&denials),
+            slow_reader_closes: registry_add(
+                r,
+                "slow_reader_closes",
+                "Sessions closed because their client did not read what was sent to it",
+                Counter::default(),
+            ),
+            offline_stored: registry_add(
+                r,
+                "offline_messages_stored",
+                "Messages kept for offline users",
+                Counter::default(),
+            ),
+            offline_delivered: registry_add(
+                r,
+                "offline_messages_delivered",
+                "Offline messages delivered and acknowledged",
+                Counter::default(),
+            ),
+            store_latency: registry_add_seconds(
+                r,
+                "store_query",
+                "Time the store took to answer, by operation",
+                Family::new_with_constructor(
+                    (|| Histogram::new(exponential_buckets(0.000_1, 4.0, 9))) as fn() -> Histogram,
+                ),
+            ),
+            admin_changes: registry_add(
+                r,
+                "admin_changes",
+                "Changes made through the admin API, console or command line",
+                Counter::default(),
+            ),
             registry,
         }
     }
@@ -333,6 +322,28 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+}
+
+/// Registers `metric` and gives it back, to be kept and updated.
+fn registry_add<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// The same for a metric in seconds (the name gets `_seconds`).
+fn registry_add_seconds<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
 }
 
 /// A connection counted as open while it lives.
