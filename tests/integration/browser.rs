@@ -25,15 +25,7 @@ pub fn browser_missing() -> Option<&'static str> {
 }
 
 fn browser_available() -> bool {
-    let Some(missing) = browser_missing() else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
-        "CAUSETTE_REQUIRE_BROWSER is set but Chromium, node or tests/browser/node_modules is missing"
-    );
-    eprintln!("SKIPPED: {missing}");
-    false
+    crate::common::prerequisite(browser_missing(), "CAUSETTE_REQUIRE_BROWSER")
 }
 
 #[tokio::test]
@@ -144,15 +136,7 @@ pub fn ent_embed_missing() -> Option<&'static str> {
 }
 
 fn ent_embed_available() -> bool {
-    let Some(missing) = ent_embed_missing() else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("CAUSETTE_REQUIRE_BROWSER").is_none(),
-        "CAUSETTE_REQUIRE_BROWSER is set but deploy/ent-embed/node_modules is missing"
-    );
-    eprintln!("SKIPPED: {missing}");
-    false
+    crate::common::prerequisite(ent_embed_missing(), "CAUSETTE_REQUIRE_BROWSER")
 }
 
 /// The ENT page of deploy/ent-embed in headless Chromium, over WebSocket with an ENT token:

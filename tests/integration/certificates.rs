@@ -14,7 +14,12 @@ use crate::common::{TestServer, Xmpp};
 
 /// A new self-signed pair for localhost: (certificate PEM, key PEM).
 fn new_pair() -> (String, String) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    pair_named("localhost")
+}
+
+/// A new self-signed pair for `name`.
+pub fn pair_named(name: &str) -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     (certified.cert.pem(), certified.key_pair.serialize_pem())
 }
 

@@ -19,15 +19,7 @@ pub fn slixmpp_missing() -> Option<&'static str> {
 }
 
 fn slixmpp_available() -> bool {
-    let Some(missing) = slixmpp_missing() else {
-        return true;
-    };
-    assert!(
-        std::env::var_os("CAUSETTE_REQUIRE_INTEROP").is_none(),
-        "CAUSETTE_REQUIRE_INTEROP is set but python3 cannot import slixmpp"
-    );
-    eprintln!("SKIPPED: {missing}");
-    false
+    crate::common::prerequisite(slixmpp_missing(), "CAUSETTE_REQUIRE_INTEROP")
 }
 
 #[tokio::test]

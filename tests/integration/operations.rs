@@ -10,22 +10,8 @@ use crate::common::{TestServer, WAIT, Xmpp, http};
 
 /// Runs the `causette` binary; whether it succeeded, and what it printed.
 async fn causette(config: &Path, args: &[&str]) -> (bool, String) {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_causette"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output();
-    let output = tokio::time::timeout(WAIT * 3, run)
-        .await
-        .expect("in time")
-        .expect("causette runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    let ran = run_causette(config, args, "", &[]).await;
+    (ran.success, ran.stdout + &ran.stderr)
 }
 
 /// A configuration file for the command line, on the store under `data_dir`.
@@ -458,10 +444,7 @@ async fn check_names_what_is_wrong() {
     assert!(!fresh.exists(), "check created {}", fresh.display());
 
     // A key that is not the certificate's, and a certificate for another name.
-    let pair = |name: &str| {
-        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        (certified.cert.pem(), certified.key_pair.serialize_pem())
-    };
+    let pair = crate::certificates::pair_named;
     let (cert, _) = pair("localhost");
     let (_, other_key) = pair("localhost");
     std::fs::write(dir.path().join("a.crt"), &cert).unwrap();

@@ -577,3 +577,17 @@ pub async fn http_authorized(
         .unwrap_or_default();
     (status, body)
 }
+
+/// Whether a test's prerequisite is here: `missing` says what is not. Without it the test is
+/// skipped, said out loud, unless the variable `required` is set (as in CI): then it fails.
+pub fn prerequisite(missing: Option<&str>, required: &str) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var_os(required).is_none(),
+        "{required} is set but {missing}"
+    );
+    eprintln!("SKIPPED: {missing}");
+    false
+}
