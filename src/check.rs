@@ -154,13 +154,13 @@ fn check_certificate(config: &Config, report: &mut Report) {
             || not_after.to_string(),
             |d| d.format("%Y-%m-%d").to_string(),
         );
-        let days = (not_after - now).div_euclid(86_400);
+        let days = transport::tls::days_left(not_after);
         if not_after <= now {
             report.error(format!(
                 "certificate {} expired on {date}: clients refuse it",
                 cert.display()
             ));
-        } else if days < EXPIRY_WARNING_DAYS {
+        } else if days < transport::tls::EXPIRY_WARNING_DAYS {
             report.warn(format!(
                 "certificate {} expires on {date}, in {days} days: renew it",
                 cert.display()
@@ -173,9 +173,6 @@ fn check_certificate(config: &Config, report: &mut Report) {
         }
     }
 }
-
-/// A certificate that expires sooner than this is worth a warning (Let's Encrypt renews at 30).
-const EXPIRY_WARNING_DAYS: i64 = 14;
 
 fn display_parent(path: &Path) -> String {
     path.parent().unwrap_or(path).display().to_string()

@@ -453,15 +453,14 @@ async fn reload_certificate(shared: &Shared) -> Result<(), transport::tls::Error
 
 /// Says so in the log when the certificate served expires within two weeks, or has.
 fn warn_if_expiring(certificates: &transport::tls::Certificates) {
-    const TWO_WEEKS: i64 = 14 * 86_400;
     let Some(not_after) = certificates.not_after() else {
         return;
     };
-    let left = not_after - chrono::Utc::now().timestamp();
-    if left < TWO_WEEKS {
+    let days_left = transport::tls::days_left(not_after);
+    if days_left < transport::tls::EXPIRY_WARNING_DAYS {
         tracing::warn!(
             cert = %certificates.cert_path().display(),
-            days_left = left.div_euclid(86_400),
+            days_left,
             "the certificate expires soon or has expired: renew it"
         );
     }

@@ -170,6 +170,15 @@ fn read_pair(
     })
 }
 
+/// A certificate that expires sooner than this is worth a warning, in the log and from
+/// `causette check` (Let's Encrypt renews at 30).
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Whole days from now to `not_after` (Unix seconds); negative once past.
+pub fn days_left(not_after: i64) -> i64 {
+    (not_after - chrono::Utc::now().timestamp()).div_euclid(86_400)
+}
+
 /// What `causette check` learns of a pair.
 pub struct CheckedPair {
     /// The certificate is valid for the domain.
