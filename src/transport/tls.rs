@@ -69,8 +69,6 @@ pub struct Certificates {
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
-    /// When the current certificate expires (Unix seconds; 0 when it does not say).
-    not_after: std::sync::atomic::AtomicI64,
     /// The files' modification times when last loaded, for `changed_on_disk`.
     loaded: std::sync::Mutex<Stamps>,
 }
@@ -87,12 +85,10 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let stamps = stamps(&cert_path, &key_path);
         let pair = read_pair(&cert_path, &key_path, &provider)?;
-        let not_after = not_after(&pair).unwrap_or(0);
         Ok(Arc::new(Self {
             cert_path,
             key_path,
             provider,
-            not_after: std::sync::atomic::AtomicI64::new(not_after),
             current: ArcSwap::from_pointee(pair),
             loaded: std::sync::Mutex::new(stamps),
         }))
@@ -104,10 +100,6 @@ impl Certificates {
     pub fn reload(&self) -> Result<(), Error> {
         let stamps = stamps(&self.cert_path, &self.key_path);
         let pair = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
-        self.not_after.store(
-            not_after(&pair).unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         self.current.store(Arc::new(pair));
         if let Ok(mut loaded) = self.loaded.lock() {
             *loaded = stamps;
@@ -129,7 +121,7 @@ impl Certificates {
 
     /// When the certificate served now expires, in Unix seconds, if it says.
     pub fn not_after(&self) -> Option<i64> {
-        Some(self.not_after.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t != 0)
+        not_after(&self.current.load())
     }
 }
 
