@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 
-use super::SqlStore;
+use super::{Backend, SqlStore, sqlite_path};
 use crate::storage::Error;
 
 /// What a backup or a restore holds.
@@ -25,20 +25,13 @@ fn refused(text: impl Into<String>) -> Error {
 
 /// The file of an SQLite URL (`sqlite://path?mode=rwc`), or why there is none.
 fn sqlite_file(url: &str, what: &str) -> Result<PathBuf, Error> {
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
+    if !matches!(Backend::of(url), Ok(Backend::Sqlite)) {
         return Err(refused(format!(
             "the store is PostgreSQL: {what} it with pg_dump and pg_restore (README, \"Backups\")"
         )));
-    };
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return Err(refused(
-            "the store is in memory: there is nothing to back up",
-        ));
     }
+    let path = sqlite_path(url)
+        .ok_or_else(|| refused("the store is in memory: there is nothing to back up"))?;
     Ok(PathBuf::from(path))
 }
 
