@@ -461,7 +461,12 @@ impl Router {
     /// Delivers a message to a local user by the rules of RFC 6121 §8.5: to the full JID when
     /// that resource is bound, else as to the bare JID, where chat and normal messages go to
     /// the available resources of highest non-negative priority and headlines to all of them.
+    /// A `groupchat` message is never delivered this way, to a full JID as to a bare one: rooms
+    /// broadcast their own (RFC 6121 §8.5.3.2.1).
     pub fn deliver_message(&self, to: &Jid, message: Message) -> MessageDelivery {
+        if message.type_ == MessageType::Groupchat {
+            return MessageDelivery::Refused(message, "groupchat messages go to rooms");
+        }
         let message = match to.try_as_full() {
             Ok(full) => match self.deliver_to_full(full, Box::new(Stanza::Message(message))) {
                 Ok(()) => return MessageDelivery::Delivered,
@@ -475,10 +480,7 @@ impl Router {
         let mode = match message.type_ {
             MessageType::Chat | MessageType::Normal => BareDelivery::HighestPriority,
             MessageType::Headline => BareDelivery::AllNonNegative,
-            MessageType::Groupchat => {
-                return MessageDelivery::Refused(message, "groupchat messages go to rooms");
-            }
-            MessageType::Error => return MessageDelivery::Dropped,
+            MessageType::Error | MessageType::Groupchat => return MessageDelivery::Dropped,
         };
         let bare = to.to_bare();
         match self.deliver_to_bare(&bare, Box::new(Stanza::Message(message)), mode) {

@@ -12,7 +12,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use jid::{BareJid, FullJid, Jid};
 
 use crate::Shared;
-use crate::im::{self, Context};
+use crate::im::{self, Admission, Context};
 use crate::reply::{bounce, error_reply, reply_iq};
 use crate::router::{Sender, SessionControl};
 use crate::server_iq;
@@ -106,23 +106,26 @@ async fn to_own_account(cx: &Context<'_>, sender: &Sender<'_>, stanza: Stanza) {
     match stanza {
         Stanza::Presence(presence) => im::presence::broadcast(cx, sender, presence).await,
         Stanza::Iq(iq) => server_iq::on_account(cx, sender, &own, iq).await,
-        Stanza::Message(message) => {
+        message @ Stanza::Message(_) => {
             let to = Jid::from(own.clone());
-            im::user_message(cx, sender, &to, &own, message).await
+            if let Some(Admission::Message(message)) = im::admit(cx, sender, &to, message).await {
+                im::user_message(cx, sender, &to, &own, message).await
+            }
         }
     }
 }
 
-/// A stanza to a user of this server: through the policy gate, then to its handler. IQs to
-/// a bare JID are answered by the server on the account's behalf (RFC 6121 §8.5.2.1.3).
+/// A stanza to a user of this server: through the policy gate, then to its handler, which
+/// delivers what the gate admitted. IQs to a bare JID are answered by the server on the
+/// account's behalf (RFC 6121 §8.5.2.1.3).
 async fn to_user(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: Stanza) {
-    if !im::admit(cx, sender, to, &stanza).await {
+    let Some(admission) = im::admit(cx, sender, to, stanza).await else {
         return;
-    }
+    };
     let bare = to.to_bare();
-    match stanza {
-        Stanza::Presence(presence) => im::user_presence(cx, sender, to, &bare, presence).await,
-        Stanza::Message(message) => {
+    match admission {
+        Admission::Presence(presence) => im::user_presence(cx, sender, to, &bare, presence).await,
+        Admission::Message(message) => {
             if let Some(rooms) = cx.rooms
                 && let Some(room) = direct_invitation(&message)
                 && let Err(error) = rooms
@@ -131,16 +134,16 @@ async fn to_user(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: Stanza
             {
                 // Refused by the room: not delivered, so that the invitee is not sent to a
                 // door that stays closed.
-                if let Some(reply) = error_reply(&Stanza::Message(message), *error) {
+                if let Some(reply) = error_reply(&Stanza::Message(message.into_inner()), *error) {
                     sender.reply(reply);
                 }
                 return;
             }
             im::user_message(cx, sender, to, &bare, message).await
         }
-        Stanza::Iq(iq) => match to.try_as_full() {
+        Admission::Iq(iq) => match to.try_as_full() {
             Ok(full) => im::iq_to_full(cx, sender, full, iq),
-            Err(_) => server_iq::on_account(cx, sender, &bare, iq).await,
+            Err(_) => server_iq::on_account(cx, sender, &bare, iq.into_inner()).await,
         },
     }
 }

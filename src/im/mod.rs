@@ -10,11 +10,12 @@ pub mod search;
 pub mod subscription;
 
 use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::config::ImConfig;
 use crate::policy::{Action, Decision, Policy, Relation};
@@ -40,21 +41,127 @@ pub struct Context<'a> {
     pub rooms: Option<&'a crate::muc::Rooms>,
 }
 
-/// Whether a stanza from a user may go to `to`, a user of this server: through the policy
-/// gate when `to` is another account. A refused stanza gets its error here.
-pub async fn admit(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: &Stanza) -> bool {
+/// A stanza the gate let through, as the gate let it through. Only `admit` makes one, and the
+/// handlers that deliver to another user take nothing else: what is delivered is what was
+/// judged, so that a stanza let through for one reason cannot be delivered for another.
+pub struct Admitted<T>(T);
+
+impl<T> Admitted<T> {
+    /// The stanza itself, for what the server answers on an account's behalf (IQs to a bare
+    /// JID): delivery to a user takes the `Admitted` whole.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Admitted<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What `admit` let through, by kind.
+pub enum Admission {
+    Message(Admitted<Message>),
+    Presence(Admitted<Presence>),
+    Iq(Admitted<Iq>),
+}
+
+/// Whether a stanza from a user may go to `to`, a user of this server (or the sender's own
+/// account): through the policy gate when `to` is another account. A refused stanza gets its
+/// error here; a stanza let through only as an answer may come out reduced (`Gate::Reduce`).
+pub async fn admit(
+    cx: &Context<'_>,
+    sender: &Sender<'_>,
+    to: &Jid,
+    stanza: Stanza,
+) -> Option<Admission> {
     let bare = to.to_bare();
     let own = sender.jid.to_bare();
-    if bare == own {
-        return true;
-    }
-    match gate(cx, sender, &own, to, &bare, stanza).await {
-        Gate::Pass => true,
-        Gate::Drop => false,
-        Gate::Refuse(failure) => {
-            refuse(sender, stanza, failure);
-            false
+    let stanza = if bare == own {
+        stanza
+    } else {
+        match gate(cx, sender, &own, to, &bare, &stanza).await {
+            Gate::Pass => stanza,
+            Gate::Reduce => reduced(stanza),
+            Gate::Drop => return None,
+            Gate::Refuse(failure) => {
+                refuse(sender, &stanza, failure);
+                return None;
+            }
         }
+    };
+    Some(match stanza {
+        Stanza::Message(message) => Admission::Message(Admitted(message)),
+        Stanza::Presence(presence) => Admission::Presence(Admitted(presence)),
+        Stanza::Iq(iq) => Admission::Iq(Admitted(iq)),
+    })
+}
+
+/// An error or IQ answer that answers nothing the recipient is known to have sent, between
+/// users who may write to each other but have not accepted each other: its condition alone,
+/// with none of the sender's text or payloads, so that it carries nothing the sender wrote.
+fn reduced(stanza: Stanza) -> Stanza {
+    /// An error's condition and type, without its texts, extension or addresses.
+    fn condition_only(error: &StanzaError) -> StanzaError {
+        let condition = match &error.defined_condition {
+            DefinedCondition::Gone { .. } => DefinedCondition::Gone { new_address: None },
+            DefinedCondition::Redirect { .. } => DefinedCondition::Redirect { new_address: None },
+            other => other.clone(),
+        };
+        StanzaError {
+            type_: error.type_.clone(),
+            by: None,
+            defined_condition: condition,
+            texts: Default::default(),
+            other: None,
+        }
+    }
+    fn error_of(payloads: &[Element]) -> Option<StanzaError> {
+        payloads
+            .iter()
+            .find(|p| p.is("error", crate::ns::JABBER_CLIENT))
+            .and_then(|e| StanzaError::try_from(e.clone()).ok())
+            .map(|e| condition_only(&e))
+    }
+    match stanza {
+        Stanza::Message(mut message) => {
+            let error = error_of(&message.payloads);
+            message.bodies.clear();
+            message.subjects.clear();
+            message.thread = None;
+            message.payloads = error.into_iter().map(Element::from).collect();
+            Stanza::Message(message)
+        }
+        Stanza::Presence(mut presence) => {
+            let error = error_of(&presence.payloads);
+            presence.statuses.clear();
+            presence.show = None;
+            presence.payloads = error.into_iter().map(Element::from).collect();
+            Stanza::Presence(presence)
+        }
+        Stanza::Iq(Iq::Result { from, to, id, .. }) => Stanza::Iq(Iq::Result {
+            from,
+            to,
+            id,
+            payload: None,
+        }),
+        Stanza::Iq(Iq::Error {
+            from,
+            to,
+            id,
+            error,
+            ..
+        }) => Stanza::Iq(Iq::Error {
+            from,
+            to,
+            id,
+            error: condition_only(&error),
+            payload: None,
+        }),
+        // Requests are never reduced: they pass or not.
+        other => other,
     }
 }
 
@@ -64,7 +171,7 @@ pub async fn user_presence(
     sender: &Sender<'_>,
     to: &Jid,
     contact: &BareJid,
-    presence: Presence,
+    Admitted(presence): Admitted<Presence>,
 ) {
     let user = sender.jid.to_bare();
     let subscription = matches!(
@@ -181,6 +288,8 @@ fn shares_presence(subscription: Subscription) -> bool {
 /// What the gate lets through.
 enum Gate {
     Pass,
+    /// Passed as an answer, reduced to its error condition (`reduced`).
+    Reduce,
     /// Refused with an error to the sender.
     Refuse(Failure),
     /// Dropped silently: an error is never answered with an error.
@@ -194,14 +303,18 @@ enum Gate {
 /// - Everything the sender writes, in any stanza, follows the communication rules: messages
 ///   of every type, directed presence (which carries a status text), IQs, subscription
 ///   requests and approvals (as adding a contact).
-/// - Errors and IQ answers pass when they answer a request the other side sent; otherwise
-///   they follow the rules too, and are dropped when refused.
+/// - A `groupchat` message comes only from a room: from a user to a user it is refused
+///   (RFC 6121 §8.5.2.1.1, §8.5.3.2.1), to a full JID as to a bare one.
+/// - Errors and IQ answers pass whole when they answer a request the other side sent, or when
+///   the sender could write to the other anyway; between users the rules allow but who have
+///   not accepted each other, they pass reduced to their condition; otherwise they are
+///   dropped.
 /// - Ending a relationship (`unsubscribe`, `unsubscribed`) and probes always pass: the server
 ///   writes what the other side gets, so nothing of the sender's goes through.
-/// - Whether the recipient accepted the sender is read for the policy's own rule
-///   (`im.chat_requires_acceptance`); IQ requests always need the recipient's presence
-///   subscription, and strangers get the same answer as for an absent account or resource,
-///   so that an IQ tells nobody whether an account exists or a resource is online.
+/// - IQ requests follow the policy's `Action::Request` (in the ENT mode, the recipient must
+///   share its presence with the asker); one refused to an asker who does not see the
+///   recipient's presence gets the same answer as for an absent account or resource, so that
+///   an IQ tells nobody whether an account exists or a resource is online.
 async fn gate(
     cx: &Context<'_>,
     sender: &Sender<'_>,
@@ -210,87 +323,96 @@ async fn gate(
     recipient: &BareJid,
     stanza: &Stanza,
 ) -> Gate {
-    let decide = |action, relation| match cx.policy.decide(
-        roster::local(own),
-        roster::local(recipient),
-        action,
-        relation,
-    ) {
-        Decision::Allow => Gate::Pass,
-        Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
+    let decide = |action, relation| {
+        cx.policy.decide(
+            roster::local(own),
+            roster::local(recipient),
+            action,
+            relation,
+        )
     };
-    // Errors answer something: they need no accepted request, only the rules.
-    let answering = || {
-        let gate = decide(
-            Action::Message,
-            Relation {
-                accepted: true,
-                ..Relation::default()
-            },
-        );
-        match gate {
-            Gate::Refuse(_) => Gate::Drop,
-            other => other,
+    // Whether the recipient accepted the sender, read only when the policy asks for it.
+    let accepted = || async {
+        !cx.policy.requires_acceptance() || relation(cx, recipient, own, accepted).await
+    };
+    // What the sender writes to the other.
+    let writing = || async {
+        let relation = Relation {
+            accepted: accepted().await,
+            ..Relation::default()
+        };
+        match decide(Action::Message, relation) {
+            Decision::Allow => Gate::Pass,
+            Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
         }
     };
-    // What the sender writes to the other. Whether the other accepted the sender is read
-    // only when the policy asks for it.
-    let writing = || async {
-        let accepted =
-            !cx.policy.requires_acceptance() || relation(cx, recipient, own, accepted).await;
-        decide(
-            Action::Message,
-            Relation {
-                accepted,
-                ..Relation::default()
-            },
-        )
+    // Errors answer something: they need no accepted request, only the rules; what they
+    // carry of the sender's is the sender's writing.
+    let answering = || async {
+        let as_answer = Relation {
+            accepted: true,
+            ..Relation::default()
+        };
+        match decide(Action::Message, as_answer) {
+            Decision::Deny(_) => Gate::Drop,
+            Decision::Allow if accepted().await => Gate::Pass,
+            Decision::Allow => Gate::Reduce,
+        }
     };
     match stanza {
         Stanza::Message(m) => match m.type_ {
-            MessageType::Error => answering(),
-            // Bounced further on: users take no groupchat messages.
-            MessageType::Groupchat => Gate::Pass,
+            MessageType::Error => answering().await,
+            MessageType::Groupchat => Gate::Refuse(Failure::Plain(
+                DefinedCondition::ServiceUnavailable,
+                GROUPCHAT,
+            )),
             MessageType::Chat | MessageType::Normal | MessageType::Headline => writing().await,
         },
         Stanza::Presence(p) => match p.type_ {
             PresenceType::Subscribe | PresenceType::Subscribed => {
-                decide(Action::AddContact, Relation::default())
+                match decide(Action::AddContact, Relation::default()) {
+                    Decision::Allow => Gate::Pass,
+                    Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
+                }
             }
             PresenceType::Unsubscribe | PresenceType::Unsubscribed | PresenceType::Probe => {
                 Gate::Pass
             }
-            PresenceType::Error => answering(),
+            PresenceType::Error => answering().await,
             PresenceType::None | PresenceType::Unavailable => writing().await,
         },
         Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }) => {
-            if !relation(cx, recipient, own, shares_presence).await {
-                return Gate::Refuse(Failure::Plain(
+            let shares_presence = relation(cx, recipient, own, shares_presence).await;
+            let relation = Relation {
+                shares_presence,
+                // Sharing presence with the sender is having accepted it.
+                accepted: shares_presence,
+                ..Relation::default()
+            };
+            match decide(Action::Request, relation) {
+                Decision::Allow => Gate::Pass,
+                Decision::Deny(_) if !shares_presence => Gate::Refuse(Failure::Plain(
                     DefinedCondition::ServiceUnavailable,
                     if to.try_as_full().is_ok() {
                         NOT_ONLINE
                     } else {
                         NO_SUCH_USER
                     },
-                ));
+                )),
+                Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
             }
-            // Sharing presence with the sender is having accepted it.
-            decide(
-                Action::Message,
-                Relation {
-                    accepted: true,
-                    ..Relation::default()
-                },
-            )
         }
         Stanza::Iq(iq) => {
             if sender.control.answered(to, iq.id()) {
                 return Gate::Pass;
             }
-            answering()
+            answering().await
         }
     }
 }
+
+/// The answer to a `groupchat` message from a user to a user.
+const GROUPCHAT: &str = "groupchat messages go to rooms, not to users";
 
 /// The answer to a change past the account's budget (`budget::WriteBudget`).
 pub const TOO_MANY_CHANGES: (DefinedCondition, &str) = (
@@ -319,7 +441,7 @@ pub async fn user_message(
     sender: &Sender<'_>,
     to: &Jid,
     recipient: &BareJid,
-    message: Message,
+    Admitted(message): Admitted<Message>,
 ) {
     let message = match cx.router.deliver_message(to, message) {
         MessageDelivery::Delivered | MessageDelivery::Dropped => return,
@@ -370,7 +492,7 @@ pub async fn user_message(
 }
 
 /// RFC 6121 §8.5.3.1: an IQ to a full JID goes to that resource, or gets an error.
-pub fn iq_to_full(cx: &Context<'_>, sender: &Sender<'_>, to: &FullJid, iq: Iq) {
+pub fn iq_to_full(cx: &Context<'_>, sender: &Sender<'_>, to: &FullJid, Admitted(iq): Admitted<Iq>) {
     let Err(back) = cx
         .router
         .deliver_iq_to_full(sender.jid, to, Box::new(Stanza::Iq(iq)))

@@ -145,6 +145,7 @@ pub fn as_allowed(cx: &Context<'_>, to: &BareJid, mut presence: Presence) -> Pre
         Relation {
             listed: true,
             accepted: true,
+            ..Relation::default()
         },
     );
     if let Decision::Deny(_) = decision {

@@ -82,10 +82,11 @@ pub(crate) struct Denials {
     by_cause: std::sync::Arc<[Counter]>,
 }
 
-const ACTIONS: [(Action, &str); 6] = [
+const ACTIONS: [(Action, &str); 7] = [
     (Action::AddContact, "add_contact"),
     (Action::EditContact, "edit_contact"),
     (Action::Message, "message"),
+    (Action::Request, "request"),
     (Action::PrivateMessage, "private_message"),
     (Action::Invite, "invite"),
     (Action::Join, "join"),

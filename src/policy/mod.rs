@@ -24,10 +24,15 @@ pub enum Action {
     /// Put the target in one's contact list, or change it there. A contact already listed may
     /// always be renamed or recategorised, whatever the rules say now (`Relation::listed`).
     EditContact,
-    /// Write to the target: messages of every kind, directed presence, IQ requests. A contact
-    /// the rules no longer allow does not stay writable; with `chat_requires_acceptance`, the
-    /// target must have accepted the actor (`Relation::accepted`).
+    /// Write to the target: messages of every kind, directed presence. A contact the rules no
+    /// longer allow does not stay writable; with `chat_requires_acceptance`, the target must
+    /// have accepted the actor (`Relation::accepted`).
     Message,
+    /// Send an IQ request to one of the target's resources (RFC 6121 §8.5.3.1): the rules of
+    /// `Message`; with `chat_requires_acceptance`, the target must share its presence with
+    /// the actor (`Relation::shares_presence`), since a request tells whether a resource is
+    /// online. Without it, only the rules decide, as a standard server has it.
+    Request,
     /// Write privately to a fellow occupant of a conversation: the communication rules of
     /// `Message`, without the accepted request (both were admitted to the conversation).
     PrivateMessage,
@@ -60,6 +65,8 @@ pub struct Relation {
     pub listed: bool,
     /// The target accepted the actor as a contact (a subscription either way).
     pub accepted: bool,
+    /// The target shares its presence with the actor (a `from` or `both` subscription).
+    pub shares_presence: bool,
 }
 
 impl Reason {
@@ -334,13 +341,13 @@ impl Policy {
         action: Action,
         relation: Relation,
     ) -> Decision {
+        let accepted = match action {
+            Action::Message => relation.accepted,
+            Action::Request => relation.shares_presence,
+            _ => true,
+        };
         let decision = match decide(&self.state.load(), actor, target, action, relation) {
-            Decision::Allow
-                if action == Action::Message
-                    && self.requires_acceptance
-                    && !relation.accepted
-                    && actor != target =>
-            {
+            Decision::Allow if self.requires_acceptance && !accepted && actor != target => {
                 Decision::Deny(Reason::NotAccepted)
             }
             other => other,

@@ -317,6 +317,41 @@ fn chat_needs_an_accepted_request_when_the_policy_says_so() {
     );
 }
 
+/// An IQ request needs, in the ENT mode, the target's presence shared with the actor, since
+/// it tells whether a resource is online; without the ENT mode, only the rules decide (RFC
+/// 6121 §8.5.3.1).
+#[test]
+fn requests_need_shared_presence_only_in_the_ent_mode() {
+    let accepted_only = Relation {
+        accepted: true,
+        ..Relation::default()
+    };
+    let sharing = Relation {
+        accepted: true,
+        shares_presence: true,
+        ..Relation::default()
+    };
+    let strict = policy(school(), true);
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::Request, accepted_only),
+        Decision::Deny(Reason::NotAccepted)
+    );
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::Request, sharing),
+        Decision::Allow
+    );
+    let open = policy(school(), false);
+    assert_eq!(
+        open.decide("eleve1", "eleve2", Action::Request, Relation::default()),
+        Decision::Allow
+    );
+    // The rules still hold without the ENT mode.
+    assert_eq!(
+        open.decide("eleve1", "eleve3", Action::Request, sharing),
+        Decision::Deny(Reason::Rules)
+    );
+}
+
 /// A contact already listed may be renamed or recategorised when the rules no longer allow
 /// it; it does not stay writable.
 #[test]
@@ -325,6 +360,7 @@ fn a_listed_contact_stays_editable_not_writable() {
     let listed = Relation {
         listed: true,
         accepted: true,
+        ..Relation::default()
     };
     assert_eq!(
         decide(&state, "eleve1", "eleve3", Action::EditContact, listed),

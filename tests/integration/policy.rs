@@ -714,3 +714,139 @@ async fn every_admin_call_needs_the_token() {
     assert_eq!(checked, 28, "every call was tried");
     server.stop().await;
 }
+
+/// A `groupchat` message comes from rooms only: from a user to a user, to a full JID as to a
+/// bare one, it is refused, whether the rules keep the two apart or they are simply not
+/// contacts yet, and nothing of it arrives (RFC 6121 §8.5.3.2.1).
+#[tokio::test]
+async fn groupchat_messages_from_users_are_refused() {
+    let server = provisioned().await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve2 = online(&server, "eleve2").await;
+    eleve2.send("<presence xmlns='jabber:client'/>").await;
+    let mut eleve3 = online(&server, "eleve3").await;
+    eleve3.send("<presence xmlns='jabber:client'/>").await;
+    for (n, target) in [
+        eleve3.jid.to_string(),
+        "eleve3@localhost".to_string(),
+        eleve2.jid.to_string(),
+        "eleve2@localhost".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        eleve1.send(&format!(
+            "<message xmlns='jabber:client' type='groupchat' to='{target}' id='gc{n}'><body>SECRET</body></message>"
+        ))
+        .await;
+        let answer = eleve1.expect(&format!("id='gc{n}'")).await;
+        assert!(
+            answer.contains("type='error'") && answer.contains("<service-unavailable"),
+            "{target}: {answer}"
+        );
+    }
+    eleve1.drain().await;
+    eleve2.expect_none("SECRET").await;
+    eleve3.expect_none("SECRET").await;
+    server.stop().await;
+}
+
+/// An error that answers nothing, between users the rules allow but who have not accepted
+/// each other, arrives as its condition alone: none of the sender's text goes with it.
+#[tokio::test]
+async fn unsolicited_errors_carry_nothing_the_sender_wrote() {
+    let server = provisioned().await;
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve2 = online(&server, "eleve2").await;
+    eleve2.send("<presence xmlns='jabber:client'/>").await;
+    let target = eleve2.jid.to_string();
+    eleve1.send(&format!(
+        "<message xmlns='jabber:client' to='{target}' type='error' id='merr'><body>SECRET</body><error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>xmpp:SECRET@localhost</gone><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>SECRET</text></error></message>"
+    ))
+    .await;
+    eleve1.send(&format!(
+        "<iq xmlns='jabber:client' to='{target}' type='result' id='ires'><query xmlns='urn:example'>SECRET</query></iq>"
+    ))
+    .await;
+    let error = eleve2.expect("id='merr'").await;
+    assert!(
+        error.contains("<gone") && error.contains("type='error'"),
+        "{error}"
+    );
+    assert!(!error.contains("SECRET"), "{error}");
+    let result = eleve2.expect("id='ires'").await;
+    assert!(!result.contains("SECRET"), "{result}");
+    server.stop().await;
+}
+
+/// Without the ENT mode (`im.chat_requires_acceptance = false`) an IQ to an available full
+/// JID is delivered to anyone the rules allow (RFC 6121 §8.5.3.1), and one the rules refuse
+/// gets the same answer as one to a resource that is not online.
+#[tokio::test]
+async fn requests_between_strangers_follow_the_rules_alone_without_the_ent_mode() {
+    let server = TestServer::start_with(|c| {
+        c.tls.allow_plaintext_on_loopback = true;
+        c.im.chat_requires_acceptance = false;
+    })
+    .await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(DIRECTORY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for user in ["eleve1", "eleve2", "eleve3"] {
+        let (status, body) = http(
+            server.http,
+            "PATCH",
+            &format!("/admin/api/v1/users/{user}"),
+            Some(&token),
+            Some(r#"{"password":"pw"}"#),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let mut eleve1 = online(&server, "eleve1").await;
+    let mut eleve2 = online(&server, "eleve2").await;
+    eleve2.send("<presence xmlns='jabber:client'/>").await;
+    let mut eleve3 = online(&server, "eleve3").await;
+    eleve3.send("<presence xmlns='jabber:client'/>").await;
+    // Same class, not contacts: the ping arrives and its answer comes back.
+    eleve1.send(&format!(
+        "<iq xmlns='jabber:client' to='{}' type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>",
+        eleve2.jid
+    ))
+    .await;
+    let ping = eleve2.expect("id='ping1'").await;
+    assert!(ping.contains("type='get'"), "{ping}");
+    eleve2
+        .send(&format!(
+            "<iq xmlns='jabber:client' to='{}' type='result' id='ping1'/>",
+            eleve1.jid
+        ))
+        .await;
+    assert!(eleve1.expect("id='ping1'").await.contains("type='result'"));
+    // Another class: refused exactly as a resource that is not online.
+    eleve1.send(&format!(
+        "<iq xmlns='jabber:client' to='{}' type='get' id='ping2'><ping xmlns='urn:xmpp:ping'/></iq>",
+        eleve3.jid
+    ))
+    .await;
+    let refused = eleve1.expect("id='ping2'").await;
+    eleve1
+        .send("<iq xmlns='jabber:client' to='eleve3@localhost/absent' type='get' id='ping2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let absent = eleve1.expect("id='ping2'").await;
+    assert!(refused.contains("<service-unavailable"), "{refused}");
+    assert_eq!(
+        refused.replace(&eleve3.jid.to_string(), "X"),
+        absent.replace("eleve3@localhost/absent", "X")
+    );
+    eleve1.drain().await;
+    eleve3.expect_none("ping2").await;
+    server.stop().await;
+}
