@@ -338,8 +338,12 @@ pub struct RoomsConfig {
     pub max_members: usize,
     /// Messages of history a room keeps (in memory and in the store) and sends on join.
     pub max_history: usize,
-    /// Bytes of history a room keeps in memory, whatever the count: the oldest go first.
+    /// Bytes of history a room keeps (in memory and in the store), whatever the count: the
+    /// oldest go first.
     pub max_history_bytes: usize,
+    /// Rooms one user may have read from the store per minute (a stanza to a room nobody is
+    /// in loads it): past it, `resource-constraint` until the budget refills.
+    pub max_loads_per_minute: u32,
     /// Longest nickname, room name, description and subject, in characters.
     pub max_nick_chars: usize,
     pub max_name_chars: usize,
@@ -388,6 +392,7 @@ impl Default for RoomsConfig {
             max_members: 1000,
             max_history: 50,
             max_history_bytes: 256 * 1024,
+            max_loads_per_minute: 600,
             max_nick_chars: 64,
             max_name_chars: 100,
             max_description_chars: 500,

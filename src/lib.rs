@@ -496,6 +496,9 @@ async fn purge_throttle(shared: Arc<Shared>) {
             _ = ticker.tick() => {
                 shared.auth.throttle().purge();
                 shared.writes.purge();
+                if let Some(rooms) = &shared.rooms {
+                    rooms.purge_budgets();
+                }
             }
             _ = shared.shutdown.cancelled() => return,
         }

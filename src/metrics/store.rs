@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::directory;
 use crate::storage::{
-    AccountStore, AuditStore, DirectoryStore, DynStore, Error, OfflineMessage, OfflineStore,
-    RoomListing, RoomStore, RosterItem, RosterSnapshot, RosterStore, ScramCredential, ScramHash,
-    Store, StoredRoom, SubscriptionRequest,
+    AccountStore, AuditStore, DirectoryStore, DynStore, Error, HistoryBound, OfflineMessage,
+    OfflineStore, RoomListing, RoomStore, RosterItem, RosterSnapshot, RosterStore, ScramCredential,
+    ScramHash, Store, StoredRoom, SubscriptionRequest,
 };
 
 use super::{Metrics, timed};
@@ -184,8 +184,15 @@ impl AuditStore for TimedStore {
 
 #[async_trait::async_trait]
 impl RoomStore for TimedStore {
-    async fn load_room(&self, name: &str, history: u32) -> Result<Option<StoredRoom>, Error> {
-        time!(self.load_room(name, history))
+    async fn load_room(&self, name: &str) -> Result<Option<StoredRoom>, Error> {
+        time!(self.load_room(name))
+    }
+    async fn load_room_history(
+        &self,
+        name: &str,
+        bound: HistoryBound,
+    ) -> Result<Vec<(String, i64)>, Error> {
+        time!(self.load_room_history(name, bound))
     }
     async fn create_room(
         &self,
@@ -219,7 +226,7 @@ impl RoomStore for TimedStore {
     async fn append_room_history(
         &self,
         rows: &[(String, String, i64)],
-        keep: u32,
+        keep: HistoryBound,
     ) -> Result<(), Error> {
         time!(self.append_room_history(rows, keep))
     }

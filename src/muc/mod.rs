@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{Mutex, MutexGuard, mpsc};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
@@ -30,10 +30,11 @@ use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use crate::config::RoomsConfig;
+use crate::im::budget::WriteBudget;
 use crate::policy::Policy;
 use crate::reply::{error_reply, error_type_of, iq_answer};
 use crate::router::{Component, Router};
-use crate::storage::{self, DynStore};
+use crate::storage::{self, DynStore, HistoryBound};
 
 pub use form::RoomConfig;
 use room::Room;
@@ -57,6 +58,15 @@ const HISTORY_BATCH: usize = 256;
 /// One groupchat message to keep: room, stanza XML, Unix seconds.
 type HistoryRow = (String, String, i64);
 
+/// What the history writer is asked to do, in order.
+enum HistoryJob {
+    Keep(HistoryRow),
+    /// Answered once every row queued before it is committed (`true`) or has failed: a room
+    /// change waits for it, so that it is never durable before the messages reflected
+    /// earlier, and a room read back from the store waits for it, so that it finds them.
+    Barrier(oneshot::Sender<bool>),
+}
+
 /// The conference service.
 pub struct Rooms {
     domain: jid::DomainPart,
@@ -70,14 +80,19 @@ pub struct Rooms {
     active: DashMap<String, Arc<Mutex<Room>>>,
     /// The rooms where each user has an occupant, to leave them when the user's session ends.
     joined: DashMap<BareJid, Vec<String>>,
-    history: mpsc::Sender<HistoryRow>,
+    history: mpsc::Sender<HistoryJob>,
+    /// Rooms owned per user among those not in the store (locked and temporary rooms), kept
+    /// by `settle` from what each room last counted (`Room::recount_owners`).
+    owned_in_memory: DashMap<BareJid, u64>,
+    /// Room loads from the store, per user (`rooms.max_loads_per_minute`).
+    loads: WriteBudget,
 }
 
 /// Writes groupchat history to the store in batches; runs until shutdown, then drains.
 pub struct HistoryWriter {
-    queue: mpsc::Receiver<HistoryRow>,
+    queue: mpsc::Receiver<HistoryJob>,
     store: DynStore,
-    keep: u32,
+    keep: HistoryBound,
 }
 
 impl HistoryWriter {
@@ -101,11 +116,59 @@ impl HistoryWriter {
         }
     }
 
-    async fn write(&self, batch: &mut Vec<HistoryRow>) {
-        if let Err(err) = self.store.append_room_history(batch, self.keep).await {
-            tracing::error!(error = %err, rows = batch.len(), "cannot store room history");
+    /// Commits the rows of a batch in one transaction, then answers its barriers.
+    async fn write(&self, batch: &mut Vec<HistoryJob>) {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut barriers = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                HistoryJob::Keep(row) => rows.push(row),
+                HistoryJob::Barrier(done) => barriers.push(done),
+            }
         }
-        batch.clear();
+        let mut committed = true;
+        if !rows.is_empty()
+            && let Err(err) = self.store.append_room_history(&rows, self.keep).await
+        {
+            tracing::error!(error = %err, rows = rows.len(), "cannot store room history");
+            committed = false;
+        }
+        for done in barriers {
+            let _ = done.send(committed);
+        }
+    }
+}
+
+/// Why a room could not be looked up.
+enum Unfound {
+    /// The user has read too many rooms from the store this minute.
+    Budget,
+    Store(storage::Error),
+}
+
+impl Unfound {
+    fn error(&self, room: &str) -> StanzaError {
+        match self {
+            Unfound::Budget => stanza_error(
+                DefinedCondition::ResourceConstraint,
+                "too many conversations looked up in a short time; wait a moment",
+            ),
+            Unfound::Store(err) => {
+                tracing::error!(error = %err, room, "cannot load a room");
+                stanza_error(
+                    DefinedCondition::InternalServerError,
+                    "the conversation cannot be reached right now; try again",
+                )
+            }
+        }
+    }
+}
+
+/// How much history the settings keep per room.
+fn history_bound(settings: &RoomsConfig) -> HistoryBound {
+    HistoryBound {
+        messages: u32::try_from(settings.max_history).unwrap_or(u32::MAX),
+        bytes: u64::try_from(settings.max_history_bytes).unwrap_or(u64::MAX),
     }
 }
 
@@ -143,8 +206,9 @@ impl Rooms {
         let writer = HistoryWriter {
             queue,
             store: store.clone(),
-            keep: u32::try_from(settings.max_history).unwrap_or(u32::MAX),
+            keep: history_bound(&settings),
         };
+        let loads = WriteBudget::new(settings.max_loads_per_minute);
         let rooms = Rooms {
             domain,
             users_domain: server_domain.to_owned(),
@@ -154,7 +218,9 @@ impl Rooms {
             max_offline_messages,
             active: DashMap::new(),
             joined: DashMap::new(),
+            owned_in_memory: DashMap::new(),
             history,
+            loads,
         };
         Ok((Arc::new(rooms), writer))
     }
@@ -163,13 +229,16 @@ impl Rooms {
         &self.domain
     }
 
-    /// The room called `name`: in memory, else loaded from the store.
-    async fn find(&self, name: &str) -> Result<Option<Arc<Mutex<Room>>>, storage::Error> {
+    /// The room called `name`: in memory, else loaded from the store (without its history,
+    /// which an accepted join reads in), within `by`'s budget of loads.
+    async fn find(&self, name: &str, by: &BareJid) -> Result<Option<Arc<Mutex<Room>>>, Unfound> {
         if let Some(room) = self.active.get(name) {
             return Ok(Some(room.clone()));
         }
-        let history = u32::try_from(self.settings.max_history).unwrap_or(u32::MAX);
-        let Some(stored) = self.store.load_room(name, history).await? else {
+        if !self.loads.try_spend(&by.to_string()) {
+            return Err(Unfound::Budget);
+        }
+        let Some(stored) = self.store.load_room(name).await.map_err(Unfound::Store)? else {
             return Ok(None);
         };
         let Ok(node) = jid::NodePart::new(name) else {
@@ -186,18 +255,49 @@ impl Rooms {
         ))
     }
 
-    /// Rooms a user owns, in the store and locked in memory.
+    /// Queues a groupchat message for the history writer.
+    async fn keep_history(&self, row: HistoryRow) {
+        if self.history.send(HistoryJob::Keep(row)).await.is_err() {
+            tracing::warn!("history writer stopped");
+        }
+    }
+
+    /// Waits until every groupchat message queued so far is in the store.
+    async fn history_written(&self) -> Result<(), &'static str> {
+        let (done, written) = oneshot::channel();
+        self.history
+            .send(HistoryJob::Barrier(done))
+            .await
+            .map_err(|_| "the history writer stopped")?;
+        match written.await {
+            Ok(true) => Ok(()),
+            _ => Err("room history could not be stored"),
+        }
+    }
+
+    /// Forgets the load budgets that are whole again.
+    pub fn purge_budgets(&self) {
+        self.loads.purge();
+    }
+
+    /// Rooms a user owns, whatever their kind: in the store, and in memory only.
     async fn owned_by(&self, user: &BareJid) -> Result<u64, storage::Error> {
         let stored = self.store.rooms_owned(&user.to_string()).await?;
-        let mut locked = 0u64;
-        for room in self.active.iter() {
-            if let Ok(room) = room.try_lock()
-                && room.is_locked_by(user)
-            {
-                locked += 1;
-            }
+        let in_memory = self.owned_in_memory.get(user).map_or(0, |n| *n);
+        Ok(stored + in_memory)
+    }
+
+    /// Moves a room's owners in the tally of rooms owned in memory only.
+    fn recount_owners(&self, before: &[BareJid], now: &[BareJid]) {
+        for owner in before.iter().filter(|o| !now.contains(o)) {
+            self.owned_in_memory.remove_if_mut(owner, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
         }
-        Ok(stored + locked)
+        for owner in now.iter().filter(|o| !before.contains(o)) {
+            *self.owned_in_memory.entry(owner.clone()).or_default() += 1;
+        }
     }
 
     fn note_joined(&self, user: &BareJid, room: &str) {
@@ -223,6 +323,9 @@ impl Rooms {
         mut guard: MutexGuard<'_, Room>,
         after: After,
     ) {
+        if let Some((before, now)) = guard.recount_owners(after == After::Keep) {
+            self.recount_owners(&before, &now);
+        }
         if after == After::Keep {
             return;
         }
@@ -305,13 +408,10 @@ impl Rooms {
         let Some(name) = room.node() else {
             return Err(not_found());
         };
-        let found = self.find(name.as_str()).await.map_err(|err| {
-            tracing::error!(error = %err, "cannot load a room");
-            Box::new(stanza_error(
-                DefinedCondition::InternalServerError,
-                "the conversation cannot be reached right now; try again",
-            ))
-        })?;
+        let found = self
+            .find(name.as_str(), &from.to_bare())
+            .await
+            .map_err(|unfound| Box::new(unfound.error(name.as_str())))?;
         let Some(found) = found else {
             return Err(not_found());
         };
@@ -500,16 +600,10 @@ impl Rooms {
         };
         // A room unloaded between lookup and lock is looked up again, once.
         for _ in 0..2 {
-            let room = match self.find(&name).await {
+            let room = match self.find(&name, &from.to_bare()).await {
                 Ok(room) => room,
-                Err(err) => {
-                    tracing::error!(error = %err, room = %name, "cannot load a room");
-                    return reply_error(
-                        router,
-                        &stanza,
-                        DefinedCondition::InternalServerError,
-                        "the conversation cannot be reached right now; try again",
-                    );
+                Err(unfound) => {
+                    return reply_with(router, &stanza, unfound.error(&name));
                 }
             };
             let room = match room {

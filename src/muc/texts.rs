@@ -25,6 +25,8 @@ pub const UNLOCKED: Text = Text {
 pub const NEVER_CONFIGURED: &str = "the conversation was never configured and has been closed / la conversation n'a jamais \
      été configurée et a été fermée";
 pub const TOO_MANY_ROOMS: &str = "you own as many conversations as you may: destroy one first";
+pub const OWNS_TOO_MANY: &str =
+    "this person owns as many conversations as allowed and cannot own another";
 pub const LOCKED_ERROR: &str =
     "this conversation is locked until its creator confirms its configuration";
 pub const MEMBERS_ONLY: &str =

@@ -319,8 +319,17 @@ pub struct StoredRoom {
     pub vcard: Option<String>,
     /// (bare JID, affiliation) for every affiliation but `none`.
     pub affiliations: Vec<(String, String)>,
-    /// The recent groupchat messages, oldest first, with when each was sent (Unix seconds).
+    /// The recent groupchat messages, oldest first, with when each was sent (Unix seconds):
+    /// written by `create_room`; `load_room` leaves it empty (see `load_room_history`).
     pub history: Vec<(String, i64)>,
+}
+
+/// How much groupchat history a room keeps: the newest `messages`, as long as they add up to
+/// at most `bytes` (the newest message always stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBound {
+    pub messages: u32,
+    pub bytes: u64,
 }
 
 /// A room as listed: its name and configuration.
@@ -333,8 +342,14 @@ pub struct RoomListing {
 /// Persistent conversations (XEP-0045 rooms).
 #[async_trait::async_trait]
 pub trait RoomStore: Send + Sync {
-    /// A room with its affiliations and its last `history` messages.
-    async fn load_room(&self, name: &str, history: u32) -> Result<Option<StoredRoom>, Error>;
+    /// A room with its affiliations, without its history: most stanzas to a room need none.
+    async fn load_room(&self, name: &str) -> Result<Option<StoredRoom>, Error>;
+    /// A room's recent groupchat messages within `bound`, oldest first.
+    async fn load_room_history(
+        &self,
+        name: &str,
+        bound: HistoryBound,
+    ) -> Result<Vec<(String, i64)>, Error>;
     /// Stores a new room with its affiliations (its owner among them), atomically;
     /// `LimitReached` when `owner` already owns `limit` rooms, `Conflict` if it exists.
     async fn create_room(
@@ -357,11 +372,11 @@ pub trait RoomStore: Send + Sync {
     /// Deletes a room with its affiliations and history; whether there was one.
     async fn delete_room(&self, name: &str) -> Result<bool, Error>;
     /// Appends groupchat messages (room, stanza, Unix seconds) in one transaction, then keeps
-    /// only the last `keep` of each room they touched.
+    /// of each room they touched only what `keep` allows.
     async fn append_room_history(
         &self,
         rows: &[(String, String, i64)],
-        keep: u32,
+        keep: HistoryBound,
     ) -> Result<(), Error>;
     /// Public rooms by name, after `after`: at most `limit`, with the count of all of them.
     async fn public_rooms(

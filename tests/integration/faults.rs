@@ -232,3 +232,75 @@ async fn a_client_dropping_mid_delivery_loses_nothing_across_restarts() {
     let _server = Process::start(&config, c2s).await;
     bob_collects(c2s, 64..200).await;
 }
+
+/// Reflected groupchat messages are the room's acknowledgement (XEP-0045 has no other): a room
+/// change answered after them is never in the store without them, whenever the kill comes.
+#[tokio::test]
+async fn a_room_change_is_never_durable_before_the_messages_reflected_earlier() {
+    let (dir, config, c2s) = setup().await;
+    let url = format!(
+        "sqlite://{}?mode=rw",
+        dir.path().join("data/causette.db").display()
+    );
+    for round in 0..4 {
+        let server = Process::start(&config, c2s).await;
+        let mut alice = Raw::connect(c2s).await.login("alice", "pw", "phone").await;
+        let room = format!("salle{round}@conference.localhost");
+        alice.send(&format!("<presence to='{room}/alice'/>")).await;
+        alice.expect("code='201'").await;
+        alice
+            .send(&format!(
+                "<iq type='set' to='{room}' id='create'>\
+                 <query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+            ))
+            .await;
+        alice.expect("id='create'").await;
+        let mut batch = String::new();
+        for n in 0..40 {
+            batch.push_str(&format!(
+                "<message to='{room}' type='groupchat'><body>msg-{n}.</body></message>"
+            ));
+        }
+        alice.send(&batch).await;
+        alice.expect("msg-39.").await;
+        alice
+            .send(&format!(
+                "<iq type='set' to='{room}' id='rename'>\
+                 <query xmlns='http://jabber.org/protocol/muc#owner'>\
+                 <x xmlns='jabber:x:data' type='submit'>\
+                 <field var='muc#roomconfig_roomname'><value>Salle renommée</value></field>\
+                 </x></query></iq>"
+            ))
+            .await;
+        let answer = alice.expect("id='rename'").await;
+        assert!(answer.contains("type='result'"), "{answer}");
+        server.kill().await;
+
+        let store = causette::storage::open(&url, 1).await.expect("the store");
+        let stored = store
+            .load_room(&format!("salle{round}"))
+            .await
+            .unwrap()
+            .expect("the room");
+        assert!(
+            stored.config.contains("Salle renommée"),
+            "{}",
+            stored.config
+        );
+        let everything = causette::storage::HistoryBound {
+            messages: 1000,
+            bytes: u64::MAX,
+        };
+        let history = store
+            .load_room_history(&format!("salle{round}"), everything)
+            .await
+            .unwrap();
+        assert_eq!(
+            history.len(),
+            40,
+            "round {round}: the change without its messages"
+        );
+        store.close().await;
+    }
+}

@@ -15,7 +15,6 @@ mod monitoring;
 mod operations;
 mod policy;
 mod postgres;
-mod prerequisites;
 mod rooms;
 mod sso;
 mod storage;

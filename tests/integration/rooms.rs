@@ -1043,3 +1043,252 @@ async fn a_session_that_joins_again_gets_the_room_again() {
     );
     server.stop().await;
 }
+
+/// How many times the store has run `operation`, from `/metrics`.
+async fn store_calls(server: &TestServer, operation: &str) -> u64 {
+    let (status, text) = http(server.http, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "{text}");
+    let series = format!("causette_store_query_seconds_count{{operation=\"{operation}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stored history is bounded in bytes as in memory; a room read back from the store for
+/// discovery or a refused join leaves its history unread; room loads have a budget per user.
+#[tokio::test]
+async fn stored_history_is_bounded_and_read_only_for_those_admitted() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.max_history_bytes = 2000;
+        c.rooms.max_loads_per_minute = 5;
+    })
+    .await;
+    for user in ["owner", "stranger", "prowler"] {
+        server.add_user(user, "pw").await;
+    }
+    let lobby = room("archives");
+    let mut owner = online(&server, "owner").await;
+    join(&mut owner, &lobby, "owner").await;
+    let done = configure(
+        &mut owner,
+        &lobby,
+        &[("muc#roomconfig_publicroom", "1")],
+        "conf",
+    )
+    .await;
+    assert!(done.contains("type='result'"), "{done}");
+    let filler = "x".repeat(600);
+    for i in 0..10 {
+        say(&mut owner, &lobby, &format!("m{i}-{filler}")).await;
+        owner.expect(&format!("m{i}-")).await;
+    }
+    owner
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{lobby}/owner' type='unavailable'/>"
+        ))
+        .await;
+    owner.expect("type='unavailable'").await;
+
+    // Nobody is in: discovery and a refused join (members only) read the room, not its history.
+    let mut stranger = online(&server, "stranger").await;
+    let info = ask(
+        &mut stranger,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "info",
+    )
+    .await;
+    assert!(info.contains("type='result'"), "{info}");
+    let refused = join(&mut stranger, &lobby, "stranger").await;
+    assert!(refused.contains("<registration-required"), "{refused}");
+    assert!(store_calls(&server, "load_room").await >= 2);
+    assert_eq!(store_calls(&server, "load_room_history").await, 0);
+
+    // The owner comes back: the history is read once, the newest messages within 2000 bytes.
+    let joined = join(&mut owner, &lobby, "owner").await;
+    assert!(joined.contains("code='110'"), "{joined}");
+    let newest = owner.expect("m9-").await;
+    assert!(newest.contains("urn:xmpp:delay"), "{newest}");
+    owner.expect("<subject").await;
+    assert_eq!(store_calls(&server, "load_room_history").await, 1);
+    let everything = causette::storage::HistoryBound {
+        messages: 1000,
+        bytes: u64::MAX,
+    };
+    let stored = server
+        .server()
+        .store()
+        .load_room_history("archives", everything)
+        .await
+        .expect("history read");
+    let bytes: usize = stored.iter().map(|(xml, _)| xml.len()).sum();
+    assert!(
+        (1..=3).contains(&stored.len()) && bytes <= 2000,
+        "{} messages, {bytes} bytes",
+        stored.len()
+    );
+    assert!(stored.last().is_some_and(|(xml, _)| xml.contains("m9-")));
+    assert!(stored.iter().all(|(xml, _)| !xml.contains("m6-")));
+
+    // Rooms nobody is in, looked up one after another: past the budget, resource-constraint.
+    let mut prowler = online(&server, "prowler").await;
+    for i in 0..5 {
+        let answer = ask(
+            &mut prowler,
+            &room(&format!("nowhere{i}")),
+            "get",
+            "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+            &format!("look{i}"),
+        )
+        .await;
+        assert!(answer.contains("<item-not-found"), "{answer}");
+    }
+    let spent = ask(
+        &mut prowler,
+        &room("nowhere5"),
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "look5",
+    )
+    .await;
+    assert!(spent.contains("<resource-constraint"), "{spent}");
+    // Others' budgets are their own, and a room in memory costs none.
+    let info = ask(
+        &mut stranger,
+        &lobby,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+        "again",
+    )
+    .await;
+    assert!(info.contains("type='result'"), "{info}");
+    server.stop().await;
+}
+
+/// `rooms.max_rooms_per_user` counts every room a user owns: locked, temporary or persistent,
+/// created or granted; and where only owners remove participants, an admin cannot remove
+/// them by a ban or a revoked membership either.
+#[tokio::test]
+async fn every_room_owned_counts_and_only_owners_remove() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.max_rooms_per_user = 2;
+    })
+    .await;
+    for user in ["a", "b", "c"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut a = online(&server, "a").await;
+    let mut b = online(&server, "b").await;
+    let mut c = online(&server, "c").await;
+    // Two temporary rooms: the limit is reached, whatever their kind.
+    for name in ["temp1", "temp2"] {
+        join(&mut a, &room(name), "a").await;
+        let done = configure(
+            &mut a,
+            &room(name),
+            &[("muc#roomconfig_persistentroom", "0")],
+            name,
+        )
+        .await;
+        assert!(done.contains("type='result'"), "{done}");
+    }
+    let err = join(&mut a, &room("third"), "a").await;
+    assert!(
+        err.contains("<not-allowed") && err.contains("as many conversations"),
+        "{err}"
+    );
+    // Nor can someone else make her the owner of one more.
+    join(&mut b, &room("bees"), "b").await;
+    let done = configure(&mut b, &room("bees"), &[], "bees").await;
+    assert!(done.contains("type='result'"), "{done}");
+    let granted = ask(
+        &mut b,
+        &room("bees"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='a@localhost' affiliation='owner'/></query>",
+        "grant",
+    )
+    .await;
+    assert!(
+        granted.contains("<not-allowed") && granted.contains("cannot own another"),
+        "{granted}"
+    );
+    // A temporary room destroyed frees its place.
+    let destroyed = ask(
+        &mut a,
+        &room("temp1"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query>",
+        "destroy",
+    )
+    .await;
+    assert!(destroyed.contains("type='result'"), "{destroyed}");
+    let granted = ask(
+        &mut b,
+        &room("bees"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='a@localhost' affiliation='owner'/></query>",
+        "grant2",
+    )
+    .await;
+    assert!(granted.contains("type='result'"), "{granted}");
+    let err = join(&mut a, &room("fourth"), "a").await;
+    assert!(err.contains("<not-allowed"), "{err}");
+
+    // An admin may not remove a member by revoking or banning (only_owners_kick, the default).
+    let made = ask(
+        &mut b,
+        &room("bees"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='c@localhost' affiliation='member'/></query>",
+        "member",
+    )
+    .await;
+    assert!(made.contains("type='result'"), "{made}");
+    let joined = join(&mut c, &room("bees"), "c").await;
+    assert!(joined.contains("code='110'"), "{joined}");
+    server.add_user("adm", "pw").await;
+    let mut adm = online(&server, "adm").await;
+    let made = ask(
+        &mut b,
+        &room("bees"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='adm@localhost' affiliation='admin'/></query>",
+        "admin",
+    )
+    .await;
+    assert!(made.contains("type='result'"), "{made}");
+    for (affiliation, id) in [("outcast", "ban"), ("none", "revoke")] {
+        let refused = ask(
+            &mut adm,
+            &room("bees"),
+            "set",
+            &format!(
+                "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+                 <item jid='c@localhost' affiliation='{affiliation}'/></query>"
+            ),
+            id,
+        )
+        .await;
+        assert!(refused.contains("<not-allowed"), "{refused}");
+    }
+    // The owner may.
+    let banned = ask(
+        &mut b,
+        &room("bees"),
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='c@localhost' affiliation='outcast'/></query>",
+        "ownerban",
+    )
+    .await;
+    assert!(banned.contains("type='result'"), "{banned}");
+    server.stop().await;
+}

@@ -294,3 +294,72 @@ async fn concurrent_writers_on_sqlite_wait_instead_of_failing() {
     }
     store.close().await;
 }
+
+/// Room history kept within its bound in messages and in bytes, the newest always.
+pub async fn room_history_story(store: &DynStore, name: &str) {
+    use causette::storage::{HistoryBound, StoredRoom};
+    let room = StoredRoom {
+        name: name.to_owned(),
+        config: "{}".into(),
+        affiliations: vec![(format!("{name}@localhost"), "owner".into())],
+        ..StoredRoom::default()
+    };
+    store
+        .create_room(&room, false, &format!("{name}@localhost"), 10)
+        .await
+        .unwrap();
+    let row = |i: usize, size: usize| {
+        (
+            name.to_owned(),
+            format!("<m{i}>{}</m>", "é".repeat(size)),
+            0,
+        )
+    };
+    let keep = HistoryBound {
+        messages: 4,
+        bytes: 1000,
+    };
+    // 6 small ones: the count bounds them.
+    let small: Vec<_> = (0..6).map(|i| row(i, 10)).collect();
+    store.append_room_history(&small, keep).await.unwrap();
+    let all = HistoryBound {
+        messages: 100,
+        bytes: u64::MAX,
+    };
+    let kept = store.load_room_history(name, all).await.unwrap();
+    let tags: Vec<_> = kept.iter().map(|(xml, _)| &xml[..4]).collect();
+    assert_eq!(tags, ["<m2>", "<m3>", "<m4>", "<m5>"]);
+    // Two of 300 "é" (600 bytes each, 300 characters): the bytes bound them, not the characters.
+    store
+        .append_room_history(&[row(6, 300), row(7, 300)], keep)
+        .await
+        .unwrap();
+    let kept = store.load_room_history(name, all).await.unwrap();
+    let tags: Vec<_> = kept.iter().map(|(xml, _)| &xml[..4]).collect();
+    assert_eq!(tags, ["<m7>"]);
+    // One larger than the bound stays alone; loading applies the bound too.
+    store
+        .append_room_history(&[row(8, 10), row(9, 1000)], keep)
+        .await
+        .unwrap();
+    let kept = store.load_room_history(name, all).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].0.starts_with("<m9>"));
+    store
+        .append_room_history(&[row(10, 10), row(11, 10)], all)
+        .await
+        .unwrap();
+    let bounded = store.load_room_history(name, keep).await.unwrap();
+    let tags: Vec<_> = bounded.iter().map(|(xml, _)| &xml[..4]).collect();
+    assert_eq!(tags, ["<m10", "<m11"]);
+    assert!(store.delete_room(name).await.unwrap());
+}
+
+#[tokio::test]
+async fn room_history_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/rooms.db?mode=rwc", dir.path().display());
+    let store = causette::storage::open(&url, 2).await.unwrap();
+    room_history_story(&store, "salle").await;
+    store.close().await;
+}

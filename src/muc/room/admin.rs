@@ -280,19 +280,14 @@ impl Room {
                         .collect(),
                     history: Vec::new(),
                 };
-                let owner = if unlocking {
-                    from.to_bare().to_string()
-                } else {
-                    String::new()
-                };
-                let limit = if unlocking {
-                    cx.rooms.settings.max_rooms_per_user
-                } else {
-                    u32::MAX
-                };
-                match cx
-                    .rooms
-                    .store
+                // The room's owners are counted already (in memory): the store checks the
+                // limit again for the one who makes it persistent, the other owners' rooms
+                // having been checked when they were granted ownership.
+                let owner = from.to_bare().to_string();
+                let limit = cx.rooms.settings.max_rooms_per_user;
+                match self
+                    .store(cx)
+                    .await?
                     .create_room(&stored, next.public, &owner, limit)
                     .await
                 {
@@ -312,14 +307,15 @@ impl Room {
                     .map_err(internal)?;
                 self.persisted = false;
             }
-            (true, true) => cx
-                .rooms
-                .store
+            (true, true) => self
+                .store(cx)
+                .await?
                 .save_room_config(self.name(), &json, next.public)
                 .await
                 .map_err(internal)?,
             (false, false) => {}
         }
+        self.owners_dirty = true;
         let previous = std::mem::replace(&mut self.config, next);
         if unlocking {
             self.locked = None;
@@ -408,8 +404,8 @@ impl Room {
             ));
         }
         if self.persisted {
-            cx.rooms
-                .store
+            self.store(cx)
+                .await?
                 .save_room_vcard(self.name(), &xml)
                 .await
                 .map_err(internal)?;
@@ -582,9 +578,24 @@ impl Room {
                         texts::TOO_MANY_AFFILIATIONS,
                     ));
                 }
+                // Where only owners remove participants, a ban or a revoked membership is a
+                // removal too.
+                if cx.rooms.settings.only_owners_kick
+                    && actor_aff != Affiliation::Owner
+                    && rank(&affiliation) < rank(&current)
+                {
+                    return Err(error(DefinedCondition::NotAllowed, texts::KICK_FORBIDDEN));
+                }
                 // Granting a place in the room is inviting, whatever the affiliation.
                 if rank(&affiliation) >= rank(&Affiliation::Member) {
                     rules_allow(cx, &from.to_bare(), &target, Action::Invite)?;
+                }
+                // Owning a room counts against `rooms.max_rooms_per_user`, however it came.
+                if affiliation == Affiliation::Owner && current != Affiliation::Owner {
+                    let owned = cx.rooms.owned_by(&target).await.map_err(internal)?;
+                    if owned >= u64::from(cx.rooms.settings.max_rooms_per_user) {
+                        return Err(error(DefinedCondition::NotAllowed, texts::OWNS_TOO_MANY));
+                    }
                 }
                 changes.push(Change::Affiliation(target, affiliation, reason));
             } else {
@@ -654,8 +665,8 @@ impl Room {
     ) -> Outcome {
         let stored = (affiliation != Affiliation::None).then(|| affiliation_str(&affiliation));
         if self.persisted {
-            cx.rooms
-                .store
+            self.store(cx)
+                .await?
                 .set_room_affiliation(self.name(), &user.to_string(), stored)
                 .await
                 .map_err(internal)?;
@@ -665,6 +676,7 @@ impl Room {
         } else {
             self.affiliations.insert(user.clone(), affiliation);
         }
+        self.owners_dirty = true;
         Ok(())
     }
 

@@ -59,8 +59,8 @@ impl Room {
                 ));
             }
             if self.persisted {
-                cx.rooms
-                    .store
+                self.store(cx)
+                    .await?
                     .save_room_subject(self.name(), &text, &nick)
                     .await
                     .map_err(internal)?;
@@ -73,20 +73,12 @@ impl Room {
             return Ok(());
         };
         if !message.bodies.is_empty() && cx.rooms.settings.max_history > 0 {
-            let stamp = now();
-            if self.persisted {
-                let xml = String::from(&Element::from(out.clone()));
-                let row = (self.name().to_owned(), xml, stamp.0.timestamp());
-                if cx.rooms.history.send(row).await.is_err() {
-                    tracing::warn!(room = %self.jid, "history writer stopped");
-                }
-            }
             let item = HistoryItem {
                 message: out,
-                stamp,
+                stamp: now(),
                 bytes,
             };
-            self.keep_in_history(item, &cx.rooms.settings);
+            self.keep(cx, item).await;
         }
         Ok(())
     }

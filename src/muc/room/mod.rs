@@ -28,7 +28,7 @@ use crate::link::SharedStanza;
 use crate::ns::name;
 use crate::policy::{Action, Decision, Relation};
 use crate::reply::policy_error;
-use crate::storage::StoredRoom;
+use crate::storage::{DynStore, StoredRoom};
 
 mod admin;
 mod messages;
@@ -70,6 +70,16 @@ pub(super) struct Room {
     occupants: Vec<Occupant>,
     history: VecDeque<HistoryItem>,
     history_bytes: usize,
+    /// The stored history has been read in (always, for a room created in memory): a room
+    /// read back from the store reads it only for an accepted join or a message to keep.
+    history_loaded: bool,
+    /// Groupchat messages queued for the history writer since the last room change stored:
+    /// the next change waits until they are written.
+    history_pending: bool,
+    /// The owners this room adds to `Rooms`' tally of rooms owned in memory only (those of a
+    /// room not in the store), as last counted; `owners_dirty` when that may have changed.
+    counted_owners: Vec<BareJid>,
+    owners_dirty: bool,
     /// Unloaded or destroyed while a task waited for the lock: look the room up again.
     pub gone: bool,
 }
@@ -231,6 +241,10 @@ impl Room {
             occupants: Vec::new(),
             history: VecDeque::new(),
             history_bytes: 0,
+            history_loaded: true,
+            history_pending: false,
+            counted_owners: Vec::new(),
+            owners_dirty: true,
             gone: false,
         }
     }
@@ -246,21 +260,7 @@ impl Room {
             .iter()
             .filter_map(|(jid, a)| Some((BareJid::new(jid).ok()?, parse_affiliation(a)?)))
             .collect();
-        let history = stored
-            .history
-            .iter()
-            .filter_map(|(xml, at)| {
-                let element: Element = xml.parse().ok()?;
-                let message = Message::try_from(element).ok()?;
-                let stamp = chrono::DateTime::from_timestamp(*at, 0)?.fixed_offset();
-                Some(HistoryItem {
-                    message,
-                    stamp: DateTime(stamp),
-                    bytes: xml.len(),
-                })
-            })
-            .collect::<Vec<_>>();
-        let mut room = Room {
+        Room {
             jid,
             config,
             locked: None,
@@ -273,12 +273,63 @@ impl Room {
             occupants: Vec::new(),
             history: VecDeque::new(),
             history_bytes: 0,
+            history_loaded: false,
+            history_pending: false,
+            counted_owners: Vec::new(),
+            owners_dirty: false,
             gone: false,
-        };
-        for item in history {
-            room.keep_in_history(item, settings);
         }
-        room
+    }
+
+    /// Reads the stored history in, the first time it is needed. The writer's queue is
+    /// drained first, so that messages kept before the room left memory are found.
+    pub(super) async fn ensure_history(&mut self, cx: &Cx<'_>) -> Result<(), String> {
+        if self.history_loaded {
+            return Ok(());
+        }
+        cx.rooms.history_written().await?;
+        let stored = cx
+            .rooms
+            .store
+            .load_room_history(self.name(), super::history_bound(&cx.rooms.settings))
+            .await
+            .map_err(|err| err.to_string())?;
+        for (xml, at) in stored {
+            let Some(item) = stored_item(&xml, at) else {
+                tracing::warn!(room = %self.jid, "unreadable message in the room history");
+                continue;
+            };
+            self.keep_in_history(item, &cx.rooms.settings);
+        }
+        self.history_loaded = true;
+        Ok(())
+    }
+
+    /// The store, for a change to this room: once the messages reflected before it are
+    /// written, so that the change is never durable while they are not.
+    pub(super) async fn store<'a>(&mut self, cx: &Cx<'a>) -> Outcome<&'a DynStore> {
+        if self.history_pending {
+            cx.rooms.history_written().await.map_err(internal)?;
+            self.history_pending = false;
+        }
+        Ok(&cx.rooms.store)
+    }
+
+    /// Keeps a groupchat message just broadcast: queued for the store when the room is
+    /// persistent, and in memory.
+    async fn keep(&mut self, cx: &Cx<'_>, item: HistoryItem) {
+        if let Err(err) = self.ensure_history(cx).await {
+            // The message is out; the copy in memory lacks the older ones until a reload.
+            tracing::error!(room = %self.jid, error = %err, "cannot read the room history");
+            self.history_loaded = true;
+        }
+        if self.persisted {
+            let xml = String::from(&Element::from(item.message.clone()));
+            let row = (self.name().to_owned(), xml, item.stamp.0.timestamp());
+            cx.rooms.keep_history(row).await;
+            self.history_pending = true;
+        }
+        self.keep_in_history(item, &cx.rooms.settings);
     }
 
     /// Adds a message to the history, forgetting the oldest past `rooms.max_history` messages
@@ -295,8 +346,32 @@ impl Room {
         }
     }
 
-    pub fn is_locked_by(&self, user: &BareJid) -> bool {
+    fn is_locked_by(&self, user: &BareJid) -> bool {
         self.locked.as_ref().is_some_and(|(_, by)| by == user)
+    }
+
+    /// What this room adds to the tally of rooms owned in memory only, once a handler is
+    /// done with it (`staying`: it stays in memory): the owners counted before and now, when
+    /// they differ. A room in the store counts there instead.
+    pub fn recount_owners(&mut self, staying: bool) -> Option<(Vec<BareJid>, Vec<BareJid>)> {
+        let now: Vec<BareJid> = if staying && !self.persisted {
+            if !self.owners_dirty {
+                return None;
+            }
+            self.affiliations
+                .iter()
+                .filter(|(_, a)| **a == Affiliation::Owner)
+                .map(|(jid, _)| jid.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.owners_dirty = false;
+        if now == self.counted_owners {
+            return None;
+        }
+        let before = std::mem::replace(&mut self.counted_owners, now.clone());
+        Some((before, now))
     }
 
     pub fn locked_since(&self) -> Option<Instant> {
@@ -380,6 +455,18 @@ impl Room {
             }
         }
     }
+}
+
+/// A message of the stored history, as kept in memory.
+fn stored_item(xml: &str, at: i64) -> Option<HistoryItem> {
+    let element: Element = xml.parse().ok()?;
+    let message = Message::try_from(element).ok()?;
+    let stamp = chrono::DateTime::from_timestamp(at, 0)?.fixed_offset();
+    Some(HistoryItem {
+        message,
+        stamp: DateTime(stamp),
+        bytes: xml.len(),
+    })
 }
 
 fn internal(err: impl std::fmt::Display) -> Box<StanzaError> {

@@ -161,6 +161,8 @@ impl Room {
         if existing.is_none() && self.occupants.len() >= self.config.max_users && !is_privileged {
             return Err(error(DefinedCondition::ServiceUnavailable, texts::FULL));
         }
+        // Admitted: now the history is worth reading (a refused join never reads it).
+        self.ensure_history(cx).await.map_err(internal)?;
         let at = match existing {
             Some(at) => {
                 self.occupants[at].sessions.push(from.clone());

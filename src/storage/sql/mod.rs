@@ -11,9 +11,9 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
 
 use super::{
-    AccountStore, AuditStore, DirectoryStore, Error, OfflineMessage, OfflineStore, RoomListing,
-    RoomStore, RosterItem, RosterSnapshot, RosterStore, ScramCredential, ScramHash, Store,
-    StoredRoom, Subscription, SubscriptionRequest,
+    AccountStore, AuditStore, DirectoryStore, Error, HistoryBound, OfflineMessage, OfflineStore,
+    RoomListing, RoomStore, RosterItem, RosterSnapshot, RosterStore, ScramCredential, ScramHash,
+    Store, StoredRoom, Subscription, SubscriptionRequest,
 };
 
 mod accounts;

@@ -4,13 +4,26 @@ use std::collections::BTreeSet;
 
 use super::*;
 
+/// The ids of a room's history that `HistoryBound` keeps: the newest within the count and
+/// the bytes, and the newest whatever its size. Binds: room, messages, bytes. A macro, so that
+/// the queries built on it stay literals.
+macro_rules! history_kept {
+    () => {
+        "SELECT id FROM ( \
+             SELECT id, ROW_NUMBER() OVER (ORDER BY id DESC) AS n, \
+                    SUM(bytes) OVER (ORDER BY id DESC) AS total \
+             FROM room_history WHERE room = $1 \
+         ) AS recent WHERE n = 1 OR (n <= $2 AND total <= $3)"
+    };
+}
+
 /// How many rooms a user owns.
 const ROOMS_OWNED: &str =
     "SELECT COUNT(*) FROM room_affiliations WHERE jid = $1 AND affiliation = 'owner'";
 
 #[async_trait::async_trait]
 impl RoomStore for SqlStore {
-    async fn load_room(&self, name: &str, history: u32) -> Result<Option<StoredRoom>, Error> {
+    async fn load_room(&self, name: &str) -> Result<Option<StoredRoom>, Error> {
         let Some(row) = sqlx::query(
             "SELECT name, config, subject, subject_by, vcard FROM rooms WHERE name = $1",
         )
@@ -29,19 +42,6 @@ impl RoomStore for SqlStore {
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let history = sqlx::query(
-            "SELECT stanza, created_at FROM ( \
-                 SELECT id, stanza, created_at FROM room_history WHERE room = $1 \
-                 ORDER BY id DESC LIMIT $2 \
-             ) AS recent ORDER BY id",
-        )
-        .bind(name)
-        .bind(i64::from(history))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(StoredRoom {
             name: row.try_get(0)?,
             config: row.try_get(1)?,
@@ -49,8 +49,29 @@ impl RoomStore for SqlStore {
             subject_by: row.try_get(3)?,
             vcard: row.try_get(4)?,
             affiliations,
-            history,
+            history: Vec::new(),
         }))
+    }
+
+    async fn load_room_history(
+        &self,
+        name: &str,
+        bound: HistoryBound,
+    ) -> Result<Vec<(String, i64)>, Error> {
+        sqlx::query(concat!(
+            "SELECT stanza, created_at FROM room_history WHERE id IN (",
+            history_kept!(),
+            ") ORDER BY id"
+        ))
+        .bind(name)
+        .bind(i64::from(bound.messages))
+        .bind(i64::try_from(bound.bytes).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(Error::from)
     }
 
     async fn create_room(
@@ -99,12 +120,15 @@ impl RoomStore for SqlStore {
             .await?;
         }
         for (stanza, at) in &room.history {
-            sqlx::query("INSERT INTO room_history (room, stanza, created_at) VALUES ($1, $2, $3)")
-                .bind(&room.name)
-                .bind(stanza)
-                .bind(*at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO room_history (room, stanza, created_at, bytes) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&room.name)
+            .bind(stanza)
+            .bind(*at)
+            .bind(stanza_bytes(stanza))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -186,32 +210,36 @@ impl RoomStore for SqlStore {
     async fn append_room_history(
         &self,
         rows: &[(String, String, i64)],
-        keep: u32,
+        keep: HistoryBound,
     ) -> Result<(), Error> {
         let mut tx = self.begin().await?;
         let mut touched = BTreeSet::new();
         for (room, stanza, at) in rows {
             // A room destroyed meanwhile takes no more history.
             sqlx::query(
-                "INSERT INTO room_history (room, stanza, created_at) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM rooms WHERE name = $4)",
+                "INSERT INTO room_history (room, stanza, created_at, bytes) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rooms WHERE name = $5)",
             )
             .bind(room)
             .bind(stanza)
             .bind(*at)
+            .bind(stanza_bytes(stanza))
             .bind(room)
             .execute(&mut *tx)
             .await?;
             touched.insert(room.as_str());
         }
+        // The kept ids' binds come first: $1–$3 in history_kept!, then the room again.
         for room in touched {
-            sqlx::query(
-                "DELETE FROM room_history WHERE room = $1 AND id NOT IN ( \
-                     SELECT id FROM room_history WHERE room = $2 ORDER BY id DESC LIMIT $3)",
-            )
+            sqlx::query(concat!(
+                "DELETE FROM room_history WHERE id NOT IN (",
+                history_kept!(),
+                ") AND room = $4"
+            ))
             .bind(room)
+            .bind(i64::from(keep.messages))
+            .bind(i64::try_from(keep.bytes).unwrap_or(i64::MAX))
             .bind(room)
-            .bind(i64::from(keep))
             .execute(&mut *tx)
             .await?;
         }
@@ -257,6 +285,11 @@ impl RoomStore for SqlStore {
             .await?;
         Ok(u64::try_from(owned).unwrap_or(0))
     }
+}
+
+/// A stanza's size as stored, counted against `HistoryBound::bytes`.
+fn stanza_bytes(stanza: &str) -> i64 {
+    i64::try_from(stanza.len()).unwrap_or(i64::MAX)
 }
 
 fn found(rows: u64) -> Result<(), Error> {
