@@ -685,21 +685,17 @@ async fn the_ent_rules_hold_in_rooms() {
     );
     join(&mut lea, &classe, "x").await;
     prof.expect("/MARTIN Léa'").await;
-    // Private messages follow the rules between the two: a pupil may write to the teacher,
-    // not to another pupil's parent, whom the teacher let in.
+    // The room stays within the rules of everyone in it: another pupil's parent, whom the
+    // teacher could let in, may not meet Léa, who is in.
     let mut parent = online(&server, "mme").await;
-    join(&mut parent, &classe, "x").await;
-    lea.expect("/PETIT Sophie'").await;
-    lea.send(&format!(
-        "<message xmlns='jabber:client' to='{classe}/PETIT Sophie' type='chat' id='pm1'><body>coucou</body></message>"
-    ))
-    .await;
-    let refused = lea.expect("id='pm1'").await;
+    let refused = join(&mut parent, &classe, "x").await;
     assert!(
         refused.contains("<forbidden") && refused.contains("xml:lang='fr'"),
         "{refused}"
     );
-    parent.expect_none("coucou").await;
+    lea.expect_none("PETIT Sophie").await;
+    // Private messages between occupants follow the rules too: a pupil may write to the
+    // teacher.
     lea.send(&format!(
         "<message xmlns='jabber:client' to='{classe}/DURAND Marc' type='chat'><body>Bonjour Monsieur</body></message>"
     ))
@@ -1290,5 +1286,94 @@ async fn every_room_owned_counts_and_only_owners_remove() {
     )
     .await;
     assert!(banned.contains("type='result'"), "{banned}");
+    server.stop().await;
+}
+
+/// A room stays within the rules of everyone in it, whoever owns it: a collégienne makes a
+/// lycéen she may meet (an ENT group) owner and steps down; a teacher of his lycée, whom the
+/// rules keep from her both ways, can be neither invited, nor made a member, nor let in.
+#[tokio::test]
+async fn a_room_stays_within_the_rules_after_the_owner_steps_down() {
+    let server = school(|c| c.rooms.defaults.members_only = true).await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(
+            "{\"op\":\"put_user\",\"username\":\"mlycee\",\"display_name\":\"LEROY Anne\",\"profile\":\"teacher\",\"structures\":[\"0750002B\"]}\n\
+             {\"op\":\"put_group\",\"id\":\"club\",\"name\":\"Club échecs\",\"members\":[\"lea\",\"tom\"]}\n",
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let iterations = server.server().config().auth.scram_iterations;
+    causette::accounts::set_password(&server.server().store(), "mlycee", "pw".into(), iterations)
+        .await
+        .expect("password set");
+    let mut lea = online(&server, "lea").await;
+    let mut tom = online(&server, "tom").await;
+    let mut teacher = online(&server, "mlycee").await;
+    let club = room("club");
+    join(&mut lea, &club, "x").await;
+    let done = configure(&mut lea, &club, &[], "conf").await;
+    assert!(done.contains("type='result'"), "{done}");
+    invite(&mut lea, &club, "tom@localhost").await;
+    tom.expect("<invite").await;
+    let joined = join(&mut tom, &club, "x").await;
+    assert!(joined.contains("code='110'"), "{joined}");
+    let owner = ask(
+        &mut lea,
+        &club,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='tom@localhost' affiliation='owner'/></query>",
+        "owner",
+    )
+    .await;
+    assert!(owner.contains("type='result'"), "{owner}");
+    let down = ask(
+        &mut tom,
+        &club,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='lea@localhost' affiliation='member'/></query>",
+        "down",
+    )
+    .await;
+    assert!(down.contains("type='result'"), "{down}");
+    // Tom's invitation is refused, and nothing is sent.
+    tom.send(&format!(
+        "<message xmlns='jabber:client' to='{club}' id='inv'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><invite to='mlycee@localhost'/></x></message>"
+    ))
+    .await;
+    let refused = tom.expect("id='inv'").await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    teacher.expect_none("<invite").await;
+    // Nor may he make her a member.
+    let refused = ask(
+        &mut tom,
+        &club,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='mlycee@localhost' affiliation='member'/></query>",
+        "grant",
+    )
+    .await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    // Opened to all, the room still keeps her out while Léa is a member.
+    let open = configure(
+        &mut tom,
+        &club,
+        &[("muc#roomconfig_membersonly", "0")],
+        "open",
+    )
+    .await;
+    assert!(open.contains("type='result'"), "{open}");
+    let refused = join(&mut teacher, &club, "x").await;
+    assert!(refused.contains("<forbidden"), "{refused}");
+    lea.expect_none("LEROY Anne").await;
     server.stop().await;
 }

@@ -589,6 +589,9 @@ impl Room {
                 // Granting a place in the room is inviting, whatever the affiliation.
                 if rank(&affiliation) >= rank(&Affiliation::Member) {
                     rules_allow(cx, &from.to_bare(), &target, Action::Invite)?;
+                    if rank(&current) < rank(&Affiliation::Member) {
+                        self.within_everyones_rules(cx, &target)?;
+                    }
                 }
                 // Owning a room counts against `rooms.max_rooms_per_user`, however it came.
                 if affiliation == Affiliation::Owner && current != Affiliation::Owner {

@@ -172,6 +172,7 @@ impl Room {
             return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
         }
         rules_allow(cx, inviter, invitee, Action::Invite)?;
+        self.within_everyones_rules(cx, invitee)?;
         if self.affiliation(invitee) == Affiliation::Outcast {
             return Err(error(
                 DefinedCondition::NotAllowed,

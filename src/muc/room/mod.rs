@@ -26,7 +26,7 @@ use super::{After, Cx, DISCO_INFO, DISCO_ITEMS, MUC, MUC_ADMIN, MUC_OWNER, MUC_U
 use crate::config::RoomsConfig;
 use crate::link::SharedStanza;
 use crate::ns::name;
-use crate::policy::{Action, Decision, Relation};
+use crate::policy::{Action, Decision, Reason, Relation};
 use crate::reply::policy_error;
 use crate::storage::{DynStore, StoredRoom};
 
@@ -218,6 +218,26 @@ fn rules_allow(cx: &Cx<'_>, actor: &BareJid, target: &BareJid, action: Action) -
     }
 }
 
+/// Whether the ENT's rules let two users meet, either way: a room keeps apart whom they keep
+/// apart. Only the rules count here: a profile whose chat access is closed does not close the
+/// rooms its users belong to (its users cannot log in).
+fn rules_let_meet(cx: &Cx<'_>, a: &BareJid, b: &BareJid) -> Outcome {
+    let (Some(a), Some(b)) = (a.node(), b.node()) else {
+        return Ok(());
+    };
+    for (actor, target) in [(a, b), (b, a)] {
+        if let Decision::Deny(Reason::Rules) = cx.rooms.policy.decide(
+            actor.as_str(),
+            target.as_str(),
+            Action::Join,
+            Relation::default(),
+        ) {
+            return Err(Box::new(policy_error(Reason::Rules)));
+        }
+    }
+    Ok(())
+}
+
 /// A stanza error with a text of the moment.
 fn error(condition: DefinedCondition, text: &str) -> Box<StanzaError> {
     Box::new(super::stanza_error(condition, text))
@@ -344,6 +364,26 @@ impl Room {
                 self.history_bytes -= old.bytes;
             }
         }
+    }
+
+    /// A room stays within the rules of everyone in it: `newcomer` may enter, be invited or be
+    /// granted a place only if the rules let them meet every occupant and every member (owners
+    /// and admins included), whoever owns the room now.
+    fn within_everyones_rules(&self, cx: &Cx<'_>, newcomer: &BareJid) -> Outcome {
+        let members = self
+            .affiliations
+            .iter()
+            .filter(|(_, a)| rank(a) >= rank(&Affiliation::Member))
+            .map(|(jid, _)| jid);
+        let others = self
+            .occupants
+            .iter()
+            .map(|o| &o.user)
+            .filter(|u| rank(&self.affiliation(u)) < rank(&Affiliation::Member));
+        for other in members.chain(others).filter(|u| *u != newcomer) {
+            rules_let_meet(cx, newcomer, other)?;
+        }
+        Ok(())
     }
 
     fn is_locked_by(&self, user: &BareJid) -> bool {

@@ -139,7 +139,8 @@ impl Room {
             None => None,
         };
         self.check_nick(cx, asked)?;
-        // The ENT's rules: a joiner may communicate with the room's owners.
+        // The ENT's rules: a joiner may communicate with the room's owners (whose chat
+        // access must be open), and meet everyone in the room.
         for (owner, _) in self
             .affiliations
             .iter()
@@ -148,6 +149,9 @@ impl Room {
             rules_allow(cx, &user, owner, Action::Join)?;
         }
         let existing = self.by_user(&user);
+        if existing.is_none() {
+            self.within_everyones_rules(cx, &user)?;
+        }
         let nick = match existing {
             Some(at) => self.occupants[at].nick.clone(),
             None => self.nick_for(cx, &user, asked),
