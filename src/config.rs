@@ -344,6 +344,9 @@ pub struct RoomsConfig {
     /// Rooms one user may have read from the store per minute (a stanza to a room nobody is
     /// in loads it): past it, `resource-constraint` until the budget refills.
     pub max_loads_per_minute: u32,
+    /// Mediated invitations one user may send per minute (each carries the inviter's text to
+    /// someone who may not be a contact): past it, `resource-constraint`.
+    pub max_invitations_per_minute: u32,
     /// Longest nickname, room name, description and subject, in characters.
     pub max_nick_chars: usize,
     pub max_name_chars: usize,
@@ -393,6 +396,7 @@ impl Default for RoomsConfig {
             max_history: 50,
             max_history_bytes: 256 * 1024,
             max_loads_per_minute: 600,
+            max_invitations_per_minute: 60,
             max_nick_chars: 64,
             max_name_chars: 100,
             max_description_chars: 500,

@@ -35,7 +35,16 @@ impl WriteBudget {
         self.spend_at(username, Instant::now())
     }
 
+    /// Takes `n` at once from `username`'s budget, or none when fewer are left.
+    pub fn try_spend_many(&self, username: &str, n: u32) -> bool {
+        self.spend_many_at(username, f64::from(n), Instant::now())
+    }
+
     fn spend_at(&self, username: &str, now: Instant) -> bool {
+        self.spend_many_at(username, 1.0, now)
+    }
+
+    fn spend_many_at(&self, username: &str, n: f64, now: Instant) -> bool {
         let mut bucket = self
             .accounts
             .entry(self.hasher.hash_one(username))
@@ -46,10 +55,10 @@ impl WriteBudget {
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
         bucket.refilled = now;
-        if bucket.tokens < 1.0 {
+        if bucket.tokens < n {
             return false;
         }
-        bucket.tokens -= 1.0;
+        bucket.tokens -= n;
         true
     }
 

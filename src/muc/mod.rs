@@ -86,6 +86,8 @@ pub struct Rooms {
     owned_in_memory: DashMap<BareJid, u64>,
     /// Room loads from the store, per user (`rooms.max_loads_per_minute`).
     loads: WriteBudget,
+    /// Mediated invitations, per inviter (`rooms.max_invitations_per_minute`).
+    invitations: WriteBudget,
 }
 
 /// Writes groupchat history to the store in batches; runs until shutdown, then drains.
@@ -209,6 +211,7 @@ impl Rooms {
             keep: history_bound(&settings),
         };
         let loads = WriteBudget::new(settings.max_loads_per_minute);
+        let invitations = WriteBudget::new(settings.max_invitations_per_minute);
         let rooms = Rooms {
             domain,
             users_domain: server_domain.to_owned(),
@@ -221,6 +224,7 @@ impl Rooms {
             owned_in_memory: DashMap::new(),
             history,
             loads,
+            invitations,
         };
         Ok((Arc::new(rooms), writer))
     }
@@ -278,6 +282,7 @@ impl Rooms {
     /// Forgets the load budgets that are whole again.
     pub fn purge_budgets(&self) {
         self.loads.purge();
+        self.invitations.purge();
     }
 
     /// Rooms a user owns, whatever their kind: in the store, and in memory only.

@@ -1377,3 +1377,73 @@ async fn a_room_stays_within_the_rules_after_the_owner_steps_down() {
     lea.expect_none("LEROY Anne").await;
     server.stop().await;
 }
+
+/// §7.8.2: a decline goes to the inviter only, once per invitation; anything else is refused
+/// and delivered to nobody. Invitations have a budget per inviter.
+#[tokio::test]
+async fn declines_go_once_to_the_inviter_and_invitations_have_a_budget() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.im.chat_requires_acceptance = false;
+        c.rooms.max_invitations_per_minute = 3;
+    })
+    .await;
+    for user in ["host", "guest", "stranger", "victim"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut host = online(&server, "host").await;
+    let mut guest = online(&server, "guest").await;
+    let mut stranger = online(&server, "stranger").await;
+    let mut victim = online(&server, "victim").await;
+    let salon = room("salon");
+    join(&mut host, &salon, "host").await;
+    let done = configure(&mut host, &salon, &[], "conf").await;
+    assert!(done.contains("type='result'"), "{done}");
+    let decline = |to: &str, id: &str| {
+        format!(
+            "<message xmlns='jabber:client' to='{salon}' id='{id}'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'>\
+             <decline to='{to}'><reason>texte libre</reason></decline></x></message>"
+        )
+    };
+    // Nobody invited the stranger: his decline to the victim goes nowhere.
+    stranger.send(&decline("victim@localhost", "d0")).await;
+    let refused = stranger.expect("id='d0'").await;
+    assert!(refused.contains("<not-acceptable"), "{refused}");
+    victim.expect_none("texte libre").await;
+
+    invite(&mut host, &salon, "guest@localhost").await;
+    guest.expect("<invite").await;
+    // The guest declines to someone else than the inviter: refused.
+    guest.send(&decline("victim@localhost", "d1")).await;
+    let refused = guest.expect("id='d1'").await;
+    assert!(refused.contains("<not-acceptable"), "{refused}");
+    victim.expect_none("texte libre").await;
+    // To the inviter: relayed, once.
+    guest.send(&decline("host@localhost", "d2")).await;
+    let relayed = host.expect("texte libre").await;
+    assert!(
+        relayed.contains("<decline") && relayed.contains("from='guest@localhost'"),
+        "{relayed}"
+    );
+    guest.send(&decline("host@localhost", "d3")).await;
+    let refused = guest.expect("id='d3'").await;
+    assert!(refused.contains("<not-acceptable"), "{refused}");
+    host.expect_none("texte libre").await;
+
+    // Three invitations a minute: the fourth is refused and not sent.
+    invite(&mut host, &salon, "victim@localhost").await;
+    victim.expect("<invite").await;
+    invite(&mut host, &salon, "stranger@localhost").await;
+    stranger.expect("<invite").await;
+    host.send(&format!(
+        "<message xmlns='jabber:client' to='{salon}' id='inv4'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'>\
+         <invite to='victim@localhost'><reason>encore</reason></invite></x></message>"
+    ))
+    .await;
+    let refused = host.expect("id='inv4'").await;
+    assert!(refused.contains("<resource-constraint"), "{refused}");
+    victim.expect_none("encore").await;
+    server.stop().await;
+}

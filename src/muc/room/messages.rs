@@ -129,6 +129,19 @@ impl Room {
             .iter()
             .filter(|(i, _)| self.needs_membership(i))
             .count();
+        // Each invitation carries the inviter's text to someone who may not be a contact:
+        // counted per inviter, like the changes a user makes.
+        let count = u32::try_from(invitees.len()).unwrap_or(u32::MAX);
+        if !cx
+            .rooms
+            .invitations
+            .try_spend_many(&inviter.to_string(), count)
+        {
+            return Err(error(
+                DefinedCondition::ResourceConstraint,
+                "too many invitations in a short time; wait a moment",
+            ));
+        }
         if self.affiliations.len() + new_members > cx.rooms.settings.max_members {
             return Err(error(
                 DefinedCondition::NotAllowed,
@@ -210,10 +223,10 @@ impl Room {
         Ok(())
     }
 
-    /// A declined invitation goes back to the inviter, under the same rules as a private
-    /// message: its reason is the decliner's text.
+    /// A declined invitation goes back to its inviter only, once (§7.8.2), under the same
+    /// rules as a private message: its reason is the decliner's text.
     pub(super) fn relay_decline(
-        &self,
+        &mut self,
         cx: &Cx<'_>,
         from: &FullJid,
         to: Jid,
@@ -223,7 +236,19 @@ impl Room {
         if inviter.domain().as_str() != cx.rooms.users_domain || inviter.node().is_none() {
             return Err(error(DefinedCondition::JidMalformed, texts::OUTSIDERS));
         }
-        rules_allow(cx, &from.to_bare(), &inviter, Action::PrivateMessage)?;
+        let decliner = from.to_bare();
+        let Some(at) = self
+            .invitations
+            .iter()
+            .position(|(invitee, by)| *invitee == decliner && *by == inviter)
+        else {
+            return Err(error(
+                DefinedCondition::NotAcceptable,
+                "there is no invitation from this person to decline",
+            ));
+        };
+        rules_allow(cx, &decliner, &inviter, Action::PrivateMessage)?;
+        self.invitations.remove(at);
         let decline = MucUser {
             decline: Some(Decline {
                 from: Some(Jid::from(from.to_bare())),
@@ -247,13 +272,21 @@ impl Room {
     }
 
     pub(super) async fn send_invitation(
-        &self,
+        &mut self,
         cx: &Cx<'_>,
         inviter: &BareJid,
         invitee: &BareJid,
         reason: Option<String>,
         keep_offline: bool,
     ) {
+        // Declinable once, to this inviter.
+        self.invitations
+            .retain(|(i, by)| !(i == invitee && by == inviter));
+        if self.invitations.len() >= MAX_PENDING_INVITATIONS {
+            self.invitations.pop_front();
+        }
+        self.invitations
+            .push_back((invitee.clone(), inviter.clone()));
         // The same invitation as XEP-0249 has it, for clients that know only direct
         // invitations (Converse.js, the ENT window, among them).
         let mut direct = Element::builder("x", crate::ns::CONFERENCE)

@@ -37,6 +37,9 @@ mod occupancy;
 const VCARD: &str = "vcard-temp";
 /// Invitations one message may carry.
 const MAX_INVITES: usize = 20;
+/// Invitations a room remembers, to let each invitee decline once to its inviter (§7.8.2):
+/// past it, the oldest can no longer be declined.
+const MAX_PENDING_INVITATIONS: usize = 256;
 
 /// A user in the room under one nickname, with one or more sessions.
 struct Occupant {
@@ -80,6 +83,9 @@ pub(super) struct Room {
     /// room not in the store), as last counted; `owners_dirty` when that may have changed.
     counted_owners: Vec<BareJid>,
     owners_dirty: bool,
+    /// (invitee, inviter) of the invitations sent and not yet answered by a join or a decline,
+    /// oldest first, at most `MAX_PENDING_INVITATIONS`; in memory only.
+    invitations: VecDeque<(BareJid, BareJid)>,
     /// Unloaded or destroyed while a task waited for the lock: look the room up again.
     pub gone: bool,
 }
@@ -265,6 +271,7 @@ impl Room {
             history_pending: false,
             counted_owners: Vec::new(),
             owners_dirty: true,
+            invitations: VecDeque::new(),
             gone: false,
         }
     }
@@ -297,6 +304,7 @@ impl Room {
             history_pending: false,
             counted_owners: Vec::new(),
             owners_dirty: false,
+            invitations: VecDeque::new(),
             gone: false,
         }
     }

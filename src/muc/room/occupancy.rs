@@ -167,6 +167,8 @@ impl Room {
         }
         // Admitted: now the history is worth reading (a refused join never reads it).
         self.ensure_history(cx).await.map_err(internal)?;
+        // Entering answers every invitation the user had: none is declinable any more.
+        self.invitations.retain(|(invitee, _)| *invitee != user);
         let at = match existing {
             Some(at) => {
                 self.occupants[at].sessions.push(from.clone());
