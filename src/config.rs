@@ -360,6 +360,10 @@ pub struct RoomsConfig {
     /// Only owners remove occupants (the manual: only the creator). Off: moderators may, as
     /// XEP-0045 has it.
     pub only_owners_kick: bool,
+    /// Removing a member from a members-only room also ends the membership (the manual's
+    /// "Retirer de la conversation": back only with a new invitation). Off: a kick changes only
+    /// the role, as XEP-0045 §8.2 says.
+    pub kick_revokes_membership: bool,
     /// What a new room is before its owner changes it.
     pub defaults: RoomDefaults,
 }
@@ -404,6 +408,7 @@ impl Default for RoomsConfig {
             max_vcard_bytes: 96 * 1024,
             directory_nicks: true,
             only_owners_kick: true,
+            kick_revokes_membership: true,
             defaults: RoomDefaults::default(),
         }
     }

@@ -1447,3 +1447,105 @@ async fn declines_go_once_to_the_inviter_and_invitations_have_a_budget() {
     victim.expect_none("encore").await;
     server.stop().await;
 }
+
+/// XEP-0045 details found by slixmpp and aioxmpp: the exit status passed on (§7.14) with the
+/// full JID (§7.2.3), status 333 for a client bouncing errors, a kick that keeps the
+/// membership when `rooms.kick_revokes_membership` is off (§8.2), millisecond delay stamps.
+#[tokio::test]
+async fn departures_bounces_kicks_and_stamps_as_the_xep_says() {
+    let server = TestServer::start_with(|c| {
+        c.admin.demo_directory = false;
+        c.rooms.kick_revokes_membership = false;
+        c.rooms.defaults.members_only = false;
+    })
+    .await;
+    for user in ["owner", "b", "c"] {
+        server.add_user(user, "pw").await;
+    }
+    let mut owner = online(&server, "owner").await;
+    let mut b = online(&server, "b").await;
+    let mut c = online(&server, "c").await;
+    let hall = room("hall");
+    join(&mut owner, &hall, "owner").await;
+    let done = configure(&mut owner, &hall, &[], "conf").await;
+    assert!(done.contains("type='result'"), "{done}");
+    say(&mut owner, &hall, "avant").await;
+    owner.expect("avant").await;
+
+    // History stamps: at most milliseconds.
+    join(&mut b, &hall, "b").await;
+    let old = b.expect("avant").await;
+    let stamp = old
+        .split("stamp='")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("a stamp");
+    let digits = stamp.split_once('.').map_or(0, |(_, f)| {
+        f.chars().take_while(char::is_ascii_digit).count()
+    });
+    assert!(digits <= 3, "{stamp}");
+
+    // The exit status is passed on, with the full JID.
+    b.send(&format!(
+        "<presence xmlns='jabber:client' to='{hall}/b' type='unavailable'><status>Je file</status></presence>"
+    ))
+    .await;
+    let own = b.expect("type='unavailable'").await;
+    assert!(
+        own.contains("<status>Je file</status>") && own.contains("code='110'"),
+        "{own}"
+    );
+    let seen = owner.expect_all(&["type='unavailable'", "/b'"]).await;
+    assert!(seen.contains("<status>Je file</status>"), "{seen}");
+    assert!(seen.contains("jid='b@localhost/"), "{seen}");
+
+    // A client answering the room with service-unavailable has gone: status 333.
+    join(&mut c, &hall, "c").await;
+    owner.expect_all(&["<presence", "/c'"]).await;
+    c.send(&format!(
+        "<message xmlns='jabber:client' to='{hall}' type='error'>\
+         <error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+    ))
+    .await;
+    let gone = owner.expect_all(&["type='unavailable'", "/c'"]).await;
+    assert!(gone.contains("code='333'"), "{gone}");
+
+    // Kicking a member keeps the membership with the setting off.
+    let member = ask(
+        &mut owner,
+        &hall,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item jid='b@localhost' affiliation='member'/></query>",
+        "member",
+    )
+    .await;
+    assert!(member.contains("type='result'"), "{member}");
+    let members_only = configure(
+        &mut owner,
+        &hall,
+        &[("muc#roomconfig_membersonly", "1")],
+        "mo",
+    )
+    .await;
+    assert!(members_only.contains("type='result'"), "{members_only}");
+    join(&mut b, &hall, "b").await;
+    let kicked = ask(
+        &mut owner,
+        &hall,
+        "set",
+        "<query xmlns='http://jabber.org/protocol/muc#admin'>\
+         <item nick='b' role='none'/></query>",
+        "kick",
+    )
+    .await;
+    assert!(kicked.contains("type='result'"), "{kicked}");
+    let out = b.expect("code='307'").await;
+    assert!(
+        out.contains("affiliation='member'") && !out.contains("code='321'"),
+        "{out}"
+    );
+    let back = join(&mut b, &hall, "b").await;
+    assert!(back.contains("code='110'"), "{back}");
+    server.stop().await;
+}

@@ -646,7 +646,10 @@ impl Room {
         if role == Role::None {
             let user = self.occupants[at].user.clone();
             let mut statuses = vec![307];
-            if self.config.members_only && self.affiliation(&user) == Affiliation::Member {
+            if cx.rooms.settings.kick_revokes_membership
+                && self.config.members_only
+                && self.affiliation(&user) == Affiliation::Member
+            {
                 self.set_affiliation(cx, &user, Affiliation::None).await?;
                 statuses.push(321);
             }

@@ -193,8 +193,11 @@ fn user_x(items: Vec<Element>, statuses: &[u16]) -> Element {
     x
 }
 
+/// Now, to the millisecond: XEP-0082 allows fractions of a second, but clients' date parsers
+/// (slixmpp's among them) take at most milliseconds.
 fn now() -> DateTime {
-    DateTime(chrono::Utc::now().fixed_offset())
+    use chrono::SubsecRound;
+    DateTime(chrono::Utc::now().trunc_subsecs(3).fixed_offset())
 }
 
 fn localised(text: &Text) -> Message {
@@ -479,6 +482,15 @@ impl Room {
         let nick = to.resource().map(|r| r.as_str().to_owned());
         match stanza {
             Stanza::Presence(presence) => self.presence(cx, from, nick, presence).await,
+            Stanza::Message(message)
+                if message.type_ == MessageType::Error && self.by_session(from).is_some() =>
+            {
+                if bounced_for_good(&message.payloads) {
+                    self.session_bounced(cx, from)
+                } else {
+                    After::Keep
+                }
+            }
             Stanza::Message(message) => {
                 let result = match nick {
                     Some(nick) => self.private_message(cx, from, &nick, &message),
@@ -503,6 +515,30 @@ impl Room {
             }
         }
     }
+}
+
+/// Whether an error an occupant's client sent back means that it is not there any more (the
+/// conditions Prosody removes occupants for): then it leaves the room with status 333. A
+/// client refusing one message for its content stays.
+fn bounced_for_good(payloads: &[Element]) -> bool {
+    let Some(error) = payloads.iter().find(|p| p.name() == "error") else {
+        return true;
+    };
+    let Ok(error) = StanzaError::try_from(error.clone()) else {
+        return true;
+    };
+    matches!(
+        error.defined_condition,
+        DefinedCondition::Gone { .. }
+            | DefinedCondition::InternalServerError
+            | DefinedCondition::ItemNotFound
+            | DefinedCondition::JidMalformed
+            | DefinedCondition::RecipientUnavailable
+            | DefinedCondition::Redirect { .. }
+            | DefinedCondition::RemoteServerNotFound
+            | DefinedCondition::RemoteServerTimeout
+            | DefinedCondition::ServiceUnavailable
+    )
 }
 
 /// A message of the stored history, as kept in memory.

@@ -12,7 +12,10 @@ impl Room {
         presence: Presence,
     ) -> After {
         match presence.type_ {
-            PresenceType::Unavailable | PresenceType::Error => self.session_gone(cx, from),
+            // §7.14: an exit status is passed on with the departure.
+            PresenceType::Unavailable => self.session_leaves(cx, from, &[], &presence.statuses),
+            // A client that bounces the room's presence is gone (status 333).
+            PresenceType::Error => self.session_bounced(cx, from),
             PresenceType::None => {
                 let Some(nick) = nick else {
                     reply(
@@ -358,25 +361,47 @@ impl Room {
     /// A session leaves (unavailable presence, an error, or the session's end). The occupant
     /// leaves with its last session.
     pub fn session_gone(&mut self, cx: &Cx<'_>, jid: &FullJid) -> After {
+        self.session_leaves(cx, jid, &[], &BTreeMap::new())
+    }
+
+    /// An occupant's session answered the room with an error that means it is not there any
+    /// more: it leaves, with status 333 (as Prosody and ejabberd do).
+    pub(super) fn session_bounced(&mut self, cx: &Cx<'_>, jid: &FullJid) -> After {
+        tracing::debug!(room = %self.jid, session = %jid, "occupant removed after an error");
+        self.session_leaves(cx, jid, &[333], &BTreeMap::new())
+    }
+
+    /// One session leaves, telling it (110) and, when it was the occupant's last, everyone,
+    /// with `statuses` and the exit status the client gave.
+    pub(super) fn session_leaves(
+        &mut self,
+        cx: &Cx<'_>,
+        jid: &FullJid,
+        statuses: &[u16],
+        exit: &BTreeMap<Lang, String>,
+    ) -> After {
         let Some(at) = self.by_session(jid) else {
             return After::Keep;
         };
-        let occupant = &mut self.occupants[at];
-        occupant.sessions.retain(|s| s != jid);
         let mut p = Presence::new(PresenceType::Unavailable);
         p.from = Some(self.occupant_jid(&self.occupants[at].nick));
+        p.statuses = exit.clone();
         let item = ItemSpec {
             affiliation: affiliation_str(&self.affiliation(&self.occupants[at].user)),
             role: "none",
+            jid: Some(jid.to_string()),
             ..ItemSpec::default()
         };
+        let mut codes = statuses.to_vec();
+        codes.push(110);
         p.payloads
-            .push(user_x(vec![item.element(MUC_USER)], &[110]));
+            .push(user_x(vec![item.element(MUC_USER)], &codes));
         send_presence(cx, jid, p);
+        self.occupants[at].sessions.retain(|s| s != jid);
         if !self.occupants[at].sessions.is_empty() {
             return After::Keep;
         }
-        self.remove_occupant(cx, at, &[], None, None);
+        self.remove_occupant_with(cx, at, statuses, None, None, exit, Some(jid));
         self.settled()
     }
 
@@ -390,17 +415,36 @@ impl Room {
         actor: Option<&str>,
         reason: Option<&str>,
     ) {
+        self.remove_occupant_with(cx, at, statuses, actor, reason, &BTreeMap::new(), None);
+    }
+
+    /// `remove_occupant`, with the exit status to pass on and, when its last session has just
+    /// gone, that session (whose full JID the others see where real JIDs are shown, §7.2.3).
+    #[allow(clippy::too_many_arguments)]
+    fn remove_occupant_with(
+        &mut self,
+        cx: &Cx<'_>,
+        at: usize,
+        statuses: &[u16],
+        actor: Option<&str>,
+        reason: Option<&str>,
+        exit: &BTreeMap<Lang, String>,
+        last_session: Option<&FullJid>,
+    ) {
         let occupant = self.occupants.remove(at);
         cx.rooms.note_left(&occupant.user, self.name());
         let affiliation = affiliation_str(&self.affiliation(&occupant.user));
+        let full_jid = last_session
+            .or(occupant.sessions.first())
+            .map_or_else(|| occupant.user.to_string(), ToString::to_string);
         let unavailable = |viewer_moderator: bool, own: bool| {
             let mut p = Presence::new(PresenceType::Unavailable);
             p.from = Some(self.occupant_jid(&occupant.nick));
+            p.statuses = exit.clone();
             let item = ItemSpec {
                 affiliation,
                 role: "none",
-                jid: (self.config.real_jids_visible || viewer_moderator)
-                    .then(|| occupant.user.to_string()),
+                jid: (self.config.real_jids_visible || viewer_moderator).then(|| full_jid.clone()),
                 actor,
                 reason,
                 ..ItemSpec::default()
