@@ -1,13 +1,20 @@
 //! Who may open a connection: bounds on connections that have not bound a resource yet, in
 //! total and per address, so that silent or slow connections from one place cannot take every
 //! slot, and a clean refusal at the limit instead of a connection left hanging.
+//!
+//! At an address's limit the newcomer is not refused while some connection from that address
+//! has not progressed yet (no stream header, no TLS handshake): the oldest of those is closed
+//! and the newcomer takes its place. A school's pupils share one address; one of them opening
+//! silent connections must outpace the timeouts to keep the others out, and cannot.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct AdmissionLimits {
@@ -23,7 +30,24 @@ pub struct AdmissionLimits {
 pub struct Admission {
     limits: AdmissionLimits,
     total: AtomicUsize,
-    per_ip: DashMap<IpAddr, usize>,
+    per_ip: DashMap<IpAddr, Address>,
+}
+
+/// The connections negotiating from one address.
+#[derive(Default)]
+struct Address {
+    count: usize,
+    /// Those that have not progressed yet, oldest first: the ones a newcomer may replace.
+    silent: VecDeque<Arc<Attempt>>,
+}
+
+/// One negotiating connection, as its address's entry knows it.
+#[derive(Default)]
+struct Attempt {
+    /// Cancelled when a newcomer from the same address takes its place.
+    evicted: CancellationToken,
+    /// Taken out of its address's count already (evicted): its drop must not count it again.
+    released: AtomicBool,
 }
 
 /// Why a connection is refused.
@@ -49,6 +73,7 @@ impl Refusal {
 pub struct LoggingIn {
     admission: Arc<Admission>,
     ip: IpAddr,
+    attempt: Arc<Attempt>,
 }
 
 impl Admission {
@@ -68,24 +93,34 @@ impl Admission {
         }
     }
 
-    /// Counts a new connection from `ip`, or says why it is refused.
+    /// Counts a new connection from `ip`, or says why it is refused. At the address's limit,
+    /// the oldest connection from it that has not progressed is evicted for the newcomer.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<LoggingIn, Refusal> {
         let ip = canonical(ip);
         let limit = self.per_ip_limit(ip);
+        let attempt = Arc::new(Attempt::default());
         {
-            let mut count = self.per_ip.entry(ip).or_insert(0);
-            if *count >= limit {
-                return Err(Refusal::TooManyFromAddress);
+            let mut address = self.per_ip.entry(ip).or_default();
+            if address.count >= limit {
+                let Some(oldest) = address.silent.pop_front() else {
+                    return Err(Refusal::TooManyFromAddress);
+                };
+                oldest.released.store(true, Ordering::Relaxed);
+                oldest.evicted.cancel();
+                address.count -= 1;
+                // Its task ends soon and gives back its place in the total then.
             }
             if self.total.fetch_add(1, Ordering::Relaxed) >= self.limits.max_unauthenticated {
                 self.total.fetch_sub(1, Ordering::Relaxed);
                 return Err(Refusal::Busy);
             }
-            *count += 1;
+            address.count += 1;
+            address.silent.push_back(attempt.clone());
         }
         Ok(LoggingIn {
             admission: self.clone(),
             ip,
+            attempt,
         })
     }
 
@@ -95,13 +130,33 @@ impl Admission {
     }
 }
 
+impl LoggingIn {
+    /// The connection has shown it is a client (a stream header, a finished TLS handshake):
+    /// no newcomer may take its place any more.
+    pub fn progressed(&self) {
+        if let Some(mut address) = self.admission.per_ip.get_mut(&self.ip) {
+            address.silent.retain(|a| !Arc::ptr_eq(a, &self.attempt));
+        }
+    }
+
+    /// Cancelled when a newcomer from the same address takes this connection's place: the
+    /// connection must close.
+    pub fn evicted(&self) -> CancellationToken {
+        self.attempt.evicted.clone()
+    }
+}
+
 impl Drop for LoggingIn {
     fn drop(&mut self) {
         let admission = &self.admission;
         admission.total.fetch_sub(1, Ordering::Relaxed);
-        admission.per_ip.remove_if_mut(&self.ip, |_, count| {
-            *count -= 1;
-            *count == 0
+        if self.attempt.released.load(Ordering::Relaxed) {
+            return;
+        }
+        admission.per_ip.remove_if_mut(&self.ip, |_, address| {
+            address.count -= 1;
+            address.silent.retain(|a| !Arc::ptr_eq(a, &self.attempt));
+            address.count == 0
         });
     }
 }
@@ -132,7 +187,9 @@ mod tests {
         let a = admission();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let first = a.admit(ip).unwrap();
-        let _second = a.admit(ip).unwrap();
+        first.progressed();
+        let second = a.admit(ip).unwrap();
+        second.progressed();
         assert_eq!(a.admit(ip).err(), Some(Refusal::TooManyFromAddress));
         // The same address seen through a dual-stack socket.
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
@@ -141,10 +198,34 @@ mod tests {
         let _third = a.admit(ip).unwrap();
         let nat: IpAddr = "10.1.1.1".parse().unwrap();
         let _n: Vec<_> = (0..3).map(|_| a.admit(nat).unwrap()).collect();
+        _n.iter().for_each(LoggingIn::progressed);
         assert_eq!(a.negotiating(), 5);
         assert_eq!(a.admit(nat).err(), Some(Refusal::Busy));
         drop(_n);
         assert_eq!(a.negotiating(), 2);
         assert!(!a.per_ip.contains_key(&nat));
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_silent_connection_makes_room() {
+        let a = admission();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let silent = a.admit(ip).unwrap();
+        let talking = a.admit(ip).unwrap();
+        talking.progressed();
+        // The newcomer replaces the silent one, which is told to close.
+        let newcomer = a.admit(ip).unwrap();
+        assert!(silent.evicted().is_cancelled());
+        assert!(!talking.evicted().is_cancelled());
+        assert_eq!(a.per_ip.get(&ip).unwrap().count, 2);
+        // The evicted one ending does not count twice.
+        drop(silent);
+        assert_eq!(a.per_ip.get(&ip).unwrap().count, 2);
+        // Both left have progressed: now the limit refuses.
+        newcomer.progressed();
+        assert_eq!(a.admit(ip).err(), Some(Refusal::TooManyFromAddress));
+        drop((talking, newcomer));
+        assert!(!a.per_ip.contains_key(&ip));
+        assert_eq!(a.negotiating(), 0);
     }
 }

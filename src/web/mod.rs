@@ -123,7 +123,11 @@ async fn websocket(
     }
     let client = web_client(&shared, connection, &headers);
     let logging_in = match shared.admission.admit(client.ip) {
-        Ok(logging_in) => logging_in,
+        Ok(logging_in) => {
+            // A whole HTTP request came: no newcomer takes its place.
+            logging_in.progressed();
+            logging_in
+        }
         Err(refusal) => {
             shared.metrics.refused(refusal.limit());
             return refuse(

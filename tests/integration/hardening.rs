@@ -427,7 +427,7 @@ async fn a_client_sending_past_its_rate_is_read_more_slowly() {
 }
 
 #[tokio::test]
-async fn silent_connections_from_one_address_are_bounded_and_refused_cleanly() {
+async fn connections_logging_in_from_one_address_are_bounded_and_refused_cleanly() {
     let server = TestServer::start_with(|c| {
         plaintext(c);
         c.limits.max_unauthenticated_per_ip = 5;
@@ -435,11 +435,14 @@ async fn silent_connections_from_one_address_are_bounded_and_refused_cleanly() {
     .await;
     server.add_user("alice", "pw").await;
     let attacker: std::net::IpAddr = "127.0.0.7".parse().unwrap();
-    let mut silent = Vec::new();
+    // Five that have sent their header (so cannot be replaced) and sit in negotiation.
+    let mut talking = Vec::new();
     for _ in 0..5 {
-        silent.push(Raw::connect_from(server.c2s, attacker).await);
+        let mut raw = Raw::connect_from(server.c2s, attacker).await;
+        raw.send(HEADER).await;
+        raw.expect("</stream:features>").await;
+        talking.push(raw);
     }
-    // Wait until the server has taken all five in.
     let mut probe = Raw::connect_from(server.c2s, attacker).await;
     let refused = probe.until_closed().await;
     assert_stream_error(
@@ -453,7 +456,7 @@ async fn silent_connections_from_one_address_are_bounded_and_refused_cleanly() {
     raw.send(HEADER).await;
     raw.expect("</stream:features>").await;
     // A connection that leaves frees its place.
-    silent.pop();
+    talking.pop();
     let deadline = tokio::time::Instant::now() + crate::common::WAIT;
     loop {
         let mut again = Raw::connect_from(server.c2s, attacker).await;
@@ -465,6 +468,38 @@ async fn silent_connections_from_one_address_are_bounded_and_refused_cleanly() {
         assert!(tokio::time::Instant::now() < deadline, "{answer}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    server.stop().await;
+}
+
+/// A school's pupils share one address: 300 silent connections from it (more than the
+/// address may have logging in) do not keep a pupil out. Each newcomer takes the place of
+/// the oldest connection that has not sent anything yet, which is closed.
+#[tokio::test]
+async fn silent_connections_from_a_school_address_do_not_keep_a_pupil_out() {
+    let server = TestServer::start_with(plaintext).await;
+    server.add_user("alice", "pw").await;
+    let school: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(Raw::connect_from(server.c2s, school).await);
+    }
+    let started = std::time::Instant::now();
+    let mut pupil = Raw::connect_from(server.c2s, school)
+        .await
+        .login("alice", "pw", "pc")
+        .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    pupil
+        .send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    pupil.expect("id='p'").await;
+    // The oldest silent ones were closed to make room.
+    let closed = silent[0].until_closed().await;
+    assert!(!closed.contains("<stream:features"), "{closed}");
     server.stop().await;
 }
 

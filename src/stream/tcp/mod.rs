@@ -44,7 +44,8 @@ pub(crate) async fn run_connection(
     shared: Arc<Shared>,
 ) {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
-    async move {
+    let evicted = logging_in.evicted();
+    let connection = async move {
         let now = Instant::now();
         let bound = now + shared.config.negotiation_timeout();
         // Until TLS is up a connection costs little to open and nothing to keep silent: it
@@ -58,7 +59,10 @@ pub(crate) async fn run_connection(
             ListenerKind::DirectTls => {
                 let handshake = crate::transport::tls::handshake(&shared.tls, tcp);
                 match Box::pin(bounded(&shared, deadlines.tls, handshake)).await {
-                    Ok(Ok(tls)) => tls,
+                    Ok(Ok(tls)) => {
+                        logging_in.progressed();
+                        tls
+                    }
                     Ok(Err(err)) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
                         return;
@@ -68,9 +72,15 @@ pub(crate) async fn run_connection(
             }
         };
         serve_socket(socket, peer, deadlines, logging_in, shared).await;
+    };
+    // A connection that has not progressed when a newcomer from its address needs its place
+    // is closed (transport::admission); one that has progressed is never evicted.
+    tokio::select! {
+        () = connection.instrument(span.clone()) => {}
+        () = evicted.cancelled() => {
+            span.in_scope(|| tracing::debug!("closed for a newcomer from the same address"));
+        }
     }
-    .instrument(span)
-    .await
 }
 
 /// Negotiates on `socket`, then runs the session.
@@ -85,7 +95,7 @@ pub(crate) async fn serve_socket(
     let negotiator = Negotiator::new(security(&conn, peer, &shared), deadlines);
     // Boxed and awaited to its end: negotiation's state is freed before the session starts,
     // and an idle connection keeps only the session's.
-    let Some(link) = Box::pin(negotiate(conn, negotiator, peer, &shared)).await else {
+    let Some(link) = Box::pin(negotiate(conn, negotiator, peer, &logging_in, &shared)).await else {
         return;
     };
     drop(logging_in);
@@ -120,11 +130,12 @@ async fn negotiate(
     conn: Conn,
     mut negotiator: Negotiator,
     peer: SocketAddr,
+    logging_in: &LoggingIn,
     shared: &Shared,
 ) -> Option<Box<(TcpLink, crate::session::Bound)>> {
     let mut tap = Tap::new(conn);
     loop {
-        match serve_stream(&mut tap, &mut negotiator, shared).await {
+        match serve_stream(&mut tap, &mut negotiator, logging_in, shared).await {
             After::Closed => return None,
             After::RawError(fatal, stream_id) => {
                 send_raw_error(&mut tap, &shared.config.domain, &stream_id, &fatal).await;
@@ -219,7 +230,12 @@ fn timeouts(shared: &Shared) -> Timeouts {
 /// Serves one stream of a connection, up to STARTTLS, a bound session, or its end. The XML
 /// stream borrows the connection, so a bad header comes back as `RawError` for the caller,
 /// who owns it, to write.
-async fn serve_stream(tap: &mut Tap, negotiator: &mut Negotiator, shared: &Shared) -> After {
+async fn serve_stream(
+    tap: &mut Tap,
+    negotiator: &mut Negotiator,
+    logging_in: &LoggingIn,
+    shared: &Shared,
+) -> After {
     let stream_id = new_stream_id();
     let mute = tap.mute_switch();
     let header = bounded(
@@ -229,7 +245,10 @@ async fn serve_stream(tap: &mut Tap, negotiator: &mut Negotiator, shared: &Share
     )
     .await;
     let accepted = match header {
-        Ok(Ok(accepted)) => accepted,
+        Ok(Ok(accepted)) => {
+            logging_in.progressed();
+            accepted
+        }
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "bad stream header");
             return match classify_header_error(&err) {
