@@ -177,8 +177,18 @@ pub struct HttpConfig {
     /// The public base URL of these endpoints (`https://chat.ent.example.fr`), advertised by
     /// host-meta (XEP-0156). Empty: taken from each request's `Host` and scheme.
     pub public_url: String,
+    /// Seconds a client has to send a whole request (headers, then body, each), so that a
+    /// request trickled in cannot hold a connection.
+    pub request_timeout_secs: u64,
+    /// Seconds a connection stays open with no request in progress (before the first, or
+    /// kept alive between two).
+    pub idle_timeout_secs: u64,
+    /// HTTP connections open at once, in total (a WebSocket counts until it is upgraded,
+    /// then among `limits.max_connections`).
+    pub max_connections: usize,
     /// HTTP connections open at once from one address (one from a `auth.nat_networks`
-    /// address counts as `max_connections_per_nat_ip`).
+    /// address counts as `max_connections_per_nat_ip`). At the limit, the oldest connection
+    /// from that address with no request in progress is closed for the newcomer.
     pub max_connections_per_ip: usize,
     pub max_connections_per_nat_ip: usize,
     /// Largest HTTP request body (BOSH), in bytes; at least `limits.max_stanza_size`.
@@ -207,6 +217,9 @@ impl Default for HttpConfig {
                 "::1/128".parse().expect("static"),
             ],
             public_url: String::new(),
+            request_timeout_secs: 30,
+            idle_timeout_secs: 30,
+            max_connections: 40_000,
             max_connections_per_ip: 64,
             max_connections_per_nat_ip: 5_000,
             max_body_bytes: 300 * 1024,

@@ -177,10 +177,17 @@ async fn bosh(
         return refused;
     }
     let limit = shared.config.http.max_body_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        let text = format!("the request body is larger than {limit} bytes");
-        let answer = crate::stream::bosh::terminal("policy-violation", &text);
-        return (StatusCode::PAYLOAD_TOO_LARGE, xml(answer)).into_response();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(err) if listener::is_too_slow(&err) => {
+            let answer = crate::stream::bosh::terminal("policy-violation", &err.to_string());
+            return (StatusCode::REQUEST_TIMEOUT, xml(answer)).into_response();
+        }
+        Err(_) => {
+            let text = format!("the request body is larger than {limit} bytes");
+            let answer = crate::stream::bosh::terminal("policy-violation", &text);
+            return (StatusCode::PAYLOAD_TOO_LARGE, xml(answer)).into_response();
+        }
     };
     let client = web_client(&shared, connection, &headers);
     let answer = crate::stream::bosh::request(&shared, client, &bytes).await;

@@ -1068,3 +1068,88 @@ async fn a_malformed_scram_message_gets_malformed_request() {
     still_serving(&server, "alice").await;
     server.stop().await;
 }
+
+/// HTTP connections are bounded in time as a whole: a connection that sends nothing, one
+/// kept alive after a request, and a body trickled in are all closed (a body too slow gets
+/// 408 first), instead of held for as long as their sender likes.
+#[tokio::test]
+async fn http_connections_are_bounded_in_time_headers_body_and_idleness() {
+    let server = TestServer::start_with(|c| {
+        c.http.request_timeout_secs = 1;
+        c.http.idle_timeout_secs = 1;
+    })
+    .await;
+    let bound = std::time::Duration::from_secs(4);
+    // Nothing at all.
+    let started = std::time::Instant::now();
+    let mut silent = Raw::connect(server.http).await;
+    silent.until_closed().await;
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    // A request answered, then nothing on a kept-alive connection.
+    let mut kept = Raw::connect(server.http).await;
+    kept.send("GET /.well-known/host-meta HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    kept.expect("</XRD>").await;
+    let started = std::time::Instant::now();
+    kept.until_closed().await;
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    // A BOSH body trickled in: a byte every 200 ms of a declared 1000.
+    let mut trickle = Raw::connect(server.http).await;
+    trickle
+        .send(
+            "POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\n\
+             Content-Length: 1000\r\n\r\n<",
+        )
+        .await;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if !trickle.try_send(" ").await {
+            break;
+        }
+    }
+    let answer = trickle.until_closed().await;
+    assert!(answer.contains("408") || answer.is_empty(), "{answer}");
+    assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+    server.stop().await;
+}
+
+/// HTTP connections per address: at the limit, the oldest idle one makes room for the
+/// newcomer (a school's address is not locked out by one pupil's idle connections); in total,
+/// past `http.max_connections`, new ones are refused.
+#[tokio::test]
+async fn http_connections_per_address_make_room_and_are_bounded_in_total() {
+    let server = TestServer::start_with(|c| {
+        c.http.max_connections_per_ip = 3;
+        c.http.max_connections = 6;
+        // Loopback is a trusted proxy by default, and proxies are not limited per address.
+        c.http.trusted_proxies = Vec::new();
+    })
+    .await;
+    let school: std::net::IpAddr = "127.0.0.11".parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(Raw::connect_from(server.http, school).await);
+    }
+    let mut pupil = Raw::connect_from(server.http, school).await;
+    pupil
+        .send("GET /.well-known/host-meta HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let answer = pupil.expect("</XRD>").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    idle[0].until_closed().await;
+    // In total: six open (three from each of two addresses), the seventh is refused.
+    let other: std::net::IpAddr = "127.0.0.12".parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut raw = Raw::connect_from(server.http, other).await;
+        raw.send("GET /.well-known/host-meta HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await;
+        raw.expect("</XRD>").await;
+        held.push(raw);
+    }
+    let mut seventh = Raw::connect_from(server.http, "127.0.0.13".parse().unwrap()).await;
+    let refused = seventh.until_closed().await;
+    assert!(refused.is_empty(), "{refused}");
+    server.stop().await;
+}

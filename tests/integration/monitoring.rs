@@ -204,19 +204,27 @@ async fn health_and_readiness() {
     server.stop().await;
 }
 
-/// HTTP connections past the per-address limit are closed at once, and counted.
+/// HTTP connections past the per-address limit are closed at once, and counted, when none
+/// from that address is idle (each has a request in progress: its body is awaited).
 #[tokio::test]
 async fn http_connections_past_the_address_limit_are_refused_and_counted() {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start_with(|c| {
         c.http.max_connections_per_ip = 2;
         // Loopback is a trusted proxy by default, and proxies are not limited.
         c.http.trusted_proxies = Vec::new();
     })
     .await;
-    let first = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    let second = tokio::net::TcpStream::connect(server.http).await.unwrap();
-    // The two are accepted and counted before the third arrives.
+    let mut first = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    for busy in [&mut first, &mut second] {
+        busy.write_all(
+            b"POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n<body",
+        )
+        .await
+        .unwrap();
+    }
+    // The two are accepted, counted and in progress before the third arrives.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut third = tokio::net::TcpStream::connect(server.http).await.unwrap();
     let mut byte = [0u8; 1];

@@ -154,6 +154,11 @@ impl Raw {
         self.io.write_all(xml.as_bytes()).await.expect("write");
     }
 
+    /// Sends, and says whether the connection took it (false once the server closed it).
+    pub async fn try_send(&mut self, text: &str) -> bool {
+        self.io.write_all(text.as_bytes()).await.is_ok()
+    }
+
     /// Sends what a hostile client would, without minding that the server may close the
     /// connection before it has read it all.
     pub async fn send_hostile(&mut self, xml: &str) {
