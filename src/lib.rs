@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     certificates: Arc<transport::tls::Certificates>,
     /// What each account may change per minute.
     writes: im::budget::WriteBudget,
+    /// Page origins refused by the web endpoints, to log each once a minute.
+    refused_origins: web::cors::RefusedOrigins,
     connection_slots: Arc<Semaphore>,
     admission: Arc<transport::admission::Admission>,
     /// The BOSH sessions alive.
@@ -149,6 +151,7 @@ impl Shared {
         };
         Ok(Shared {
             writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
+            refused_origins: web::cors::RefusedOrigins::default(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             admission: Arc::new(transport::admission::Admission::new(config.admission())),
             domain,
@@ -496,6 +499,7 @@ async fn purge_throttle(shared: Arc<Shared>) {
             _ = ticker.tick() => {
                 shared.auth.throttle().purge();
                 shared.writes.purge();
+                shared.auth.purge_tokens();
                 if let Some(rooms) = &shared.rooms {
                     rooms.purge_budgets();
                 }

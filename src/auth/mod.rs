@@ -303,6 +303,27 @@ impl Authenticator {
         normalise_username(&subject).ok_or(TokenRefused::UnknownUser)
     }
 
+    /// The same, for a token that may serve once (minting an app password).
+    pub fn verify_token_once(&self, token: &str) -> Result<String, TokenRefused> {
+        let tokens = self.tokens.as_deref().ok_or(TokenRefused::Malformed)?;
+        let subject = tokens.verify_once(token)?;
+        normalise_username(&subject).ok_or(TokenRefused::UnknownUser)
+    }
+
+    /// Makes a token spent by `verify_token_once` usable again (what it was to do failed).
+    pub fn refund_token(&self, token: &str) {
+        if let Some(tokens) = &self.tokens {
+            tokens.refund(token);
+        }
+    }
+
+    /// Forgets what the token verifier remembers of expired tokens.
+    pub fn purge_tokens(&self) {
+        if let Some(tokens) = &self.tokens {
+            tokens.purge();
+        }
+    }
+
     /// Whether ENT sign-on tokens are accepted.
     pub fn tokens_enabled(&self) -> bool {
         self.tokens.is_some()

@@ -6,7 +6,11 @@
 //! must carry `exp`, `iat`, `iss` and `aud` as configured. It proves who the user is, nothing
 //! more: whether that user may chat is still the directory's to say, after SASL.
 
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -52,10 +56,19 @@ impl Default for TokenConfig {
 }
 
 /// Checks tokens against the ENT's key and the configured claims.
+/// Longest token accepted, in bytes: real ones are well under 2 KB; anything longer is
+/// refused before it is decoded.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     max_lifetime: u64,
+    leeway: u64,
+    /// Tokens already spent where a token may serve once (minting an app password), by a
+    /// keyed hash, with their `exp`: forgotten once expired.
+    spent: DashMap<u64, u64>,
+    hasher: RandomState,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +90,8 @@ pub enum TokenRefused {
     OtherUser,
     UnknownUser,
     Malformed,
+    /// Already used where a token serves once.
+    Spent,
 }
 
 impl std::fmt::Display for TokenRefused {
@@ -102,6 +117,7 @@ impl TokenRefused {
             Self::Malformed => {
                 "malformed sign-on token (a JWT with sub, exp, iat, iss and aud is expected)"
             }
+            Self::Spent => "this sign-on token has been used already; sign in to the ENT again",
         }
     }
 }
@@ -175,11 +191,47 @@ impl TokenVerifier {
             key,
             validation,
             max_lifetime: config.max_lifetime_secs,
+            leeway: config.leeway_secs,
+            spent: DashMap::new(),
+            hasher: RandomState::new(),
         }))
     }
 
     /// The user a token names, if it is valid now.
     pub fn verify(&self, token: &str) -> Result<String, TokenRefused> {
+        self.verify_at(token, unix_now()).map(|claims| claims.sub)
+    }
+
+    /// The user a token names, if it is valid now and has not served here before: a token
+    /// copied from a page cannot mint credentials twice, however long it lives.
+    pub fn verify_once(&self, token: &str) -> Result<String, TokenRefused> {
+        let now = unix_now();
+        let claims = self.verify_at(token, now)?;
+        let key = self.hasher.hash_one(token);
+        match self.spent.entry(key) {
+            dashmap::Entry::Occupied(_) => return Err(TokenRefused::Spent),
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(claims.exp.saturating_add(self.leeway));
+            }
+        }
+        Ok(claims.sub)
+    }
+
+    /// Makes a spent token usable again.
+    pub fn refund(&self, token: &str) {
+        self.spent.remove(&self.hasher.hash_one(token));
+    }
+
+    /// Forgets the spent tokens that have expired (they are refused as expired anyway).
+    pub fn purge(&self) {
+        let now = unix_now();
+        self.spent.retain(|_, exp| *exp >= now);
+    }
+
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenRefused> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRefused::Malformed);
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|err| {
                 match err.kind() {
@@ -194,11 +246,24 @@ impl TokenVerifier {
                 }
             })?;
         let claims = data.claims;
-        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
+        // Issued in the future (beyond the skew), or living longer than allowed from now or
+        // from its issue: a token dated ahead must not buy itself a longer life.
+        if claims.iat > now.saturating_add(self.leeway) {
+            return Err(TokenRefused::NotYetValid);
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime
+            || claims.exp.saturating_sub(now) > self.max_lifetime
+        {
             return Err(TokenRefused::TooLong);
         }
-        Ok(claims.sub)
+        Ok(claims)
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -286,6 +351,50 @@ mod tests {
         );
         assert!(verifier.verify(&unsigned).is_err());
         assert!(!looks_like_token("correct horse battery staple"));
+    }
+
+    /// Regression: a token dated in the future passed `max_lifetime_secs`, checked as
+    /// `exp - iat` only; a huge token was decoded whatever its size.
+    #[test]
+    fn tokens_dated_ahead_or_too_large_are_refused() {
+        let verifier = TokenVerifier::from_config(&config()).unwrap().unwrap();
+        let now = now() as i64;
+        let ahead = |iat_in: i64, exp_in: i64| {
+            sign(
+                serde_json::json!({
+                    "sub": "eleve1", "iat": now + iat_in, "exp": now + exp_in,
+                    "iss": "https://ent.example.fr", "aud": "causette",
+                }),
+                SECRET,
+            )
+        };
+        // Issued a week ahead, living a day from then: eight days from now.
+        assert_eq!(
+            verifier.verify(&ahead(7 * 24 * 3600, 8 * 24 * 3600)),
+            Err(TokenRefused::NotYetValid)
+        );
+        // Within the clock skew, fine.
+        assert_eq!(verifier.verify(&ahead(10, 300)), Ok("eleve1".into()));
+        let mut huge = claims(300);
+        huge["padding"] = "x".repeat(MAX_TOKEN_BYTES).into();
+        assert_eq!(
+            verifier.verify(&sign(huge, SECRET)),
+            Err(TokenRefused::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_token_serves_once_where_it_must() {
+        let verifier = TokenVerifier::from_config(&config()).unwrap().unwrap();
+        let token = sign(claims(300), SECRET);
+        assert_eq!(verifier.verify_once(&token), Ok("eleve1".into()));
+        assert_eq!(verifier.verify_once(&token), Err(TokenRefused::Spent));
+        // Logging in with it still works: only minting is once.
+        assert_eq!(verifier.verify(&token), Ok("eleve1".into()));
+        verifier.refund(&token);
+        assert_eq!(verifier.verify_once(&token), Ok("eleve1".into()));
+        verifier.purge();
+        assert_eq!(verifier.spent.len(), 1);
     }
 
     fn base64_url(text: &str) -> String {

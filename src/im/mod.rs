@@ -205,23 +205,42 @@ pub async fn user_presence(
             "you cannot subscribe to yourself",
         );
     }
-    if !exists(cx, contact).await {
-        if presence.type_ == PresenceType::Subscribe {
-            let stanza = Stanza::Presence(presence);
-            bounce(
-                sender,
-                &stanza,
-                ErrorType::Cancel,
-                DefinedCondition::ItemNotFound,
-                "no such user",
-            );
-        }
+    let exists = exists(cx, contact).await;
+    if !exists && presence.type_ != PresenceType::Subscribe {
         return;
     }
     if !cx.writes.try_spend(roster::local(&user)) {
         let stanza = Stanza::Presence(presence);
         let (condition, text) = TOO_MANY_CHANGES;
         return bounce(sender, &stanza, ErrorType::Wait, condition, text);
+    }
+    if !exists {
+        // A request to nobody looks like one to somebody who has not answered yet: the
+        // requester's item waits, and nothing tells whether the account exists.
+        let done = subscription::ask_nobody(cx, &user, contact).await;
+        if let Err(err) = done {
+            let stanza = Stanza::Presence(presence);
+            return match err {
+                crate::storage::Error::LimitReached => bounce(
+                    sender,
+                    &stanza,
+                    ErrorType::Wait,
+                    DefinedCondition::ResourceConstraint,
+                    "a contact list or the requests waiting for an answer are full: remove or answer one first",
+                ),
+                err => {
+                    tracing::warn!(error = %err, "subscription change failed");
+                    bounce(
+                        sender,
+                        &stanza,
+                        ErrorType::Wait,
+                        DefinedCondition::InternalServerError,
+                        "the change could not be saved; try again",
+                    )
+                }
+            };
+        }
+        return;
     }
     let status = presence.statuses.values().next().cloned();
     let done = match presence.type_ {

@@ -135,6 +135,23 @@ pub async fn subscribe(
     Ok(())
 }
 
+/// `user` asks to see the presence of an account that does not exist: the requester's item
+/// waits as for any request not answered yet; nothing is stored for nobody.
+pub async fn ask_nobody(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> Result<(), Error> {
+    cx.rosters
+        .update(cx, user, &contact.to_string(), |current| {
+            let mut item = current.unwrap_or_else(|| new_item(contact));
+            if item.ask {
+                return Update::Keep;
+            }
+            item.ask = true;
+            item.refused = false;
+            Update::Save(item)
+        })
+        .await?;
+    Ok(())
+}
+
 /// `contact` approves `user`'s request ("accepter une demande"), or pre-approves it.
 pub async fn approve(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Result<(), Error> {
     let pending = cx

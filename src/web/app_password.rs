@@ -38,7 +38,7 @@ pub(super) async fn create(
     Extension(connection): Extension<Connection>,
     headers: HeaderMap,
 ) -> Response {
-    if !super::cors::origin_allowed(&shared, &headers) {
+    if !super::cors::origin_allowed(&shared, connection, &headers) {
         return error(StatusCode::FORBIDDEN, "this page's origin is not allowed");
     }
     // A token goes in, a password comes out: neither crosses the network in clear.
@@ -62,7 +62,11 @@ pub(super) async fn create(
             "send the ENT sign-on token as Authorization: Bearer <token>",
         );
     };
-    let username = match shared.auth.verify_token(token.trim()) {
+    let token = token.trim();
+    if token.len() > crate::auth::token::MAX_TOKEN_BYTES {
+        return error(StatusCode::UNAUTHORIZED, "the sign-on token is too long");
+    }
+    let username = match shared.auth.verify_token(token) {
         Ok(username) => username,
         Err(refused) => return error(StatusCode::UNAUTHORIZED, refused.text()),
     };
@@ -76,11 +80,19 @@ pub(super) async fn create(
             "too many changes in the last minute; try again later",
         );
     }
+    // A token mints one app password: one copied from a page or a log cannot mint more.
+    // Spent only now, so that a refused request leaves it usable.
+    if let Err(refused) = shared.auth.verify_token_once(token) {
+        return error(StatusCode::UNAUTHORIZED, refused.text());
+    }
     let password = new_password();
     let iterations = shared.config.auth.scram_iterations;
-    match crate::accounts::set_password(&shared.store, &username, password.clone(), iterations)
-        .await
-    {
+    let stored =
+        crate::accounts::set_password(&shared.store, &username, password.clone(), iterations).await;
+    if stored.is_err() {
+        shared.auth.refund_token(token);
+    }
+    match stored {
         Ok(_) => {
             tracing::info!(user = %username, "app password set");
             let jid = format!("{username}@{}", shared.config.domain);

@@ -3,21 +3,59 @@
 //! has no preflight, so its upgrade checks the origin itself (`origin_allowed`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::Connection;
 use crate::Shared;
 
+/// Origins remembered as refused and logged, at most: past it the memory starts again.
+const REFUSED_ORIGINS_KEPT: usize = 1024;
+/// How often one refused origin is logged.
+const REFUSED_ORIGIN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The refused origins and when each was last logged: an integrator whose page is refused
+/// finds why in the log, once a minute per origin, however many requests it makes.
+#[derive(Default)]
+pub(crate) struct RefusedOrigins {
+    logged: DashMap<String, Instant>,
+}
+
+impl RefusedOrigins {
+    fn note(&self, origin: &str) {
+        let now = Instant::now();
+        if let Some(last) = self.logged.get(origin)
+            && now.duration_since(*last) < REFUSED_ORIGIN_LOG_EVERY
+        {
+            return;
+        }
+        if self.logged.len() >= REFUSED_ORIGINS_KEPT {
+            self.logged.clear();
+        }
+        self.logged.insert(origin.to_owned(), now);
+        tracing::warn!(
+            origin,
+            "a page of this origin was refused: add it to http.allowed_origins if it is the ENT's"
+        );
+    }
+}
+
 /// Whether the page that sent these headers may use the endpoints. A request without
-/// `Origin` comes from no page (a desktop client, a tool): origins do not concern it.
-pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
+/// `Origin` comes from no page (a desktop client, a tool): origins do not concern it. An
+/// origin is its scheme, host and port: the server's own pages are those of the scheme and
+/// host the request came by.
+pub(crate) fn origin_allowed(shared: &Shared, connection: Connection, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
+        shared.refused_origins.note("(not text)");
         return false;
     };
     if shared
@@ -29,15 +67,31 @@ pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    // The server's own pages: the origin names the host the request was sent to.
+    let scheme = if super::web_client(shared, connection, headers).tls {
+        "https"
+    } else {
+        "http"
+    };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let authority = origin.split_once("://").map(|(_, authority)| authority);
-    matches!((host, authority), (Some(host), Some(authority)) if host.eq_ignore_ascii_case(authority))
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(their_scheme, authority)| {
+            their_scheme.eq_ignore_ascii_case(scheme)
+                && host.is_some_and(|host| host.eq_ignore_ascii_case(authority))
+        });
+    if !own {
+        shared.refused_origins.note(origin);
+    }
+    own
 }
 
 /// The refusal of a request from a page whose origin is not allowed, if it is one.
-pub(crate) fn refuse_origin(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    (!origin_allowed(shared, headers)).then(|| {
+pub(crate) fn refuse_origin(
+    shared: &Shared,
+    connection: Connection,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    (!origin_allowed(shared, connection, headers)).then(|| {
         super::refuse(
             StatusCode::FORBIDDEN,
             "this page's origin is not allowed to use this server (http.allowed_origins)",
@@ -54,7 +108,10 @@ pub(super) async fn layer(
 ) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let public = request.uri().path().starts_with("/.well-known/");
-    let allowed = public || origin_allowed(&shared, request.headers());
+    let connection = request.extensions().get::<Connection>().copied();
+    let allowed = public
+        || connection
+            .is_some_and(|connection| origin_allowed(&shared, connection, request.headers()));
     let preflight = request.method() == Method::OPTIONS
         && request
             .headers()

@@ -8,7 +8,7 @@
 //! trusted proxy's headers when there is one) and whether its page may talk to us.
 
 mod app_password;
-mod cors;
+pub(crate) mod cors;
 mod health;
 mod host_meta;
 mod listener;
@@ -111,7 +111,7 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if let Some(refused) = cors::refuse_origin(&shared, &headers) {
+    if let Some(refused) = cors::refuse_origin(&shared, connection, &headers) {
         return refused;
     }
     let upgrade = upgrade.protocols(["xmpp"]);
@@ -173,7 +173,7 @@ async fn bosh(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refused) = cors::refuse_origin(&shared, &headers) {
+    if let Some(refused) = cors::refuse_origin(&shared, connection, &headers) {
         return refused;
     }
     let limit = shared.config.http.max_body_bytes;

@@ -473,6 +473,28 @@ async fn websocket_refuses_what_is_not_rfc_7395() {
         request
     };
     assert!(tokio_tungstenite::connect_async(request).await.is_err());
+    // The server's own host under another scheme is another origin (regression: the scheme
+    // was ignored); under the request's own scheme it is the server's page.
+    let with_origin = |origin: String| {
+        let mut request = format!("ws://{}/xmpp-websocket", server.http)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "xmpp".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+        request
+    };
+    let other_scheme = with_origin(format!("https://{}", server.http));
+    assert!(
+        tokio_tungstenite::connect_async(other_scheme)
+            .await
+            .is_err()
+    );
+    let own = with_origin(format!("http://{}", server.http));
+    assert!(tokio_tungstenite::connect_async(own).await.is_ok());
 
     let cases: [(&str, Message, &str); 6] = [
         (
@@ -637,11 +659,15 @@ async fn a_signed_in_user_gets_an_app_password_for_desktop_clients() {
     // A desktop client logs in with it (STARTTLS, SCRAM).
     let client = Xmpp::login(&server, "prof1", &password).await;
     client.logout().await;
-    // No token, a bad one, or the admin token: refused, and nothing changes.
+    // No token, a bad one, the admin token, one of 100 KB, or the same token again (a
+    // stolen token mints no second password): refused, and nothing changes.
+    let huge = format!("eyJ{}.e30.x", "a".repeat(100_000));
     for authorization in [
         None,
         Some(admin.as_str()),
         Some("eyJhbGciOiJIUzI1NiJ9.e30.x"),
+        Some(huge.as_str()),
+        Some(token.as_str()),
     ] {
         let (status, body) = crate::common::http(
             server.http,

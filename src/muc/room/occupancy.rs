@@ -279,6 +279,14 @@ impl Room {
         p
     }
 
+    /// The occupants, the one at `at` last: what concerns an occupant reaches the others
+    /// before it (§7.2.3: the self-presence comes last).
+    fn others_then(&self, at: usize) -> impl Iterator<Item = &Occupant> {
+        let (before, rest) = self.occupants.split_at(at);
+        let (own, after) = rest.split_at(1.min(rest.len()));
+        before.iter().chain(after).chain(own)
+    }
+
     /// Sends an occupant's presence to every session in the room but `except`.
     pub(super) fn broadcast_presence(
         &self,
@@ -287,7 +295,7 @@ impl Room {
         statuses: &[u16],
         except: Option<&FullJid>,
     ) {
-        for viewer in &self.occupants {
+        for viewer in self.others_then(at) {
             let moderator = viewer.role == Role::Moderator;
             for session in &viewer.sessions {
                 if Some(session) == except {
@@ -328,9 +336,10 @@ impl Room {
         if self.by_nick(nick).is_some() {
             return Err(error(DefinedCondition::Conflict, texts::NICK_TAKEN));
         }
-        // §7.6: unavailable under the old nick with 303 and the new one, then available.
+        // §7.6: unavailable under the old nick with 303 and the new one, then available;
+        // the others first, so that they know before the one who changed it does.
         let old = self.occupants[at].nick.clone();
-        for viewer in &self.occupants {
+        for viewer in self.others_then(at) {
             let moderator = viewer.role == Role::Moderator;
             for session in &viewer.sessions {
                 let mut codes = vec![303];
