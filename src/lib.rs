@@ -100,6 +100,12 @@ impl Shared {
         config.validate()?;
         let domain = BareJid::new(&config.domain)
             .map_err(|_| config::Error::Invalid(format!("invalid domain {:?}", config.domain)))?;
+        // The store first: a server that cannot open it writes nothing (no certificate).
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = metrics::timed_store(
+            storage::open(&config.database_url(), config.database.max_connections).await?,
+            metrics.clone(),
+        );
         let certificates = transport::tls::Certificates::load(&transport::tls::Certificate {
             cert: config.tls.cert.as_deref(),
             key: config.tls.key.as_deref(),
@@ -107,11 +113,6 @@ impl Shared {
             data_dir: &config.data_dir,
         })?;
         let tls = TlsAcceptor::from(transport::tls::server_config(certificates.clone())?);
-        let metrics = Arc::new(metrics::Metrics::new());
-        let store = metrics::timed_store(
-            storage::open(&config.database_url(), config.database.max_connections).await?,
-            metrics.clone(),
-        );
         // A second server on the store is refused, and the commands that would change it
         // behind this one's back find the mark.
         let serving = storage::mark_serving(&config.database_url()).await?;
@@ -442,7 +443,7 @@ async fn reload_certificate(shared: &Shared) -> Result<(), transport::tls::Error
         Ok(()) => {
             tracing::info!(
                 cert = %cert,
-                not_after = shared.certificates.not_after().unwrap_or(0),
+                not_after = %transport::tls::date_of(shared.certificates.not_after().unwrap_or(0)),
                 "certificate reloaded"
             );
             warn_if_expiring(&shared.certificates);

@@ -136,12 +136,44 @@ fn init_logging(config: &Config, serving: bool) {
     }
 }
 
-/// Who runs a command, for the log: the login behind sudo, else the user.
+/// Who runs a command, for the log: the login behind sudo, else the user (from the
+/// environment, else the process's user id, as in containers and CI where `USER` is unset).
 fn cli_actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(process_user);
     format!("cli:{user}")
+}
+
+/// The process's user: its name from /etc/passwd, else `uid <n>`.
+fn process_user() -> String {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
+        });
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// "1 room", "2 rooms".
+fn counted(n: i64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn read_password(confirm: bool) -> anyhow::Result<String> {
@@ -271,10 +303,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { file } => {
             let summary = storage::backup(&config.database_url(), &file).await?;
             println!(
-                "backed up {} users, {} offline messages and {} rooms to {} ({} bytes)",
-                summary.users,
-                summary.offline_messages,
-                summary.rooms,
+                "backed up {}, {} and {} to {} ({} bytes)",
+                counted(summary.users, "user"),
+                counted(summary.offline_messages, "offline message"),
+                counted(summary.rooms, "room"),
                 file.display(),
                 summary.bytes
             );
@@ -282,10 +314,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore { file } => {
             let summary = storage::restore(&file, &config.database_url()).await?;
             println!(
-                "restored {} users, {} offline messages and {} rooms from {}",
-                summary.users,
-                summary.offline_messages,
-                summary.rooms,
+                "restored {}, {} and {} from {}",
+                counted(summary.users, "user"),
+                counted(summary.offline_messages, "offline message"),
+                counted(summary.rooms, "room"),
                 file.display()
             );
         }

@@ -26,6 +26,8 @@ pub enum Error {
     Serving(String),
     #[error("cannot reach the database at {at}: {reason}")]
     Unreachable { at: String, reason: String },
+    #[error("cannot open the SQLite database {path}: {reason}")]
+    SqliteOpen { path: String, reason: String },
     #[error("database error: {0}")]
     Backend(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

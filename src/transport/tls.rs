@@ -131,6 +131,14 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
+/// A Unix time as an RFC 3339 date, for the log.
+pub fn date_of(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).map_or_else(
+        || unix.to_string(),
+        |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
 /// When the end-entity certificate of a pair expires (Unix seconds).
 fn not_after(pair: &CertifiedKey) -> Option<i64> {
     let der = pair.cert.first()?;
@@ -243,13 +251,24 @@ fn ensure_self_signed(domain: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf
         source,
     })?;
     let names = vec![domain.to_owned(), format!("*.{domain}")];
-    let certified = rcgen::generate_simple_self_signed(names)?;
-    write_file(&cert_path, certified.cert.pem().as_bytes(), 0o644)?;
-    write_file(
-        &key_path,
-        certified.key_pair.serialize_pem().as_bytes(),
-        0o600,
-    )?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    // Named for the domain (not the library's default name), valid from yesterday (clocks
+    // differ) for ten years.
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, domain);
+    name.push(rcgen::DnType::OrganizationName, "Causette (self-signed)");
+    params.distinguished_name = name;
+    let ymd = |date: chrono::NaiveDate| {
+        use chrono::Datelike;
+        rcgen::date_time_ymd(date.year(), date.month() as u8, date.day() as u8)
+    };
+    let today = chrono::Utc::now().date_naive();
+    params.not_before = ymd(today - chrono::Days::new(1));
+    params.not_after = ymd(today + chrono::Days::new(3650));
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     tracing::warn!(
         cert = %cert_path.display(),
         "generated a self-signed certificate; configure tls.cert and tls.key for production"

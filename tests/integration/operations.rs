@@ -64,7 +64,7 @@ async fn a_backup_taken_while_serving_restores_everything() {
     let (ok, out) = causette(&live, &["backup", backup_arg]).await;
     assert!(ok, "{out}");
     assert!(
-        out.contains("backed up 2 users, 1 offline messages and 0 rooms"),
+        out.contains("backed up 2 users, 1 offline message and 0 rooms"),
         "{out}"
     );
     // A backup never overwrites a file.
@@ -91,7 +91,7 @@ async fn a_backup_taken_while_serving_restores_everything() {
     let (ok, out) = causette(&restored_config, &["restore", backup_arg]).await;
     assert!(ok, "{out}");
     assert!(
-        out.contains("restored 2 users, 1 offline messages"),
+        out.contains("restored 2 users, 1 offline message and"),
         "{out}"
     );
     // Never over a store that exists.
@@ -622,5 +622,49 @@ async fn an_import_finds_a_server_running_on_postgres() {
         "{}",
         refused.stderr
     );
+    server.stop().await;
+}
+
+/// A first run as the README has it, tried as a new user would: a bad database URL stops
+/// `serve` before it writes anything (no certificate), and SQLite's error names the file; a
+/// good one generates a certificate named for the domain, valid for ten years, not for the
+/// year 4096.
+#[tokio::test]
+async fn a_first_start_says_what_is_wrong_and_writes_a_certificate_for_its_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(dir.path());
+    let unopenable = dir.path().join("not-a-dir");
+    std::fs::write(&unopenable, "a file, where a directory is needed").unwrap();
+    let url = format!("sqlite://{}/causette.db?mode=rwc", unopenable.display());
+    let ran = run_causette(&config, &["serve"], "", &[("CAUSETTE_DATABASE_URL", &url)]).await;
+    assert!(!ran.success);
+    assert!(
+        ran.stderr
+            .contains(&format!("{}/causette.db", unopenable.display())),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !dir.path().join("tls").exists(),
+        "a certificate was written"
+    );
+
+    let server = TestServer::start().await;
+    let pem = std::fs::read(server.dir.path().join("tls/localhost.crt")).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    assert_eq!(common_name.as_deref(), Some("localhost"));
+    let years = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
+        / (365 * 24 * 3600);
+    assert!((9..=10).contains(&years), "{years} years");
     server.stop().await;
 }

@@ -97,7 +97,17 @@ impl SqlStore {
                 })
             });
         }
-        let pool = options.connect(url).await?;
+        let pool = options
+            .connect(url)
+            .await
+            .map_err(|err| match sqlite_path(url) {
+                // SQLite's own message ("unable to open database file") names no file.
+                Some(path) if backend == Backend::Sqlite => Error::SqliteOpen {
+                    path: path.to_owned(),
+                    reason: err.to_string(),
+                },
+                _ => Error::from(err),
+            })?;
         let before = applied_migrations(&pool).await;
         backend.migrator().run(&pool).await?;
         let migrated = Migrated {
