@@ -105,8 +105,11 @@ async fn initial_presence(cx: &Context<'_>, sender: &Sender<'_>) {
                 let Ok(requester) = BareJid::new(&request.requester) else {
                     continue;
                 };
-                let mut presence =
-                    subscription_presence(PresenceType::Subscribe, &requester, &user);
+                let mut presence = crate::im::subscription::with_nick(
+                    cx,
+                    subscription_presence(PresenceType::Subscribe, &requester, &user),
+                    &requester,
+                );
                 if let Some(status) = request.status {
                     presence.set_status("", status);
                 }

@@ -14,11 +14,32 @@ use crate::im::roster::{Error, Update, local};
 use crate::router::BareDelivery;
 use crate::storage::{RosterItem, Subscription, SubscriptionRequest};
 
-fn new_item(contact: &BareJid) -> RosterItem {
+/// A new roster item for `contact`, named as the ENT's directory names them ("NOM Prénom"),
+/// which the user may change like any name.
+fn new_item(cx: &Context<'_>, contact: &BareJid) -> RosterItem {
     RosterItem {
         contact: contact.to_string(),
+        name: contact
+            .node()
+            .and_then(|node| cx.policy.display_name(node.as_str())),
         ..RosterItem::default()
     }
+}
+
+/// XEP-0172: a contact request says who asks under the directory's name, for the dialog
+/// that asks the contact to accept.
+pub fn with_nick(cx: &Context<'_>, mut presence: Presence, requester: &BareJid) -> Presence {
+    if let Some(name) = requester
+        .node()
+        .and_then(|node| cx.policy.display_name(node.as_str()))
+    {
+        presence.payloads.push(
+            minidom::Element::builder("nick", crate::ns::NICK)
+                .append(name)
+                .build(),
+        );
+    }
+    presence
 }
 
 /// A subscription-related presence from `from` to `to`, both bare (RFC 6121 §3.1.2).
@@ -71,7 +92,7 @@ pub async fn subscribe(
     let rosters = &cx.rosters;
     let change = rosters
         .update(cx, user, &contact.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(contact));
+            let mut item = current.unwrap_or_else(|| new_item(cx, contact));
             if item.subscription.has_to() {
                 return Update::Keep;
             }
@@ -127,7 +148,11 @@ pub async fn subscribe(
             .await?;
         return Err(err);
     }
-    let mut request = subscription_presence(PresenceType::Subscribe, user, contact);
+    let mut request = with_nick(
+        cx,
+        subscription_presence(PresenceType::Subscribe, user, contact),
+        user,
+    );
     if let Some(status) = status {
         request.set_status("", status);
     }
@@ -140,7 +165,7 @@ pub async fn subscribe(
 pub async fn ask_nobody(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> Result<(), Error> {
     cx.rosters
         .update(cx, user, &contact.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(contact));
+            let mut item = current.unwrap_or_else(|| new_item(cx, contact));
             if item.ask {
                 return Update::Keep;
             }
@@ -173,7 +198,7 @@ pub async fn approve(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Res
             // RFC 6121 §3.4: pre-approval, used when the user asks later.
             cx.rosters
                 .update(cx, contact, &user.to_string(), |current| {
-                    let mut item = current.unwrap_or_else(|| new_item(user));
+                    let mut item = current.unwrap_or_else(|| new_item(cx, user));
                     item.approved = true;
                     Update::Save(item)
                 })
@@ -189,7 +214,7 @@ async fn accept(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Result<(
     let change = cx
         .rosters
         .update(cx, contact, &user.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(user));
+            let mut item = current.unwrap_or_else(|| new_item(cx, user));
             item.subscription = item.subscription.with_from(true);
             item.approved = false;
             Update::Save(item)
@@ -204,14 +229,14 @@ async fn accept(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Result<(
         // The user asked first, so its consent to being seen by the contact is implied.
         cx.rosters
             .update(cx, user, &contact.to_string(), |current| {
-                let mut item = current.unwrap_or_else(|| new_item(contact));
+                let mut item = current.unwrap_or_else(|| new_item(cx, contact));
                 item.subscription = item.subscription.with_from(true);
                 Update::Save(item)
             })
             .await?;
         cx.rosters
             .update(cx, contact, &user.to_string(), |current| {
-                let mut item = current.unwrap_or_else(|| new_item(user));
+                let mut item = current.unwrap_or_else(|| new_item(cx, user));
                 item.subscription = item.subscription.with_to(true);
                 item.ask = false;
                 item.refused = false;

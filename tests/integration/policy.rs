@@ -850,3 +850,58 @@ async fn requests_between_strangers_follow_the_rules_alone_without_the_ent_mode(
     eleve3.expect_none("ping2").await;
     server.stop().await;
 }
+
+/// The directory's names where a client shows names: a contact request says who asks
+/// (XEP-0172 `<nick/>`), and a new roster item, on either side, is named after the contact's
+/// directory name, which the user may change.
+#[tokio::test]
+async fn contacts_are_named_as_the_directory_names_them() {
+    let server = TestServer::start_with(|c| c.tls.allow_plaintext_on_loopback = true).await;
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "POST",
+        "/admin/api/v1/import",
+        Some(&token),
+        Some(DIRECTORY),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let iterations = server.server().config().auth.scram_iterations;
+    for user in ["eleve1", "eleve2"] {
+        causette::accounts::set_password(&server.server().store(), user, "pw".into(), iterations)
+            .await
+            .expect("password set");
+    }
+    let mut lea = online(&server, "eleve1").await;
+    let mut hugo = online(&server, "eleve2").await;
+    hugo.send("<presence xmlns='jabber:client'/>").await;
+    lea.send("<presence xmlns='jabber:client' to='eleve2@localhost' type='subscribe'/>")
+        .await;
+    let pushed = lea
+        .expect_all(&["<item", "jid='eleve2@localhost'", "ask='subscribe'"])
+        .await;
+    assert!(pushed.contains("name='Hugo'"), "{pushed}");
+    let asked = hugo
+        .expect_all(&["type='subscribe'", "from='eleve1@localhost'"])
+        .await;
+    assert!(
+        asked.contains("<nick xmlns='http://jabber.org/protocol/nick'>Léa</nick>"),
+        "{asked}"
+    );
+    hugo.send("<presence xmlns='jabber:client' to='eleve1@localhost' type='subscribed'/>")
+        .await;
+    let accepted = hugo.expect_all(&["<item", "jid='eleve1@localhost'"]).await;
+    assert!(accepted.contains("name='Léa'"), "{accepted}");
+    // A name the user gives stays.
+    let renamed = lea
+        .iq(
+            "set",
+            "<query xmlns='jabber:iq:roster'><item jid='eleve2@localhost' name='Hugo P.'/></query>",
+        )
+        .await;
+    assert!(renamed.contains("type='result'"), "{renamed}");
+    let roster = lea.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
+    assert!(roster.contains("name='Hugo P.'"), "{roster}");
+    server.stop().await;
+}
