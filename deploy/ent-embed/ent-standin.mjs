@@ -3,7 +3,7 @@
 // This little server plays the part of an ENT (espace numérique de travail) so that the
 // floating chat window can be tried and tested without one: it serves a portal page that
 // embeds Causette's window (Converse.js, overlayed), pretends that a user is signed in
-// (`/login?user=eleve1` sets a cookie, nothing is checked), and signs short-lived sign-on
+// (`/login?user=lea.martin` sets a cookie, nothing is checked), and signs short-lived sign-on
 // tokens for that user, which the window presents to Causette as its SASL PLAIN password.
 //
 // A real ENT does the same three things with its own session and its own key: it signs a
@@ -15,7 +15,8 @@
 //   PORT            where this stand-in listens (default 8080; 0 picks one)
 //   CAUSETTE_HTTP   Causette's HTTP base URL (default http://127.0.0.1:5280)
 //   XMPP_DOMAIN     the XMPP domain (default localhost)
-//   TOKEN_SECRET    the HS256 secret shared with Causette's [auth.token] (required)
+//   TOKEN_SECRET    the HS256 secret shared with Causette's [auth.token] (default: the
+//                   public demo secret of deploy/ent-embed/causette.toml)
 //   TOKEN_ISSUER    default https://ent.example.fr
 //   TOKEN_AUDIENCE  default causette
 
@@ -31,13 +32,12 @@ const settings = {
     port: Number(process.env.PORT ?? 8080),
     causette: (process.env.CAUSETTE_HTTP ?? 'http://127.0.0.1:5280').replace(/\/$/, ''),
     domain: process.env.XMPP_DOMAIN ?? 'localhost',
-    secret: process.env.TOKEN_SECRET,
+    secret: process.env.TOKEN_SECRET ?? 'causette-ent-standin-demo-secret-not-for-production',
     issuer: process.env.TOKEN_ISSUER ?? 'https://ent.example.fr',
     audience: process.env.TOKEN_AUDIENCE ?? 'causette',
 };
-if (!settings.secret) {
-    console.error('TOKEN_SECRET is required (the HS256 secret of Causette\'s [auth.token])');
-    process.exit(2);
+if (!process.env.TOKEN_SECRET) {
+    console.warn('TOKEN_SECRET not set: signing with the public demo secret of causette.toml');
 }
 
 const base64url = (data) => Buffer.from(data).toString('base64url');
@@ -98,7 +98,8 @@ const server = createServer(async (request, response) => {
         }
         if (url.pathname === '/' ) {
             if (!user) {
-                response.writeHead(302, { location: '/login?user=eleve1' });
+                // A user of the demo directory (admin.demo_directory).
+                response.writeHead(302, { location: '/login?user=lea.martin' });
                 return response.end();
             }
             return await page(response, user, url.searchParams.get('transport'));

@@ -472,7 +472,13 @@ pub async fn handle_iq(
         Ok(groups) => groups,
         Err(reply) => return Err(reply.into()),
     };
-    let name = item.name.clone().filter(|n| !n.trim().is_empty());
+    // A contact set without a name is named as the ENT's directory names them; a name the
+    // user gives is theirs.
+    let name = item
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| cx.policy.display_name(local(&contact)));
     if name.as_ref().is_some_and(|n| n.chars().count() > 1023) {
         return refuse(
             DefinedCondition::NotAcceptable,

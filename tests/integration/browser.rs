@@ -232,7 +232,8 @@ async fn ent_window(transport: &str) {
             "lea.martin",
             "Hugo Bernard",
             "Classe de 6e A",
-            "prof.durand",
+            // The request shows the directory's name (XEP-0172 nick), not the JID.
+            "M. Durand",
         ])
         .arg(&shots)
         .arg(transport)
