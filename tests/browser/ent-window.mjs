@@ -99,6 +99,22 @@ try {
     await page.locator(".chat-msg__text", { hasText: "Tu es toujours là" }).first().waitFor({ timeout: 20000 });
     step("reloaded");
     await page.screenshot({ path: `${shots}/ent-window${suffix}-reloaded.png` });
+
+    // The pupils' chat access is closed: the window says what the server says, and stops
+    // trying (no new sign-in for several seconds).
+    step("waiting-access-closed");
+    await proceed();
+    const notice = page.locator("#chat-notice", { hasText: "pas ouvert à votre profil" });
+    await notice.waitFor({ timeout: 20000 });
+    let attempts = 0;
+    page.on("request", (r) => {
+        if (r.url().includes("/api/chat-credentials")) attempts += 1;
+    });
+    page.on("websocket", () => { attempts += 1; });
+    await page.waitForTimeout(8000);
+    if (attempts > 0) throw new Error(`the window tried again ${attempts} times`);
+    step("refused");
+    await page.screenshot({ path: `${shots}/ent-window${suffix}-refused.png` });
     await browser.close();
     step("done");
     process.exit(0);

@@ -319,6 +319,19 @@ async fn ent_window(transport: &str) {
                 .await;
                 input.write_all(b"go\n").await.unwrap();
             }
+            "waiting-access-closed" => {
+                let token = server.server().admin_token().to_owned();
+                let (status, body) = crate::common::http(
+                    server.http,
+                    "PUT",
+                    "/admin/api/v1/structures/0750001A/profiles/student",
+                    Some(&token),
+                    Some(r#"{"enabled":false}"#),
+                )
+                .await;
+                assert_eq!(status, 204, "{body}");
+                input.write_all(b"go\n").await.unwrap();
+            }
             "done" => break,
             _ => {}
         }
@@ -334,6 +347,8 @@ async fn ent_window(transport: &str) {
             "conversation",
             "waiting-after-reload",
             "reloaded",
+            "waiting-access-closed",
+            "refused",
             "done"
         ]
     );
@@ -347,7 +362,9 @@ async fn ent_window(transport: &str) {
     assert!(shots.join(format!("ent-window{suffix}.png")).exists());
     println!("screenshots in {}", shots.display());
     let _ = stand_in.kill().await;
-    hugo.logout().await;
+    // Hugo is a pupil too: closing the pupils' access closed his stream as well, and
+    // tokio-xmpp retries quietly (its logins refused) until the client is dropped.
+    drop(hugo);
     prof.logout().await;
     server.stop().await;
 }
