@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+mod budget;
 pub mod check;
 pub mod config;
 pub mod directory;
@@ -75,7 +76,7 @@ pub(crate) struct Shared {
     /// The certificate `tls` serves, reloaded on SIGHUP and when its files change.
     certificates: Arc<transport::tls::Certificates>,
     /// What each account may change per minute.
-    writes: im::budget::WriteBudget,
+    writes: budget::WriteBudget,
     /// Page origins refused by the web endpoints, to log each once a minute.
     refused_origins: web::cors::RefusedOrigins,
     connection_slots: Arc<Semaphore>,
@@ -151,7 +152,7 @@ impl Shared {
             None
         };
         Ok(Shared {
-            writes: im::budget::WriteBudget::new(config.im.max_changes_per_minute),
+            writes: budget::WriteBudget::new(config.im.max_changes_per_minute),
             refused_origins: web::cors::RefusedOrigins::default(),
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             admission: Arc::new(transport::admission::Admission::new(config.admission())),

@@ -1,7 +1,6 @@
 //! Instant messaging for local users: where each stanza from a bound session goes (RFC 6120
 //! §8, RFC 6121 §8 delivery rules), rosters, subscriptions, presence and offline messages.
 
-pub mod budget;
 pub mod categories;
 pub mod offline;
 pub mod presence;
@@ -35,7 +34,7 @@ pub struct Context<'a> {
     pub rosters: &'a roster::Rosters,
     pub policy: &'a Policy,
     /// What each account may change per minute.
-    pub writes: &'a budget::WriteBudget,
+    pub writes: &'a crate::budget::WriteBudget,
     /// The conference service, when rooms are enabled: direct invitations (XEP-0249) to its
     /// rooms grant membership.
     pub rooms: Option<&'a crate::muc::Rooms>,
@@ -433,7 +432,7 @@ async fn gate(
 /// The answer to a `groupchat` message from a user to a user.
 const GROUPCHAT: &str = "groupchat messages go to rooms, not to users";
 
-/// The answer to a change past the account's budget (`budget::WriteBudget`).
+/// The answer to a change past the account's budget (`crate::budget::WriteBudget`).
 pub const TOO_MANY_CHANGES: (DefinedCondition, &str) = (
     DefinedCondition::ResourceConstraint,
     "too many changes in a short time: wait a minute and try again",

@@ -29,8 +29,8 @@ use xmpp_parsers::rsm::{First, SetResult};
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
+use crate::budget::WriteBudget;
 use crate::config::RoomsConfig;
-use crate::im::budget::WriteBudget;
 use crate::policy::Policy;
 use crate::reply::{error_reply, error_type_of, iq_answer};
 use crate::router::{Component, Router};

@@ -1,7 +1,8 @@
-//! How many changes one account may ask for: roster and category changes, contact requests,
-//! the directory toggle, messages kept for offline contacts. Each is a database write, often
-//! an audit row; a pupil's script must not turn them into a flood. A token bucket per account,
-//! refilled at `per_minute` a minute, holding as many.
+//! How many costly things one account may ask for in a minute: roster and category changes,
+//! contact requests, the directory toggle, messages kept for offline contacts, room history
+//! loads, room invitations. Each is a database write or read, often an audit row; a pupil's
+//! script must not turn them into a flood. A token bucket per account, refilled at
+//! `per_minute` a minute, holding as many.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
