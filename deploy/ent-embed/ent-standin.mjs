@@ -3,7 +3,7 @@
 // This little server plays the part of an ENT (espace numérique de travail) so that the
 // floating chat window can be tried and tested without one: it serves a portal page that
 // embeds Causette's window (Converse.js, overlayed), pretends that a user is signed in
-// (`/login?user=lea.martin` sets a cookie, nothing is checked), and signs short-lived sign-on
+// (`/login?user=lea.martin&name=Léa Martin` sets cookies, nothing is checked), and signs short-lived sign-on
 // tokens for that user, which the window presents to Causette as its SASL PLAIN password.
 //
 // A real ENT does the same three things with its own session and its own key: it signs a
@@ -59,18 +59,31 @@ function signedInUser(request) {
     return match ? match[1] : null;
 }
 
+/** The signed-in user's display name, as the ENT knows it ('' when it was not given). */
+function signedInName(request) {
+    const match = /(?:^|;\s*)ent_name=([^;]*)/.exec(request.headers.cookie ?? '');
+    try {
+        return match ? decodeURIComponent(match[1]).slice(0, 100) : '';
+    } catch {
+        return '';
+    }
+}
+
 const types = {
     '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json',
     '.svg': 'image/svg+xml', '.png': 'image/png', '.woff': 'font/woff', '.woff2': 'font/woff2',
     '.ttf': 'font/ttf', '.mp3': 'audio/mpeg', '.ogg': 'audio/ogg', '.html': 'text/html; charset=utf-8',
 };
 
-async function page(response, user, transport) {
+async function page(response, user, name, transport) {
     const template = await readFile(join(here, 'index.html'), 'utf8');
     // `?transport=bosh` leaves WebSocket out, as behind a proxy that cannot upgrade.
     const ws = transport === 'bosh' ? '' : settings.causette.replace(/^http/, 'ws') + '/xmpp-websocket';
     const html = template
         .replaceAll('{{USER}}', user)
+        // A JavaScript string inside a <script>: JSON, with `<` escaped so that no name can
+        // close the script element.
+        .replaceAll('{{DISPLAY_NAME_JSON}}', JSON.stringify(name).replaceAll('<', '\\u003c'))
         .replaceAll('{{WEBSOCKET_URL}}', ws)
         .replaceAll('{{BOSH_URL}}', settings.causette + '/http-bind')
         .replaceAll('{{DOMAIN}}', settings.domain);
@@ -84,7 +97,14 @@ const server = createServer(async (request, response) => {
         if (url.pathname === '/login') {
             // Stand-in only: anybody may "sign in" as anybody.
             const user = (url.searchParams.get('user') ?? '').replace(/[^a-z0-9._-]/gi, '');
-            response.writeHead(302, { location: '/', 'set-cookie': `ent_user=${user}; Path=/; HttpOnly; SameSite=Lax` });
+            const name = encodeURIComponent((url.searchParams.get('name') ?? '').slice(0, 100));
+            response.writeHead(302, {
+                location: '/',
+                'set-cookie': [
+                    `ent_user=${user}; Path=/; HttpOnly; SameSite=Lax`,
+                    `ent_name=${name}; Path=/; HttpOnly; SameSite=Lax`,
+                ],
+            });
             return response.end();
         }
         const user = signedInUser(request);
@@ -99,10 +119,10 @@ const server = createServer(async (request, response) => {
         if (url.pathname === '/' ) {
             if (!user) {
                 // A user of the demo directory (admin.demo_directory).
-                response.writeHead(302, { location: '/login?user=lea.martin' });
+                response.writeHead(302, { location: '/login?user=lea.martin&name=L%C3%A9a%20Martin' });
                 return response.end();
             }
-            return await page(response, user, url.searchParams.get('transport'));
+            return await page(response, user, signedInName(request), url.searchParams.get('transport'));
         }
         if (url.pathname.startsWith('/converse/')) {
             const path = normalize(url.pathname.slice('/converse/'.length));

@@ -1,16 +1,21 @@
 // Drives the ENT page of deploy/ent-embed in Debian's headless Chromium: the floating chat
 // window (Converse.js) signs in with the ENT's token, shows a contact in its category,
 // accepts a pending request, receives a message sent over TCP, joins a conversation it is
-// invited to, and comes back signed in after a reload.
+// invited to, comes back signed in after a reload, finds a person through the directory
+// search and asks them to be a contact, says so when the chat access is closed and stops
+// trying, and comes back into its conversation once the access is open again and the page
+// reloaded.
 //
-// Usage: node ent-window.mjs ENT_URL USER CONTACT CATEGORY REQUESTER SCREENSHOT_DIR TRANSPORT
+// Usage: node ent-window.mjs ENT_URL USER USER_NAME CONTACT CATEGORY REQUESTER SEARCHED
+//        SCREENSHOT_DIR TRANSPORT
 // (TRANSPORT: websocket, or bosh for a page that leaves WebSocket out)
-// It prints `STEP <name>` lines; at `STEP waiting-message` and `STEP waiting-invitation` it
-// reads a line from stdin (the test sends the message or the invitation meanwhile).
+// It prints `STEP <name>` lines; at each `STEP waiting-…` it reads a line from stdin (the
+// test sends the message, the invitation, changes the access meanwhile).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 
-const [base, user, contact, category, requester, shots, transport] = process.argv.slice(2);
+const [base, user, userName, contact, category, requester, searched, shots, transport] =
+    process.argv.slice(2);
 const suffix = transport === "bosh" ? "-bosh" : "";
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const step = (name) => console.log(`STEP ${name}`);
@@ -46,7 +51,7 @@ async function signedIn() {
 }
 
 try {
-    await page.goto(`${base}/login?user=${user}`);
+    await page.goto(`${base}/login?user=${user}&name=${encodeURIComponent(userName)}`);
     if (transport === "bosh") {
         await page.goto(`${base}/?transport=bosh`);
     }
@@ -55,6 +60,8 @@ try {
         await page.waitForRequest((r) => r.url().endsWith("/http-bind"), { timeout: 20000 });
     }
     await signedIn();
+    // The user's own name, as the ENT gave it, not the address.
+    await page.locator(".userinfo .username", { hasText: userName }).first().waitFor({ timeout: 20000 });
     step("roster");
 
     // The pending request, accepted from the window.
@@ -100,6 +107,23 @@ try {
     step("reloaded");
     await page.screenshot({ path: `${shots}/ent-window${suffix}-reloaded.png` });
 
+    // Finding a person by name (the server's directory search) and asking them.
+    await page.locator(".dropdown--contacts .dropdown-toggle").first().click();
+    await page.locator(".add-contact").first().click();
+    const box = page.locator("converse-add-contact-modal");
+    const field = box.locator('input[name="jid"]');
+    await field.waitFor({ timeout: 20000 });
+    const term = searched.split(" ").find((word) => word.length > 3);
+    await field.pressSequentially(term, { delay: 50 });
+    const suggestion = box.locator(".suggestion-box li", { hasText: searched }).first();
+    await suggestion.waitFor({ timeout: 20000 });
+    await page.screenshot({ path: `${shots}/ent-window${suffix}-search.png` });
+    await suggestion.click();
+    await box.locator('button[type="submit"]').click();
+    // The new contact is listed under the name the directory gave.
+    await page.locator(".roster-group .list-item", { hasText: searched }).first().waitFor({ timeout: 20000 });
+    step("requested");
+
     // The pupils' chat access is closed: the window says what the server says, and stops
     // trying (no new sign-in for several seconds).
     step("waiting-access-closed");
@@ -115,6 +139,17 @@ try {
     if (attempts > 0) throw new Error(`the window tried again ${attempts} times`);
     step("refused");
     await page.screenshot({ path: `${shots}/ent-window${suffix}-refused.png` });
+
+    // The access is open again: a reload signs in, and the conversation goes on.
+    step("waiting-access-open");
+    await proceed();
+    await page.reload();
+    await signedIn();
+    step("waiting-rejoin");
+    await proceed();
+    await page.locator(".chat-msg__text", { hasText: "On part à 8 h 45" }).first().waitFor({ timeout: 20000 });
+    step("rejoined");
+    await page.screenshot({ path: `${shots}/ent-window${suffix}-rejoined.png` });
     await browser.close();
     step("done");
     process.exit(0);

@@ -178,7 +178,9 @@ async fn ent_window(transport: &str) {
     let mut lea = Xmpp::login(&server, "lea.martin", "demo").await;
     let mut hugo = Xmpp::login(&server, "hugo.bernard", "demo").await;
     let mut prof = Xmpp::login(&server, "prof.durand", "demo").await;
-    for client in [&mut lea, &mut hugo, &mut prof] {
+    // The school's CPE has signed in once, so the directory search finds him.
+    let mut cpe = Xmpp::login(&server, "cpe.leroy", "demo").await;
+    for client in [&mut lea, &mut hugo, &mut prof, &mut cpe] {
         client.iq("get", "<query xmlns='jabber:iq:roster'/>").await;
         client.send("<presence xmlns='jabber:client'/>").await;
     }
@@ -230,10 +232,13 @@ async fn ent_window(transport: &str) {
         .args([
             &ent,
             "lea.martin",
+            "Léa Martin",
             "Hugo Bernard",
             "Classe de 6e A",
             // The request shows the directory's name (XEP-0172 nick), not the JID.
             "M. Durand",
+            // Found by the directory search (XEP-0055).
+            "M. Leroy (CPE)",
         ])
         .arg(&shots)
         .arg(transport)
@@ -319,17 +324,45 @@ async fn ent_window(transport: &str) {
                 .await;
                 input.write_all(b"go\n").await.unwrap();
             }
+            "requested" => {
+                // The request carries Léa's name from the directory (XEP-0172).
+                cpe.expect_all(&[
+                    "type='subscribe'",
+                    "lea.martin@localhost",
+                    "<nick xmlns='http://jabber.org/protocol/nick'>Léa Martin</nick>",
+                ])
+                .await;
+            }
             "waiting-access-closed" => {
-                let token = server.server().admin_token().to_owned();
-                let (status, body) = crate::common::http(
-                    server.http,
-                    "PUT",
-                    "/admin/api/v1/structures/0750001A/profiles/student",
-                    Some(&token),
-                    Some(r#"{"enabled":false}"#),
+                set_student_access(&server, false).await;
+                // Léa's window was in the conversation: she leaves it.
+                prof.expect_all(&[
+                    "type='unavailable'",
+                    "from='sortie-musee@conference.localhost/",
+                    "lea.martin@localhost",
+                ])
+                .await;
+                prof.drain().await;
+                input.write_all(b"go\n").await.unwrap();
+            }
+            "waiting-access-open" => {
+                set_student_access(&server, true).await;
+                input.write_all(b"go\n").await.unwrap();
+            }
+            "waiting-rejoin" => {
+                // Signed in again, the window goes back into its conversation by itself.
+                prof.expect_where(&["Léa back in the conversation"], |s| {
+                    s.starts_with("<presence")
+                        && !s.contains("type='unavailable'")
+                        && s.contains("from='sortie-musee@conference.localhost/")
+                        && s.contains("lea.martin@localhost")
+                })
+                .await;
+                prof.send(
+                    "<message xmlns='jabber:client' to='sortie-musee@conference.localhost' type='groupchat'>\
+                     <body>On part à 8 h 45</body></message>",
                 )
                 .await;
-                assert_eq!(status, 204, "{body}");
                 input.write_all(b"go\n").await.unwrap();
             }
             "done" => break,
@@ -347,8 +380,12 @@ async fn ent_window(transport: &str) {
             "conversation",
             "waiting-after-reload",
             "reloaded",
+            "requested",
             "waiting-access-closed",
             "refused",
+            "waiting-access-open",
+            "waiting-rejoin",
+            "rejoined",
             "done"
         ]
     );
@@ -366,5 +403,20 @@ async fn ent_window(transport: &str) {
     // tokio-xmpp retries quietly (its logins refused) until the client is dropped.
     drop(hugo);
     prof.logout().await;
+    cpe.logout().await;
     server.stop().await;
+}
+
+/// Opens or closes the chat to the demo college's pupils, as the ENT's console does.
+async fn set_student_access(server: &TestServer, enabled: bool) {
+    let token = server.server().admin_token().to_owned();
+    let (status, body) = http(
+        server.http,
+        "PUT",
+        "/admin/api/v1/structures/0750001A/profiles/student",
+        Some(&token),
+        Some(&format!("{{\"enabled\":{enabled}}}")),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
 }
