@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use ipnet::IpNet;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
 pub struct AdmissionLimits {
@@ -41,13 +41,16 @@ struct Address {
     silent: VecDeque<Arc<Attempt>>,
 }
 
-/// One negotiating connection, as its address's entry knows it.
+/// One negotiating connection, as its address's entry knows it. One small allocation per
+/// connection, freed once it is bound: a `Notify` and a flag rather than a cancellation token,
+/// whose tree node would cost more.
 #[derive(Default)]
 struct Attempt {
-    /// Cancelled when a newcomer from the same address takes its place.
-    evicted: CancellationToken,
-    /// Taken out of its address's count already (evicted): its drop must not count it again.
-    released: AtomicBool,
+    /// Notified when a newcomer from the same address takes its place; the permit waits for
+    /// the connection if it is not waiting at that moment.
+    eviction: Notify,
+    /// Evicted, so taken out of its address's count already: its drop must not count it again.
+    evicted: AtomicBool,
 }
 
 /// Why a connection is refused.
@@ -105,8 +108,8 @@ impl Admission {
                 let Some(oldest) = address.silent.pop_front() else {
                     return Err(Refusal::TooManyFromAddress);
                 };
-                oldest.released.store(true, Ordering::Relaxed);
-                oldest.evicted.cancel();
+                oldest.evicted.store(true, Ordering::Relaxed);
+                oldest.eviction.notify_one();
                 address.count -= 1;
                 // Its task ends soon and gives back its place in the total then.
             }
@@ -139,10 +142,17 @@ impl LoggingIn {
         }
     }
 
-    /// Cancelled when a newcomer from the same address takes this connection's place: the
-    /// connection must close.
-    pub fn evicted(&self) -> CancellationToken {
-        self.attempt.evicted.clone()
+    /// Resolves when a newcomer from the same address has taken this connection's place: the
+    /// connection must close. One waiter at a time.
+    pub async fn evicted(&self) {
+        if self.is_evicted() {
+            return;
+        }
+        self.attempt.eviction.notified().await;
+    }
+
+    pub fn is_evicted(&self) -> bool {
+        self.attempt.evicted.load(Ordering::Relaxed)
     }
 }
 
@@ -150,7 +160,7 @@ impl Drop for LoggingIn {
     fn drop(&mut self) {
         let admission = &self.admission;
         admission.total.fetch_sub(1, Ordering::Relaxed);
-        if self.attempt.released.load(Ordering::Relaxed) {
+        if self.is_evicted() {
             return;
         }
         admission.per_ip.remove_if_mut(&self.ip, |_, address| {
@@ -215,8 +225,8 @@ mod tests {
         talking.progressed();
         // The newcomer replaces the silent one, which is told to close.
         let newcomer = a.admit(ip).unwrap();
-        assert!(silent.evicted().is_cancelled());
-        assert!(!talking.evicted().is_cancelled());
+        assert!(silent.is_evicted());
+        assert!(!talking.is_evicted());
         assert_eq!(a.per_ip.get(&ip).unwrap().count, 2);
         // The evicted one ending does not count twice.
         drop(silent);
@@ -227,5 +237,24 @@ mod tests {
         drop((talking, newcomer));
         assert!(!a.per_ip.contains_key(&ip));
         assert_eq!(a.negotiating(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_evicted_connection_is_woken_whether_or_not_it_was_waiting() {
+        let a = admission();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let waiting = a.admit(ip).unwrap();
+        let later = a.admit(ip).unwrap();
+        let wait = waiting.evicted();
+        tokio::pin!(wait);
+        assert!(futures::poll!(&mut wait).is_pending());
+        let _newcomer = a.admit(ip).unwrap();
+        assert!(futures::poll!(&mut wait).is_ready());
+        // Evicted while not waiting: the next wait ends at once.
+        let _another = a.admit(ip).unwrap();
+        assert!(later.is_evicted());
+        let wait = later.evicted();
+        tokio::pin!(wait);
+        assert!(futures::poll!(&mut wait).is_ready());
     }
 }

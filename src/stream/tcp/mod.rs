@@ -44,8 +44,7 @@ pub(crate) async fn run_connection(
     shared: Arc<Shared>,
 ) {
     let span = tracing::info_span!("c2s", %peer, jid = tracing::field::Empty);
-    let evicted = logging_in.evicted();
-    let connection = async move {
+    async move {
         let now = Instant::now();
         let bound = now + shared.config.negotiation_timeout();
         // Until TLS is up a connection costs little to open and nothing to keep silent: it
@@ -58,27 +57,40 @@ pub(crate) async fn run_connection(
             ListenerKind::StartTls => Socket::Plain(tcp),
             ListenerKind::DirectTls => {
                 let handshake = crate::transport::tls::handshake(&shared.tls, tcp);
-                match Box::pin(bounded(&shared, deadlines.tls, handshake)).await {
-                    Ok(Ok(tls)) => {
+                let handshake =
+                    unless_evicted(&logging_in, bounded(&shared, deadlines.tls, handshake));
+                match Box::pin(handshake).await {
+                    Some(Ok(Ok(tls))) => {
                         logging_in.progressed();
                         tls
                     }
-                    Ok(Err(err)) => {
+                    Some(Ok(Err(err))) => {
                         tracing::debug!(error = %err, "TLS handshake failed");
                         return;
                     }
-                    Err(_) => return,
+                    Some(Err(_)) | None => return,
                 }
             }
         };
         serve_socket(socket, peer, deadlines, logging_in, shared).await;
-    };
-    // A connection that has not progressed when a newcomer from its address needs its place
-    // is closed (transport::admission); one that has progressed is never evicted.
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs `step` of a connection still logging in, unless a newcomer from the same address takes
+/// its place first (transport::admission): then `None`, and the connection closes. Only
+/// negotiation runs under it: a bound session is never evicted, and its wakeups do not poll
+/// the eviction.
+async fn unless_evicted<T>(
+    logging_in: &LoggingIn,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
-        () = connection.instrument(span.clone()) => {}
-        () = evicted.cancelled() => {
-            span.in_scope(|| tracing::debug!("closed for a newcomer from the same address"));
+        done = step => Some(done),
+        () = logging_in.evicted() => {
+            tracing::debug!("closed for a newcomer from the same address");
+            None
         }
     }
 }
@@ -95,7 +107,8 @@ pub(crate) async fn serve_socket(
     let negotiator = Negotiator::new(security(&conn, peer, &shared), deadlines);
     // Boxed and awaited to its end: negotiation's state is freed before the session starts,
     // and an idle connection keeps only the session's.
-    let Some(link) = Box::pin(negotiate(conn, negotiator, peer, &logging_in, &shared)).await else {
+    let negotiation = negotiate(conn, negotiator, peer, &logging_in, &shared);
+    let Some(Some(link)) = Box::pin(unless_evicted(&logging_in, negotiation)).await else {
         return;
     };
     drop(logging_in);
