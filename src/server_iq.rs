@@ -80,7 +80,7 @@ const HANDLERS: &[(&str, &str, Handler)] = &[
 /// The IQs a user sends to its own bare JID, by payload.
 const OWN_ACCOUNT: &[(&str, &str, Handler)] = &[
     ("query", ns::ROSTER, |cx, sender, is_get, payload| {
-        Box::pin(im::roster::handle_iq(cx, sender, is_get, payload))
+        Box::pin(im::roster_iq::handle_iq(cx, sender, is_get, payload))
     }),
     (
         "query",

@@ -5,8 +5,10 @@ pub mod categories;
 pub mod offline;
 pub mod presence;
 pub mod roster;
+pub mod roster_iq;
 pub mod search;
 pub mod subscription;
+pub mod transitions;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;

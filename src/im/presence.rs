@@ -1,12 +1,12 @@
 //! Presence (RFC 6121 §4): broadcast to the user's own resources and to subscribers, probes
-//! and pending requests at initial presence, directed presence, unavailable at the end.
+//! and pending requests at initial presence, directed presence, unavailable at the end; the
+//! presences that subscription changes send (`im::subscription` decides, this module delivers).
 
 use jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza::Stanza;
 
 use crate::im::Context;
-use crate::im::subscription::{subscription_presence, to_available};
 use crate::policy::{Action, Decision, Relation};
 use crate::router::Sender;
 use crate::router::{BareDelivery, SessionControl};
@@ -105,7 +105,7 @@ async fn initial_presence(cx: &Context<'_>, sender: &Sender<'_>) {
                 let Ok(requester) = BareJid::new(&request.requester) else {
                     continue;
                 };
-                let mut presence = crate::im::subscription::with_nick(
+                let mut presence = with_nick(
                     cx,
                     subscription_presence(PresenceType::Subscribe, &requester, &user),
                     &requester,
@@ -156,6 +156,59 @@ pub fn as_allowed(cx: &Context<'_>, to: &BareJid, mut presence: Presence) -> Pre
         presence.payloads.clear();
     }
     presence
+}
+
+/// XEP-0172: a contact request says who asks under the directory's name, for the dialog
+/// that asks the contact to accept.
+pub fn with_nick(cx: &Context<'_>, mut presence: Presence, requester: &BareJid) -> Presence {
+    if let Some(name) = requester
+        .node()
+        .and_then(|node| cx.policy.display_name(node.as_str()))
+    {
+        presence.payloads.push(
+            minidom::Element::builder("nick", crate::ns::NICK)
+                .append(name)
+                .build(),
+        );
+    }
+    presence
+}
+
+/// A subscription-related presence from `from` to `to`, both bare (RFC 6121 §3.1.2).
+pub fn subscription_presence(type_: PresenceType, from: &BareJid, to: &BareJid) -> Presence {
+    let mut presence = Presence::new(type_);
+    presence.from = Some(Jid::from(from.clone()));
+    presence.to = Some(Jid::from(to.clone()));
+    presence
+}
+
+/// Delivers a presence to every available resource of `user`.
+pub fn to_available(cx: &Context<'_>, user: &BareJid, presence: Presence) {
+    let presence = as_allowed(cx, user, presence);
+    let _ = cx.router.deliver_to_bare(
+        user,
+        Box::new(Stanza::Presence(presence)),
+        BareDelivery::AllAvailable,
+    );
+}
+
+/// Sends the current presence of each available resource of `from` to `to`'s available
+/// resources (RFC 6121 §3.1.5: once subscribed, the user learns the contact's presence).
+pub fn send_current_presence(cx: &Context<'_>, from: &BareJid, to: &BareJid) {
+    for mut presence in cx.router.presences(from) {
+        presence.to = Some(Jid::from(to.clone()));
+        to_available(cx, to, presence);
+    }
+}
+
+/// Tells `to` that every available resource of `from` is gone (RFC 6121 §3.2.2, §3.3.2).
+pub fn send_unavailable(cx: &Context<'_>, from: &BareJid, to: &BareJid) {
+    for resource in cx.router.available_resources(from) {
+        let mut presence = Presence::new(PresenceType::Unavailable);
+        presence.from = Some(Jid::from(resource));
+        presence.to = Some(Jid::from(to.clone()));
+        to_available(cx, to, presence);
+    }
 }
 
 /// Called when a session ends without saying unavailable: its contacts learn it is gone

@@ -5,14 +5,16 @@
 //! Both ends are local, so each request is processed at once on the user's side (outbound)
 //! and on the contact's side (inbound), under each user's roster lock in turn.
 
-use jid::{BareJid, Jid};
-use xmpp_parsers::presence::{Presence, Type as PresenceType};
-use xmpp_parsers::stanza::Stanza;
+use jid::BareJid;
+use xmpp_parsers::presence::Type as PresenceType;
 
 use crate::im::Context;
-use crate::im::roster::{Error, Update, local};
-use crate::router::BareDelivery;
-use crate::storage::{RosterItem, Subscription, SubscriptionRequest};
+use crate::im::presence::{
+    send_current_presence, send_unavailable, subscription_presence, to_available, with_nick,
+};
+use crate::im::roster::{Change, Error, Update, local};
+use crate::im::transitions::{Rules, Transition};
+use crate::storage::{RosterItem, SubscriptionRequest};
 
 /// A new roster item for `contact`, named as the ENT's directory names them ("NOM Prénom"),
 /// which the user may change like any name.
@@ -26,57 +28,36 @@ fn new_item(cx: &Context<'_>, contact: &BareJid) -> RosterItem {
     }
 }
 
-/// XEP-0172: a contact request says who asks under the directory's name, for the dialog
-/// that asks the contact to accept.
-pub fn with_nick(cx: &Context<'_>, mut presence: Presence, requester: &BareJid) -> Presence {
-    if let Some(name) = requester
-        .node()
-        .and_then(|node| cx.policy.display_name(node.as_str()))
-    {
-        presence.payloads.push(
-            minidom::Element::builder("nick", crate::ns::NICK)
-                .append(name)
-                .build(),
-        );
-    }
-    presence
+/// Runs one transition (`im::transitions`) on `owner`'s item for `other`, under `owner`'s
+/// roster lock; a new item is named as the directory names `other`.
+async fn step(
+    cx: &Context<'_>,
+    owner: &BareJid,
+    other: &BareJid,
+    transition: Transition,
+) -> Result<Change, Error> {
+    let rules = Rules {
+        persist_refusal: cx.config.persist_refusal,
+        symmetric_removal: cx.config.symmetric_removal,
+    };
+    cx.rosters
+        .update(cx, owner, &other.to_string(), |current| {
+            transition.apply(current, || new_item(cx, other), rules)
+        })
+        .await
 }
 
-/// A subscription-related presence from `from` to `to`, both bare (RFC 6121 §3.1.2).
-pub fn subscription_presence(type_: PresenceType, from: &BareJid, to: &BareJid) -> Presence {
-    let mut presence = Presence::new(type_);
-    presence.from = Some(Jid::from(from.clone()));
-    presence.to = Some(Jid::from(to.clone()));
-    presence
+/// Whether an item, as a change left it, satisfies `holds`.
+fn is(item: &Option<RosterItem>, holds: fn(&RosterItem) -> bool) -> bool {
+    item.as_ref().is_some_and(holds)
 }
 
-/// Delivers a presence to every available resource of `user`.
-pub fn to_available(cx: &Context<'_>, user: &BareJid, presence: Presence) {
-    let presence = crate::im::presence::as_allowed(cx, user, presence);
-    let _ = cx.router.deliver_to_bare(
-        user,
-        Box::new(Stanza::Presence(presence)),
-        BareDelivery::AllAvailable,
-    );
+fn has_to(item: &RosterItem) -> bool {
+    item.subscription.has_to()
 }
 
-/// Sends the current presence of each available resource of `from` to `to`'s available
-/// resources (RFC 6121 §3.1.5: once subscribed, the user learns the contact's presence).
-pub fn send_current_presence(cx: &Context<'_>, from: &BareJid, to: &BareJid) {
-    for mut presence in cx.router.presences(from) {
-        presence.to = Some(Jid::from(to.clone()));
-        to_available(cx, to, presence);
-    }
-}
-
-/// Tells `to` that every available resource of `from` is gone (RFC 6121 §3.2.2, §3.3.2).
-pub fn send_unavailable(cx: &Context<'_>, from: &BareJid, to: &BareJid) {
-    for resource in cx.router.available_resources(from) {
-        let mut presence = Presence::new(PresenceType::Unavailable);
-        presence.from = Some(Jid::from(resource));
-        presence.to = Some(Jid::from(to.clone()));
-        to_available(cx, to, presence);
-    }
+fn has_from(item: &RosterItem) -> bool {
+    item.subscription.has_from()
 }
 
 /// Characters of a contact request's text that are kept for the contact.
@@ -89,23 +70,8 @@ pub async fn subscribe(
     contact: &BareJid,
     status: Option<String>,
 ) -> Result<(), Error> {
-    let rosters = &cx.rosters;
-    let change = rosters
-        .update(cx, user, &contact.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(cx, contact));
-            if item.subscription.has_to() {
-                return Update::Keep;
-            }
-            item.ask = true;
-            item.refused = false;
-            Update::Save(item)
-        })
-        .await?;
-    if change
-        .after
-        .as_ref()
-        .is_some_and(|i| i.subscription.has_to())
-    {
+    let change = step(cx, user, contact, Transition::Ask).await?;
+    if is(&change.after, has_to) {
         // Already subscribed: the contact's server answers on its behalf (RFC 6121 §3.1.3).
         to_available(
             cx,
@@ -115,7 +81,7 @@ pub async fn subscribe(
         return Ok(());
     }
     // The contact's side.
-    let contact_item = rosters.item(cx, contact, &user.to_string()).await?;
+    let contact_item = cx.rosters.item(cx, contact, &user.to_string()).await?;
     let contact_item = contact_item.unwrap_or_default();
     if contact_item.subscription.has_from() {
         return subscribed_arrives(cx, user, contact).await;
@@ -140,7 +106,7 @@ pub async fn subscribe(
     if let Err(err) = saved {
         // A failed request changes nothing: the requester's item goes back as it was.
         let before = change.before;
-        rosters
+        cx.rosters
             .update(cx, user, &contact.to_string(), |_| match before {
                 Some(item) => Update::Save(item),
                 None => Update::Remove,
@@ -163,17 +129,7 @@ pub async fn subscribe(
 /// `user` asks to see the presence of an account that does not exist: the requester's item
 /// waits as for any request not answered yet; nothing is stored for nobody.
 pub async fn ask_nobody(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> Result<(), Error> {
-    cx.rosters
-        .update(cx, user, &contact.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(cx, contact));
-            if item.ask {
-                return Update::Keep;
-            }
-            item.ask = true;
-            item.refused = false;
-            Update::Save(item)
-        })
-        .await?;
+    step(cx, user, contact, Transition::AskNobody).await?;
     Ok(())
 }
 
@@ -196,13 +152,7 @@ pub async fn approve(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Res
             .is_some_and(|i| i.subscription.has_from());
         if !already {
             // RFC 6121 §3.4: pre-approval, used when the user asks later.
-            cx.rosters
-                .update(cx, contact, &user.to_string(), |current| {
-                    let mut item = current.unwrap_or_else(|| new_item(cx, user));
-                    item.approved = true;
-                    Update::Save(item)
-                })
-                .await?;
+            step(cx, contact, user, Transition::PreApprove).await?;
         }
         return Ok(());
     }
@@ -211,38 +161,12 @@ pub async fn approve(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Res
 
 /// `contact` lets `user` see its presence; with mutual acceptance, the reverse holds too.
 async fn accept(cx: &Context<'_>, contact: &BareJid, user: &BareJid) -> Result<(), Error> {
-    let change = cx
-        .rosters
-        .update(cx, contact, &user.to_string(), |current| {
-            let mut item = current.unwrap_or_else(|| new_item(cx, user));
-            item.subscription = item.subscription.with_from(true);
-            item.approved = false;
-            Update::Save(item)
-        })
-        .await?;
+    let change = step(cx, contact, user, Transition::Grant).await?;
     subscribed_arrives(cx, user, contact).await?;
-    let contact_sees_user = change
-        .after
-        .as_ref()
-        .is_some_and(|i| i.subscription.has_to());
-    if cx.config.mutual_acceptance && !contact_sees_user {
+    if cx.config.mutual_acceptance && !is(&change.after, has_to) {
         // The user asked first, so its consent to being seen by the contact is implied.
-        cx.rosters
-            .update(cx, user, &contact.to_string(), |current| {
-                let mut item = current.unwrap_or_else(|| new_item(cx, contact));
-                item.subscription = item.subscription.with_from(true);
-                Update::Save(item)
-            })
-            .await?;
-        cx.rosters
-            .update(cx, contact, &user.to_string(), |current| {
-                let mut item = current.unwrap_or_else(|| new_item(cx, user));
-                item.subscription = item.subscription.with_to(true);
-                item.ask = false;
-                item.refused = false;
-                Update::Save(item)
-            })
-            .await?;
+        step(cx, user, contact, Transition::MutualFrom).await?;
+        step(cx, contact, user, Transition::MutualTo).await?;
         let _ = cx
             .store
             .delete_subscription_request(local(user), &contact.to_string())
@@ -263,26 +187,8 @@ async fn subscribed_arrives(
     user: &BareJid,
     contact: &BareJid,
 ) -> Result<(), Error> {
-    let change = cx
-        .rosters
-        .update(cx, user, &contact.to_string(), |current| match current {
-            Some(mut item) if item.ask || !item.subscription.has_to() => {
-                item.subscription = item.subscription.with_to(true);
-                item.ask = false;
-                item.refused = false;
-                Update::Save(item)
-            }
-            _ => Update::Keep,
-        })
-        .await?;
-    let newly = change
-        .before
-        .as_ref()
-        .is_some_and(|i| !i.subscription.has_to())
-        && change
-            .after
-            .as_ref()
-            .is_some_and(|i| i.subscription.has_to());
+    let change = step(cx, user, contact, Transition::Approved).await?;
+    let newly = change.before.as_ref().is_some_and(|i| !has_to(i)) && is(&change.after, has_to);
     if newly {
         to_available(
             cx,
@@ -296,47 +202,20 @@ async fn subscribed_arrives(
 
 /// `user` no longer wants `contact`'s presence, or withdraws its request.
 pub async fn unsubscribe(cx: &Context<'_>, user: &BareJid, contact: &BareJid) -> Result<(), Error> {
-    let change = cx
-        .rosters
-        .update(cx, user, &contact.to_string(), |current| match current {
-            Some(mut item) if item.ask || item.subscription.has_to() => {
-                item.subscription = item.subscription.with_to(false);
-                item.ask = false;
-                Update::Save(item)
-            }
-            _ => Update::Keep,
-        })
-        .await?;
-    let was_subscribed = change
-        .before
-        .as_ref()
-        .is_some_and(|i| i.subscription.has_to());
+    let change = step(cx, user, contact, Transition::Unsubscribe).await?;
     let withdrawn = cx
         .store
         .delete_subscription_request(local(contact), &user.to_string())
         .await?;
-    let contact_change = cx
-        .rosters
-        .update(cx, contact, &user.to_string(), |current| match current {
-            Some(mut item) if item.subscription.has_from() => {
-                item.subscription = item.subscription.with_from(false);
-                Update::Save(item)
-            }
-            _ => Update::Keep,
-        })
-        .await?;
-    let contact_had_from = contact_change
-        .before
-        .as_ref()
-        .is_some_and(|i| i.subscription.has_from());
-    if withdrawn || contact_had_from {
+    let contact_change = step(cx, contact, user, Transition::Unsubscribed).await?;
+    if withdrawn || is(&contact_change.before, has_from) {
         to_available(
             cx,
             contact,
             subscription_presence(PresenceType::Unsubscribe, user, contact),
         );
     }
-    if was_subscribed {
+    if is(&change.before, has_to) {
         send_unavailable(cx, contact, user);
     }
     Ok(())
@@ -353,39 +232,9 @@ pub async fn unsubscribed(
         .store
         .delete_subscription_request(local(contact), &user.to_string())
         .await?;
-    let contact_change = cx
-        .rosters
-        .update(cx, contact, &user.to_string(), |current| match current {
-            Some(mut item) if item.subscription.has_from() || item.approved => {
-                item.subscription = item.subscription.with_from(false);
-                item.approved = false;
-                Update::Save(item)
-            }
-            _ => Update::Keep,
-        })
-        .await?;
-    let user_was_seeing = contact_change
-        .before
-        .as_ref()
-        .is_some_and(|i| i.subscription.has_from());
-    let persist_refusal = cx.config.persist_refusal;
-    let user_change = cx
-        .rosters
-        .update(cx, user, &contact.to_string(), |current| match current {
-            Some(mut item) if item.ask || item.subscription.has_to() => {
-                // A pending request turned down is a refusal; a cancelled subscription is not.
-                item.refused = persist_refusal && item.ask;
-                item.ask = false;
-                item.subscription = item.subscription.with_to(false);
-                Update::Save(item)
-            }
-            _ => Update::Keep,
-        })
-        .await?;
-    let user_affected = user_change
-        .before
-        .as_ref()
-        .is_some_and(|i| i.ask || i.subscription.has_to());
+    let contact_change = step(cx, contact, user, Transition::Cancel).await?;
+    let user_change = step(cx, user, contact, Transition::Cancelled).await?;
+    let user_affected = is(&user_change.before, |i| i.ask || i.subscription.has_to());
     if user_affected || had_request {
         to_available(
             cx,
@@ -393,7 +242,7 @@ pub async fn unsubscribed(
             subscription_presence(PresenceType::Unsubscribed, contact, user),
         );
     }
-    if user_was_seeing {
+    if is(&contact_change.before, has_from) {
         send_unavailable(cx, contact, user);
     }
     Ok(())
@@ -406,13 +255,7 @@ pub async fn remove_contact(
     user: &BareJid,
     contact: &BareJid,
 ) -> Result<bool, Error> {
-    let change = cx
-        .rosters
-        .update(cx, user, &contact.to_string(), |current| match current {
-            Some(_) => Update::Remove,
-            None => Update::Keep,
-        })
-        .await?;
+    let change = step(cx, user, contact, Transition::Remove).await?;
     let Some(before) = change.before else {
         return Ok(false);
     };
@@ -424,20 +267,7 @@ pub async fn remove_contact(
         .store
         .delete_subscription_request(local(contact), &user.to_string())
         .await?;
-    let symmetric = cx.config.symmetric_removal;
-    let contact_change = cx
-        .rosters
-        .update(cx, contact, &user.to_string(), |current| match current {
-            Some(_) if symmetric => Update::Remove,
-            Some(mut item) => {
-                item.subscription = Subscription::None;
-                item.ask = false;
-                item.approved = false;
-                Update::Save(item)
-            }
-            None => Update::Keep,
-        })
-        .await?;
+    let contact_change = step(cx, contact, user, Transition::RemovedBy).await?;
     let contact_before = contact_change.before.unwrap_or_default();
     if before.subscription.has_to() || before.ask || withdrawn {
         to_available(
