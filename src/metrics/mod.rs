@@ -2,7 +2,7 @@
 //! (`web::health`). Every handle is resolved once, here: the paths that count (accepting,
 //! reading and writing stanzas, the policy) touch one atomic each, never a label map.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -354,16 +354,4 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Times a future for `Metrics::store_query`.
-pub(crate) async fn timed<T>(
-    metrics: &Metrics,
-    operation: &'static str,
-    future: impl std::future::Future<Output = T>,
-) -> T {
-    let started = Instant::now();
-    let output = future.await;
-    metrics.store_query(operation, started.elapsed());
-    output
 }

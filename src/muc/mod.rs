@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Mutex, MutexGuard};
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult, Identity, Item};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::presence::Type as PresenceType;
@@ -34,6 +33,7 @@ use crate::config::RoomsConfig;
 use crate::policy::Policy;
 use crate::reply::{error_reply, error_type_of, iq_answer};
 use crate::router::{Component, Router};
+use crate::storage::batch::{BatchSink, BatchTask, BatchWriter};
 use crate::storage::{self, DynStore, HistoryBound};
 
 pub use form::RoomConfig;
@@ -58,14 +58,25 @@ const HISTORY_BATCH: usize = 256;
 /// One groupchat message to keep: room, stanza XML, Unix seconds.
 type HistoryRow = (String, String, i64);
 
-/// What the history writer is asked to do, in order.
-enum HistoryJob {
-    Keep(HistoryRow),
-    /// Answered once every row queued before it is committed (`true`) or has failed: a room
-    /// change waits for it, so that it is never durable before the messages reflected
-    /// earlier, and a room read back from the store waits for it, so that it finds them.
-    Barrier(oneshot::Sender<bool>),
+/// Where the batched writer commits groupchat history: each room keeps only what the
+/// settings allow.
+pub struct HistorySink {
+    store: DynStore,
+    keep: HistoryBound,
 }
+
+#[async_trait::async_trait]
+impl BatchSink<HistoryRow> for HistorySink {
+    async fn commit(&self, rows: &[HistoryRow]) -> Result<(), storage::Error> {
+        self.store.append_room_history(rows, self.keep).await
+    }
+    fn what(&self) -> &'static str {
+        "room history"
+    }
+}
+
+/// The task writing groupchat history; runs until shutdown, then drains.
+pub type HistoryWriter = BatchTask<HistoryRow, HistorySink>;
 
 /// The conference service.
 pub struct Rooms {
@@ -80,7 +91,8 @@ pub struct Rooms {
     active: DashMap<String, Arc<Mutex<Room>>>,
     /// The rooms where each user has an occupant, to leave them when the user's session ends.
     joined: DashMap<BareJid, Vec<String>>,
-    history: mpsc::Sender<HistoryJob>,
+    /// Groupchat messages on their way to the store, a room change waiting for those before.
+    history: BatchWriter<HistoryRow>,
     /// Rooms owned per user among those not in the store (locked and temporary rooms), kept
     /// by `settle` from what each room last counted (`Room::recount_owners`).
     owned_in_memory: DashMap<BareJid, u64>,
@@ -88,57 +100,6 @@ pub struct Rooms {
     loads: WriteBudget,
     /// Mediated invitations, per inviter (`rooms.max_invitations_per_minute`).
     invitations: WriteBudget,
-}
-
-/// Writes groupchat history to the store in batches; runs until shutdown, then drains.
-pub struct HistoryWriter {
-    queue: mpsc::Receiver<HistoryJob>,
-    store: DynStore,
-    keep: HistoryBound,
-}
-
-impl HistoryWriter {
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut batch = Vec::with_capacity(HISTORY_BATCH);
-        loop {
-            let received = tokio::select! {
-                n = self.queue.recv_many(&mut batch, HISTORY_BATCH) => n,
-                _ = shutdown.cancelled() => {
-                    self.queue.close();
-                    while self.queue.recv_many(&mut batch, HISTORY_BATCH).await > 0 {
-                        self.write(&mut batch).await;
-                    }
-                    return;
-                }
-            };
-            if received == 0 {
-                return;
-            }
-            self.write(&mut batch).await;
-        }
-    }
-
-    /// Commits the rows of a batch in one transaction, then answers its barriers.
-    async fn write(&self, batch: &mut Vec<HistoryJob>) {
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut barriers = Vec::new();
-        for job in batch.drain(..) {
-            match job {
-                HistoryJob::Keep(row) => rows.push(row),
-                HistoryJob::Barrier(done) => barriers.push(done),
-            }
-        }
-        let mut committed = true;
-        if !rows.is_empty()
-            && let Err(err) = self.store.append_room_history(&rows, self.keep).await
-        {
-            tracing::error!(error = %err, rows = rows.len(), "cannot store room history");
-            committed = false;
-        }
-        for done in barriers {
-            let _ = done.send(committed);
-        }
-    }
 }
 
 /// Why a room could not be looked up.
@@ -204,12 +165,11 @@ impl Rooms {
         max_offline_messages: u32,
     ) -> Result<(Arc<Rooms>, HistoryWriter), jid::Error> {
         let domain = jid::DomainPart::new(&settings.service_domain(server_domain))?.into_owned();
-        let (history, queue) = mpsc::channel(HISTORY_QUEUE);
-        let writer = HistoryWriter {
-            queue,
+        let sink = HistorySink {
             store: store.clone(),
             keep: history_bound(&settings),
         };
+        let (history, writer) = BatchWriter::new(sink, HISTORY_QUEUE, HISTORY_BATCH);
         let loads = WriteBudget::new(settings.max_loads_per_minute);
         let invitations = WriteBudget::new(settings.max_invitations_per_minute);
         let rooms = Rooms {
@@ -261,21 +221,17 @@ impl Rooms {
 
     /// Queues a groupchat message for the history writer.
     async fn keep_history(&self, row: HistoryRow) {
-        if self.history.send(HistoryJob::Keep(row)).await.is_err() {
+        if self.history.write(row).await.is_err() {
             tracing::warn!("history writer stopped");
         }
     }
 
     /// Waits until every groupchat message queued so far is in the store.
     async fn history_written(&self) -> Result<(), &'static str> {
-        let (done, written) = oneshot::channel();
-        self.history
-            .send(HistoryJob::Barrier(done))
-            .await
-            .map_err(|_| "the history writer stopped")?;
-        match written.await {
-            Ok(true) => Ok(()),
-            _ => Err("room history could not be stored"),
+        match self.history.written().await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("room history could not be stored"),
+            Err(_) => Err("the history writer stopped"),
         }
     }
 

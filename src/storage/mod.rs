@@ -3,11 +3,16 @@
 //! One implementation, [`SqlStore`], serves SQLite (the embedded default) and PostgreSQL
 //! (production) from the same queries.
 
+pub mod batch;
+mod observed;
 mod sql;
 
 use std::sync::Arc;
 
+pub use observed::{QueryObserver, observed};
 pub use sql::{Migrated, SchemaState, SqlStore, probe};
+
+use observed::store_domain;
 
 use crate::directory;
 
@@ -179,135 +184,140 @@ pub struct OfflineMessage {
 // The store by domain; usernames are the localpart of the user's JID, already normalised
 // (nodeprep). A `Store` is all of them.
 
-/// Accounts and their SCRAM credentials.
-#[async_trait::async_trait]
-pub trait AccountStore: Send + Sync {
-    /// Creates an account with its credentials, atomically. `Conflict` if it exists.
-    async fn create_user(
-        &self,
-        username: &str,
-        credentials: &[ScramCredential],
-    ) -> Result<(), Error>;
-    /// Replaces every credential of an account, atomically. `NotFound` if it does not exist.
-    async fn set_credentials(
-        &self,
-        username: &str,
-        credentials: &[ScramCredential],
-    ) -> Result<(), Error>;
-    /// Deletes an account and everything it owns. `NotFound` if it does not exist.
-    async fn delete_user(&self, username: &str) -> Result<(), Error>;
-    async fn user_exists(&self, username: &str) -> Result<bool, Error>;
-    /// Usernames in order.
-    async fn list_users(&self) -> Result<Vec<String>, Error>;
-    async fn credential(
-        &self,
-        username: &str,
-        hash: ScramHash,
-    ) -> Result<Option<ScramCredential>, Error>;
-    /// Notes a user's first login (only the first is kept).
-    async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;
+store_domain! {
+    /// Accounts and their SCRAM credentials.
+    pub trait AccountStore {
+        /// Creates an account with its credentials, atomically. `Conflict` if it exists.
+        async fn create_user(
+            &self,
+            username: &str,
+            credentials: &[ScramCredential],
+        ) -> Result<(), Error>;
+        /// Replaces every credential of an account, atomically. `NotFound` if it does not exist.
+        async fn set_credentials(
+            &self,
+            username: &str,
+            credentials: &[ScramCredential],
+        ) -> Result<(), Error>;
+        /// Deletes an account and everything it owns. `NotFound` if it does not exist.
+        async fn delete_user(&self, username: &str) -> Result<(), Error>;
+        async fn user_exists(&self, username: &str) -> Result<bool, Error>;
+        /// Usernames in order.
+        async fn list_users(&self) -> Result<Vec<String>, Error>;
+        async fn credential(
+            &self,
+            username: &str,
+            hash: ScramHash,
+        ) -> Result<Option<ScramCredential>, Error>;
+        /// Notes a user's first login (only the first is kept).
+        async fn record_first_login(&self, username: &str, at: i64) -> Result<(), Error>;
+    }
 }
 
-/// Rosters, categories (roster groups) and subscription requests.
-#[async_trait::async_trait]
-pub trait RosterStore: Send + Sync {
-    /// The roster, its version and its empty categories, in a constant number of queries.
-    async fn load_roster(&self, username: &str) -> Result<RosterSnapshot, Error>;
-    /// One roster item with its groups.
-    async fn roster_item(&self, username: &str, contact: &str)
-    -> Result<Option<RosterItem>, Error>;
-    /// How many items a roster holds.
-    async fn roster_item_count(&self, username: &str) -> Result<u64, Error>;
-    /// Creates or replaces one roster item with its groups, atomically; returns the new
-    /// roster version. Categories it puts a contact in stop being empty categories.
-    async fn save_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64, Error>;
-    /// Removes a roster item; `None` when there was none, else the new roster version.
-    async fn delete_roster_item(&self, username: &str, contact: &str)
-    -> Result<Option<i64>, Error>;
-    /// Creates an empty category; `Conflict` if a category of that name exists.
-    async fn create_category(&self, username: &str, name: &str) -> Result<i64, Error>;
-    /// Renames a category, moving every contact, atomically. Returns the new version and the
-    /// items that changed; `NotFound` if no such category, `Conflict` if `to` exists.
-    async fn rename_category(
-        &self,
-        username: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<(i64, Vec<RosterItem>), Error>;
-    /// Deletes a category, atomically. Its contacts left with no category move to
-    /// `fallback`. Returns the new version and the items that changed; `NotFound` if none.
-    async fn delete_category(
-        &self,
-        username: &str,
-        name: &str,
-        fallback: &str,
-    ) -> Result<(i64, Vec<RosterItem>), Error>;
-    async fn subscription_requests(
-        &self,
-        username: &str,
-    ) -> Result<Vec<SubscriptionRequest>, Error>;
-    /// Keeps (or refreshes) an inbound request; `LimitReached` when `limit` requests from
-    /// others are already waiting.
-    async fn save_subscription_request(
-        &self,
-        username: &str,
-        request: &SubscriptionRequest,
-        limit: u32,
-    ) -> Result<(), Error>;
-    /// Forgets an inbound request; whether there was one.
-    async fn delete_subscription_request(
-        &self,
-        username: &str,
-        requester: &str,
-    ) -> Result<bool, Error>;
+store_domain! {
+    /// Rosters, categories (roster groups) and subscription requests.
+    pub trait RosterStore {
+        /// The roster, its version and its empty categories, in a constant number of queries.
+        async fn load_roster(&self, username: &str) -> Result<RosterSnapshot, Error>;
+        /// One roster item with its groups.
+        async fn roster_item(&self, username: &str, contact: &str)
+        -> Result<Option<RosterItem>, Error>;
+        /// How many items a roster holds.
+        async fn roster_item_count(&self, username: &str) -> Result<u64, Error>;
+        /// Creates or replaces one roster item with its groups, atomically; returns the new
+        /// roster version. Categories it puts a contact in stop being empty categories.
+        async fn save_roster_item(&self, username: &str, item: &RosterItem) -> Result<i64, Error>;
+        /// Removes a roster item; `None` when there was none, else the new roster version.
+        async fn delete_roster_item(&self, username: &str, contact: &str)
+        -> Result<Option<i64>, Error>;
+        /// Creates an empty category; `Conflict` if a category of that name exists.
+        async fn create_category(&self, username: &str, name: &str) -> Result<i64, Error>;
+        /// Renames a category, moving every contact, atomically. Returns the new version and the
+        /// items that changed; `NotFound` if no such category, `Conflict` if `to` exists.
+        async fn rename_category(
+            &self,
+            username: &str,
+            from: &str,
+            to: &str,
+        ) -> Result<(i64, Vec<RosterItem>), Error>;
+        /// Deletes a category, atomically. Its contacts left with no category move to
+        /// `fallback`. Returns the new version and the items that changed; `NotFound` if none.
+        async fn delete_category(
+            &self,
+            username: &str,
+            name: &str,
+            fallback: &str,
+        ) -> Result<(i64, Vec<RosterItem>), Error>;
+        async fn subscription_requests(
+            &self,
+            username: &str,
+        ) -> Result<Vec<SubscriptionRequest>, Error>;
+        /// Keeps (or refreshes) an inbound request; `LimitReached` when `limit` requests from
+        /// others are already waiting.
+        async fn save_subscription_request(
+            &self,
+            username: &str,
+            request: &SubscriptionRequest,
+            limit: u32,
+        ) -> Result<(), Error>;
+        /// Forgets an inbound request; whether there was one.
+        async fn delete_subscription_request(
+            &self,
+            username: &str,
+            requester: &str,
+        ) -> Result<bool, Error>;
+    }
 }
 
-/// Messages kept for offline users (XEP-0160).
-#[async_trait::async_trait]
-pub trait OfflineStore: Send + Sync {
-    /// Stores a message for an offline user; `LimitReached` when `limit` are already kept.
-    async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
-    /// Reads, oldest first, the messages kept for a user whose id is above `after`: at most
-    /// `limit`, and no more after the one that reaches `max_bytes` (the first always comes).
-    /// Nothing is deleted: see `delete_offline_through`.
-    async fn offline_batch(
-        &self,
-        username: &str,
-        after: i64,
-        limit: u32,
-        max_bytes: usize,
-    ) -> Result<Vec<OfflineMessage>, Error>;
-    /// Deletes the messages kept for a user up to id `last`, once the client has them.
-    async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error>;
+store_domain! {
+    /// Messages kept for offline users (XEP-0160).
+    pub trait OfflineStore {
+        /// Stores a message for an offline user; `LimitReached` when `limit` are already kept.
+        async fn push_offline(&self, username: &str, stanza: &str, limit: u32) -> Result<(), Error>;
+        /// Reads, oldest first, the messages kept for a user whose id is above `after`: at most
+        /// `limit`, and no more after the one that reaches `max_bytes` (the first always comes).
+        /// Nothing is deleted: see `delete_offline_through`.
+        async fn offline_batch(
+            &self,
+            username: &str,
+            after: i64,
+            limit: u32,
+            max_bytes: usize,
+        ) -> Result<Vec<OfflineMessage>, Error>;
+        /// Deletes the messages kept for a user up to id `last`, once the client has them.
+        async fn delete_offline_through(&self, username: &str, last: i64) -> Result<(), Error>;
+    }
 }
 
-/// The ENT directory: loaded at start, changed in batches.
-#[async_trait::async_trait]
-pub trait DirectoryStore: Send + Sync {
-    /// The whole directory, at start.
-    async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
-    /// Applies a batch of directory changes in one transaction, with one audit entry each,
-    /// and sets the passwords of users it provisions (`credentials`, by username) in the same
-    /// transaction. The caller has validated the changes against the directory.
-    async fn apply_directory(
-        &self,
-        actor: &str,
-        changes: &[directory::DirectoryChange],
-        credentials: &[(String, Vec<ScramCredential>)],
-    ) -> Result<(), Error>;
+store_domain! {
+    /// The ENT directory: loaded at start, changed in batches.
+    pub trait DirectoryStore {
+        /// The whole directory, at start.
+        async fn load_directory(&self) -> Result<directory::DirectoryRows, Error>;
+        /// Applies a batch of directory changes in one transaction, with one audit entry each,
+        /// and sets the passwords of users it provisions (`credentials`, by username) in the same
+        /// transaction. The caller has validated the changes against the directory.
+        async fn apply_directory(
+            &self,
+            actor: &str,
+            changes: &[directory::DirectoryChange],
+            credentials: &[(String, Vec<ScramCredential>)],
+        ) -> Result<(), Error>;
+    }
 }
 
-/// The audit log of directory changes.
-#[async_trait::async_trait]
-pub trait AuditStore: Send + Sync {
-    /// Audit entries, newest first, older than `before` when given, and with `search` in
-    /// their actor, action or change (ignoring ASCII case) when given.
-    async fn audit_log(
-        &self,
-        limit: u32,
-        before: Option<i64>,
-        search: Option<&str>,
-    ) -> Result<Vec<directory::AuditEntry>, Error>;
+store_domain! {
+    /// The audit log of directory changes.
+    pub trait AuditStore {
+        /// Audit entries, newest first, older than `before` when given, and with `search` in
+        /// their actor, action or change (ignoring ASCII case) when given.
+        async fn audit_log(
+            &self,
+            limit: u32,
+            before: Option<i64>,
+            search: Option<&str>,
+        ) -> Result<Vec<directory::AuditEntry>, Error>;
+    }
 }
 
 /// A persistent room as stored: what a room is loaded back from.
@@ -341,55 +351,56 @@ pub struct RoomListing {
     pub config: String,
 }
 
-/// Persistent conversations (XEP-0045 rooms).
-#[async_trait::async_trait]
-pub trait RoomStore: Send + Sync {
-    /// A room with its affiliations, without its history: most stanzas to a room need none.
-    async fn load_room(&self, name: &str) -> Result<Option<StoredRoom>, Error>;
-    /// A room's recent groupchat messages within `bound`, oldest first.
-    async fn load_room_history(
-        &self,
-        name: &str,
-        bound: HistoryBound,
-    ) -> Result<Vec<(String, i64)>, Error>;
-    /// Stores a new room with its affiliations (its owner among them), atomically;
-    /// `LimitReached` when `owner` already owns `limit` rooms, `Conflict` if it exists.
-    async fn create_room(
-        &self,
-        room: &StoredRoom,
-        public: bool,
-        owner: &str,
-        limit: u32,
-    ) -> Result<(), Error>;
-    async fn save_room_config(&self, name: &str, config: &str, public: bool) -> Result<(), Error>;
-    async fn save_room_subject(&self, name: &str, subject: &str, by: &str) -> Result<(), Error>;
-    async fn save_room_vcard(&self, name: &str, vcard: &str) -> Result<(), Error>;
-    /// Sets (or, with `None`, removes) a user's affiliation with a room.
-    async fn set_room_affiliation(
-        &self,
-        name: &str,
-        jid: &str,
-        affiliation: Option<&str>,
-    ) -> Result<(), Error>;
-    /// Deletes a room with its affiliations and history; whether there was one.
-    async fn delete_room(&self, name: &str) -> Result<bool, Error>;
-    /// Appends groupchat messages (room, stanza, Unix seconds) in one transaction, then keeps
-    /// of each room they touched only what `keep` allows.
-    async fn append_room_history(
-        &self,
-        rows: &[(String, String, i64)],
-        keep: HistoryBound,
-    ) -> Result<(), Error>;
-    /// Public rooms by name, after `after`: at most `limit`, with the count of all of them.
-    async fn public_rooms(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<(Vec<RoomListing>, u64), Error>;
-    /// The rooms where a user is owner, admin or member, by name; at most `limit`.
-    async fn rooms_of(&self, jid: &str, limit: u32) -> Result<Vec<RoomListing>, Error>;
-    /// How many rooms a user owns.
-    async fn rooms_owned(&self, jid: &str) -> Result<u64, Error>;
+store_domain! {
+    /// Persistent conversations (XEP-0045 rooms).
+    pub trait RoomStore {
+        /// A room with its affiliations, without its history: most stanzas to a room need none.
+        async fn load_room(&self, name: &str) -> Result<Option<StoredRoom>, Error>;
+        /// A room's recent groupchat messages within `bound`, oldest first.
+        async fn load_room_history(
+            &self,
+            name: &str,
+            bound: HistoryBound,
+        ) -> Result<Vec<(String, i64)>, Error>;
+        /// Stores a new room with its affiliations (its owner among them), atomically;
+        /// `LimitReached` when `owner` already owns `limit` rooms, `Conflict` if it exists.
+        async fn create_room(
+            &self,
+            room: &StoredRoom,
+            public: bool,
+            owner: &str,
+            limit: u32,
+        ) -> Result<(), Error>;
+        async fn save_room_config(&self, name: &str, config: &str, public: bool) -> Result<(), Error>;
+        async fn save_room_subject(&self, name: &str, subject: &str, by: &str) -> Result<(), Error>;
+        async fn save_room_vcard(&self, name: &str, vcard: &str) -> Result<(), Error>;
+        /// Sets (or, with `None`, removes) a user's affiliation with a room.
+        async fn set_room_affiliation(
+            &self,
+            name: &str,
+            jid: &str,
+            affiliation: Option<&str>,
+        ) -> Result<(), Error>;
+        /// Deletes a room with its affiliations and history; whether there was one.
+        async fn delete_room(&self, name: &str) -> Result<bool, Error>;
+        /// Appends groupchat messages (room, stanza, Unix seconds) in one transaction, then keeps
+        /// of each room they touched only what `keep` allows.
+        async fn append_room_history(
+            &self,
+            rows: &[(String, String, i64)],
+            keep: HistoryBound,
+        ) -> Result<(), Error>;
+        /// Public rooms by name, after `after`: at most `limit`, with the count of all of them.
+        async fn public_rooms(
+            &self,
+            after: Option<&str>,
+            limit: u32,
+        ) -> Result<(Vec<RoomListing>, u64), Error>;
+        /// The rooms where a user is owner, admin or member, by name; at most `limit`.
+        async fn rooms_of(&self, jid: &str, limit: u32) -> Result<Vec<RoomListing>, Error>;
+        /// How many rooms a user owns.
+        async fn rooms_owned(&self, jid: &str) -> Result<u64, Error>;
+    }
 }
 
 /// Every domain of the store.
