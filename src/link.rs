@@ -260,8 +260,13 @@ pub enum Incoming {
     /// Boxed: a session keeps room for this value in its idle state (it is alive while the
     /// stanza is handled), and an element is 400 bytes.
     Element(Box<ClientElement>),
-    /// The client closed its stream, or the connection is gone.
+    /// The client closed its stream: `</stream:stream>`, a WebSocket `<close/>` or close
+    /// frame, a BOSH `terminate`.
     Closed,
+    /// The connection went away without the stream being closed (end of file, reset, a
+    /// broken frame, a BOSH session no request came for): the client may come back, and with
+    /// stream management (XEP-0198) resume the session.
+    Lost,
     Fatal(Fatal),
     /// No data for the read timeout: the caller may ping.
     Idle,

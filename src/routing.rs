@@ -16,7 +16,7 @@ use crate::im::{self, Admission, Context};
 use crate::reply::{bounce, error_reply, reply_iq};
 use crate::router::{Sender, SessionControl};
 use crate::server_iq;
-use crate::session::{Backlog, Lifecycle};
+use crate::session::{Backlog, Departure, Lifecycle};
 
 /// What a session does, seen from above it: its stanzas are routed here, and instant
 /// messaging takes its part at each point of its life.
@@ -56,7 +56,8 @@ impl Lifecycle for Sessions {
         im::offline::acknowledge(&shared.im(), username(jid), last_id).await;
     }
 
-    fn detached(&self, _: &Shared, _: &FullJid) {}
+    /// Stream resumption (XEP-0198) is not offered yet: every session ends with its link.
+    fn detached(&self, _: &Shared, _: &FullJid, _: Departure) {}
 
     async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl) {
         im::presence::session_ended(&shared.im(), jid, control);

@@ -51,12 +51,24 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// The client has the backlog through `last_id`: it may be deleted.
     async fn acknowledged(&self, shared: &Shared, jid: &FullJid, last_id: i64);
 
-    /// The link is gone. Today `ended` follows at once; with stream resumption (XEP-0198) the
-    /// session will wait here, its state kept, for the client to come back.
-    fn detached(&self, shared: &Shared, jid: &FullJid);
+    /// The link is gone, and how. Today `ended` follows at once; with stream resumption
+    /// (XEP-0198) a session whose link was `Departure::Lost` will wait here, its state kept,
+    /// for the client to come back.
+    fn detached(&self, shared: &Shared, jid: &FullJid, departure: Departure);
 
     /// The session is over: it is unregistered, and the rest of the world learns it is gone.
     async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl);
+}
+
+/// How a session's link went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The client closed its stream, or the stream ended with an error, or the server closed
+    /// it: the session is over.
+    Ended,
+    /// The connection went away without the stream being closed, or could no longer be
+    /// written to: the client may come back for the session.
+    Lost,
 }
 
 /// One batch of a session's backlog.
@@ -156,10 +168,24 @@ enum End {
     /// With a stream error.
     /// Boxed: the loop's state keeps room for it.
     Error(Box<Fatal>),
-    /// By closing the stream, after the client closed its own or went away.
+    /// By closing the stream, after the client closed its own.
     Clean,
+    /// By closing the stream as far as the connection still takes it: it went away without
+    /// the stream being closed.
+    Lost,
     /// By dropping the connection: writing to it no longer works.
     Abort,
+    /// By dropping the connection: the server closed the session while a write was stuck.
+    Stuck,
+}
+
+impl End {
+    fn departure(&self) -> Departure {
+        match self {
+            End::Lost | End::Abort => Departure::Lost,
+            End::Error(_) | End::Clean | End::Stuck => Departure::Ended,
+        }
+    }
 }
 
 /// What an idle session may keep in its own state, in bytes (the stream itself is boxed
@@ -221,7 +247,7 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
                         }
                         reason = &mut close_request => {
                             closed_by_server(&shared, &bound.jid, &reason);
-                            break End::Abort;
+                            break End::Stuck;
                         }
                     }
                 }
@@ -266,21 +292,23 @@ async fn run<L: Link>(mut session: Box<(Outbox<L>, Bound)>, shared: Arc<Shared>)
                         }
                     }
                     Incoming::Closed => break End::Clean,
+                    Incoming::Lost => break End::Lost,
                     Incoming::Fatal(fatal) => break End::Error(Box::new(fatal)),
                 }
             }
         }
     };
-    shared.lifecycle.detached(&shared, &bound.jid);
+    let departure = end.departure();
+    shared.lifecycle.detached(&shared, &bound.jid, departure);
     bound.unregister(&shared);
     Box::pin(shared.lifecycle.ended(&shared, &bound.jid, &bound.control)).await;
     match end {
         End::Error(fatal) => Box::pin(outbox.link().close(Some(&fatal))).await,
-        End::Clean => Box::pin(outbox.link().close(None)).await,
+        End::Clean | End::Lost => Box::pin(outbox.link().close(None)).await,
         // The socket is stuck or gone: dropping it is all that is left to do.
-        End::Abort => {}
+        End::Abort | End::Stuck => {}
     }
-    tracing::info!(jid = %bound.jid, "session ended");
+    tracing::info!(jid = %bound.jid, ?departure, "session ended");
 }
 
 /// Logs why the server closes a session (a policy change, a slow reader, a conflict,

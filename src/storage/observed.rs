@@ -104,7 +104,10 @@ mod tests {
     #[tokio::test]
     async fn every_operation_is_reported_by_its_name_and_answers_as_the_store_does() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("observed.db").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("observed.db").display()
+        );
         let inner: DynStore = Arc::new(SqlStore::connect(&url, 1).await.unwrap());
         let seen = Seen::default();
         let store = observed(inner, seen.clone());

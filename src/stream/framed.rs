@@ -50,7 +50,7 @@ pub(crate) async fn negotiate<L: FramedLink>(
         let element = match incoming {
             Incoming::Element(element) => *element,
             Incoming::Idle => continue,
-            Incoming::Closed => {
+            Incoming::Closed | Incoming::Lost => {
                 link.close(None).await;
                 return None;
             }

@@ -102,12 +102,14 @@ impl TcpLink {
                         return Poll::Ready(incoming);
                     }
                 }
-                Poll::Ready(Ok(None)) => return Poll::Ready(Incoming::Closed),
-                Poll::Ready(Err(err)) if is_eof(&err) => return Poll::Ready(Incoming::Closed),
+                // The footer comes as an event (`Elements::take_event`): an end of file here is
+                // a connection gone without closing its stream.
+                Poll::Ready(Ok(None)) => return Poll::Ready(Incoming::Lost),
+                Poll::Ready(Err(err)) if is_eof(&err) => return Poll::Ready(Incoming::Lost),
                 Poll::Ready(Err(err)) => {
                     return Poll::Ready(match classify_read_error(&err) {
                         Some(fatal) => Incoming::Fatal(fatal),
-                        None => Incoming::Closed,
+                        None => Incoming::Lost,
                     });
                 }
                 Poll::Pending => {

@@ -26,6 +26,7 @@ use super::negotiation::{Deadlines, Negotiator, Security};
 use super::{Fatal, Incoming, Link};
 use crate::Shared;
 use crate::auth::Transport;
+use crate::link::ClientElement;
 use crate::link::{SharedStanza, encode_standalone};
 use crate::transport::XmlLimits;
 use crate::transport::admission::LoggingIn;
@@ -214,7 +215,7 @@ impl WsLink {
             }
             let message = match self.socket.poll_next_unpin(cx) {
                 Poll::Pending => return self.poll_timer(cx),
-                Poll::Ready(None) => return Poll::Ready(Incoming::Closed),
+                Poll::Ready(None) => return Poll::Ready(Incoming::Lost),
                 Poll::Ready(Some(Err(err))) => return Poll::Ready(read_error(err, &self.limits)),
                 Poll::Ready(Some(Ok(message))) => message,
             };
@@ -231,6 +232,8 @@ impl WsLink {
                         continue;
                     }
                     return Poll::Ready(match parse_document(text.as_bytes(), &self.limits) {
+                        // RFC 7395 §3.6: the client closes its stream with `<close/>`.
+                        Ok(element) if is_close(&element) => Incoming::Closed,
                         Ok(element) => Incoming::Element(Box::new(element)),
                         Err(fatal) => Incoming::Fatal(fatal),
                     });
@@ -296,14 +299,19 @@ fn read_error(err: axum::Error, limits: &XmlLimits) -> Incoming {
         )),
         Some(tungstenite::Error::Protocol(protocol)) => {
             tracing::debug!(error = %protocol, "WebSocket protocol error");
-            Incoming::Closed
+            Incoming::Lost
         }
         Some(tungstenite::Error::Utf8(_)) => Incoming::Fatal(Fatal::new(
             DefinedCondition::NotWellFormed,
             "a text frame that is not UTF-8",
         )),
-        _ => Incoming::Closed,
+        _ => Incoming::Lost,
     }
+}
+
+/// `<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>`, the end of a WebSocket stream.
+fn is_close(element: &ClientElement) -> bool {
+    matches!(element, ClientElement::Unknown(el) if el.is("close", FRAMING))
 }
 
 /// The WebSocket close code that goes with a stream error (RFC 6455 §7.4.1).

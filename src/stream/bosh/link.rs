@@ -54,12 +54,14 @@ impl BoshLink {
                     self.ready = items.into();
                     continue;
                 }
-                Taken::Ended => return Poll::Ready(Incoming::Closed),
+                // Ended by the server (inactivity, a request out of the window) after the
+                // client stopped sending: its `terminate` would have come as `Inbound::End`.
+                Taken::Ended => return Poll::Ready(Incoming::Lost),
                 Taken::Nothing(expiry) => expiry,
             };
             match self.woken.poll_recv(cx) {
                 Poll::Ready(Some(())) => continue,
-                Poll::Ready(None) => return Poll::Ready(Incoming::Closed),
+                Poll::Ready(None) => return Poll::Ready(Incoming::Lost),
                 Poll::Pending => {}
             }
             if let Some(at) = expiry {

@@ -289,7 +289,7 @@ async fn serve_elements(
         let element = match next_element(&mut xml, shared, negotiator.deadline()).await {
             Incoming::Element(element) => element,
             Incoming::Idle => continue,
-            Incoming::Closed => {
+            Incoming::Closed | Incoming::Lost => {
                 close(&mut xml, None).await;
                 return After::Closed;
             }
@@ -441,10 +441,11 @@ async fn next_element(xml: &mut ClientStream<'_>, shared: &Shared, deadline: Ins
         match xml.next().await {
             Some(Ok(element)) => Incoming::Element(Box::new(element)),
             Some(Err(ReadError::SoftTimeout)) => Incoming::Idle,
-            Some(Err(ReadError::StreamFooterReceived)) | None => Incoming::Closed,
+            Some(Err(ReadError::StreamFooterReceived)) => Incoming::Closed,
+            None => Incoming::Lost,
             Some(Err(ReadError::HardError(err))) => match classify_read_error(&err) {
                 Some(fatal) => Incoming::Fatal(fatal),
-                None => Incoming::Closed,
+                None => Incoming::Lost,
             },
             Some(Err(ReadError::ParseError(err))) => {
                 Incoming::Fatal(Fatal::new(DefinedCondition::BadFormat, err.to_string()))

@@ -200,3 +200,113 @@ async fn a_stanza_that_trickles_in_is_cut_off() {
     assert!(text.contains("took longer than 120 s"), "{text}");
     assert!(started.elapsed() >= Duration::from_secs(120));
 }
+
+/// The server's own lifecycle, with each departure recorded as the session reports it.
+struct Departures {
+    inner: Arc<dyn crate::session::Lifecycle>,
+    seen: std::sync::Mutex<Vec<crate::session::Departure>>,
+    told: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl crate::session::Lifecycle for Departures {
+    async fn binding(
+        &self,
+        shared: &Shared,
+        jid: &jid::FullJid,
+    ) -> Result<(), crate::storage::Error> {
+        self.inner.binding(shared, jid).await
+    }
+    async fn unbound(&self, shared: &Shared, jid: &jid::FullJid) {
+        self.inner.unbound(shared, jid).await
+    }
+    async fn stanza(
+        &self,
+        shared: &Shared,
+        sender: &crate::router::Sender<'_>,
+        stanza: xmpp_parsers::stanza::Stanza,
+    ) {
+        self.inner.stanza(shared, sender, stanza).await
+    }
+    async fn backlog(
+        &self,
+        shared: &Shared,
+        jid: &jid::FullJid,
+        after: i64,
+    ) -> Option<crate::session::Backlog> {
+        self.inner.backlog(shared, jid, after).await
+    }
+    async fn acknowledged(&self, shared: &Shared, jid: &jid::FullJid, last_id: i64) {
+        self.inner.acknowledged(shared, jid, last_id).await
+    }
+    fn detached(&self, shared: &Shared, jid: &jid::FullJid, departure: crate::session::Departure) {
+        self.seen.lock().unwrap().push(departure);
+        self.told.notify_one();
+        self.inner.detached(shared, jid, departure)
+    }
+    async fn ended(
+        &self,
+        shared: &Shared,
+        jid: &jid::FullJid,
+        control: &crate::router::SessionControl,
+    ) {
+        self.inner.ended(shared, jid, control).await
+    }
+}
+
+/// A server whose sessions' departures are recorded.
+async fn recording() -> (tempfile::TempDir, Arc<Shared>, Arc<Departures>) {
+    let (dir, mut shared) = shared(|_| {}).await;
+    let server = Arc::get_mut(&mut shared).expect("nothing else holds the state yet");
+    let departures = Arc::new(Departures {
+        inner: server.lifecycle.clone(),
+        seen: Default::default(),
+        told: Default::default(),
+    });
+    server.lifecycle = departures.clone();
+    (dir, shared, departures)
+}
+
+impl Departures {
+    async fn next(&self) -> crate::session::Departure {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(first) = self.seen.lock().unwrap().first().copied() {
+                    return first;
+                }
+                self.told.notified().await;
+            }
+        })
+        .await
+        .expect("the session reports its departure")
+    }
+}
+
+#[tokio::test]
+async fn a_closed_stream_ends_the_session_and_a_dropped_connection_is_a_lost_link() {
+    let (_dir, shared, departures) = recording().await;
+    let mut client = logged_in(&shared).await;
+    client.send("</stream:stream>").await;
+    let rest = client.until_closed().await;
+    assert!(rest.ends_with("</stream:stream>"), "{rest}");
+    assert_eq!(departures.next().await, crate::session::Departure::Ended);
+
+    let (_dir, shared, departures) = recording().await;
+    let client = logged_in(&shared).await;
+    // The connection goes away in the middle of the stream, without its footer.
+    drop(client);
+    assert_eq!(departures.next().await, crate::session::Departure::Lost);
+}
+
+#[tokio::test]
+async fn a_stream_error_ends_the_session() {
+    let (_dir, shared, departures) = recording().await;
+    let mut client = logged_in(&shared).await;
+    client
+        .send("<message><body>not in a namespace the stream knows")
+        .await;
+    client.send("</wrong>").await;
+    let rest = client.until_closed().await;
+    assert!(rest.contains("<stream:error>"), "{rest}");
+    assert_eq!(departures.next().await, crate::session::Departure::Ended);
+}
