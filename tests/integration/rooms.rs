@@ -1549,3 +1549,48 @@ async fn departures_bounces_kicks_and_stamps_as_the_xep_says() {
     assert!(back.contains("code='110'"), "{back}");
     server.stop().await;
 }
+
+/// XEP-0410: an occupant's ping to its own occupant JID is answered by the room; one from a
+/// session that is not in the room says so (`not-acceptable`), so that the client rejoins;
+/// pings to another occupant are not relayed.
+#[tokio::test]
+async fn self_ping_tells_a_session_whether_it_is_still_in_the_room() {
+    let server = TestServer::start_with(|c| c.admin.demo_directory = false).await;
+    server.add_user("owner", "pw").await;
+    server.add_user("guest", "pw").await;
+    let mut owner = online(&server, "owner").await;
+    let mut guest = online(&server, "guest").await;
+    let lobby = room("lobby");
+    join(&mut owner, &lobby, "owner").await;
+    configure(&mut owner, &lobby, &[], "instant").await;
+    const PING: &str = "<ping xmlns='urn:xmpp:ping'/>";
+    let own = ask(&mut owner, &format!("{lobby}/owner"), "get", PING, "p1").await;
+    assert!(own.contains("type='result'"), "{own}");
+    // The room answers for itself too (XEP-0199 to the room's JID).
+    let room_itself = ask(&mut owner, &lobby, "get", PING, "p2").await;
+    assert!(room_itself.contains("type='result'"), "{room_itself}");
+    // Not joined: told so, whatever nick it names.
+    let outsider = ask(&mut guest, &format!("{lobby}/owner"), "get", PING, "p3").await;
+    assert!(
+        outsider.contains("type='error'") && outsider.contains("<not-acceptable"),
+        "{outsider}"
+    );
+    // Joined, but pinging someone else's nick: not relayed, and the session is still there.
+    invite(&mut owner, &lobby, "guest@localhost").await;
+    join(&mut guest, &lobby, "guest").await;
+    let other = ask(&mut guest, &format!("{lobby}/owner"), "get", PING, "p4").await;
+    assert!(
+        other.contains("type='error'") && !other.contains("<not-acceptable"),
+        "{other}"
+    );
+    // After leaving, its own nick is no longer its own.
+    guest
+        .send(&format!(
+            "<presence xmlns='jabber:client' to='{lobby}/guest' type='unavailable'/>"
+        ))
+        .await;
+    guest.expect("type='unavailable'").await;
+    let gone = ask(&mut guest, &format!("{lobby}/guest"), "get", PING, "p5").await;
+    assert!(gone.contains("<not-acceptable"), "{gone}");
+    server.stop().await;
+}
