@@ -260,7 +260,10 @@ impl Ws {
         let rest = self.until_closed().await;
         // RFC 7395 §3.6: the server answers `<close/>` with its own, and no stream error.
         assert!(rest.contains("<close"), "{rest}");
-        assert!(!rest.contains("stream:error") && !rest.contains("<error"), "{rest}");
+        assert!(
+            !rest.contains("stream:error") && !rest.contains("<error"),
+            "{rest}"
+        );
     }
 }
 
