@@ -189,7 +189,6 @@ impl Shared {
             rosters: &self.rosters,
             policy: &self.policy,
             writes: &self.writes,
-            rooms: self.rooms.as_deref(),
         }
     }
 }

@@ -382,6 +382,23 @@ pub trait Component: Send + Sync + 'static {
     /// A stanza from a local user, `from` stamped with the user's full JID. Answers go back
     /// through `router`, like any delivery.
     async fn handle(&self, router: &Router, stanza: Stanza);
+
+    /// A local session ended or went unavailable (RFC 6121 §4.5.2): whatever the component
+    /// holds for it (a room occupancy) goes. Told to every component.
+    async fn session_ended(&self, _router: &Router, _jid: &FullJid) {}
+
+    /// A user sends a direct invitation (XEP-0249) to `invitee` naming `about`, an entity of
+    /// this component: the component may act on it (a room grants membership), or refuse it,
+    /// and the invitation is then not delivered.
+    async fn direct_invitation(
+        &self,
+        _router: &Router,
+        _from: &FullJid,
+        _invitee: &BareJid,
+        _about: &BareJid,
+    ) -> Result<(), Box<xmpp_parsers::stanza_error::StanzaError>> {
+        Ok(())
+    }
 }
 
 type Components = Vec<(jid::DomainPart, Arc<dyn Component>)>;
@@ -447,6 +464,14 @@ impl Router {
             .iter()
             .find(|(d, _)| d.as_str() == domain)
             .map(|(_, c)| c.clone())
+    }
+
+    /// Tells every component that a local session ended or went unavailable.
+    pub async fn session_ended(&self, jid: &FullJid) {
+        let components = self.components.load_full();
+        for (_, component) in components.iter() {
+            component.session_ended(self, jid).await;
+        }
     }
 
     /// Every component's domain and name, for the server's disco#items.

@@ -39,8 +39,8 @@ impl Lifecycle for Sessions {
             Stanza::Presence(p) if p.to.is_none() && p.type_ == PresenceType::Unavailable
         );
         route(&shared.im(), sender, stanza).await;
-        if leaving && let Some(rooms) = &shared.rooms {
-            rooms.session_ended(&shared.router, sender.jid).await;
+        if leaving {
+            shared.router.session_ended(sender.jid).await;
         }
     }
 
@@ -61,9 +61,7 @@ impl Lifecycle for Sessions {
 
     async fn ended(&self, shared: &Shared, jid: &FullJid, control: &SessionControl) {
         im::presence::session_ended(&shared.im(), jid, control);
-        if let Some(rooms) = &shared.rooms {
-            rooms.session_ended(&shared.router, jid).await;
-        }
+        shared.router.session_ended(jid).await;
         shared.rosters.detach(&jid.to_bare()).await;
     }
 }
@@ -127,9 +125,9 @@ async fn to_user(cx: &Context<'_>, sender: &Sender<'_>, to: &Jid, stanza: Stanza
     match admission {
         Admission::Presence(presence) => im::user_presence(cx, sender, to, &bare, presence).await,
         Admission::Message(message) => {
-            if let Some(rooms) = cx.rooms
-                && let Some(room) = direct_invitation(&message)
-                && let Err(error) = rooms
+            if let Some(room) = direct_invitation(&message)
+                && let Some(service) = cx.router.component(room.domain().as_str())
+                && let Err(error) = service
                     .direct_invitation(cx.router, sender.jid, &bare, &room)
                     .await
             {

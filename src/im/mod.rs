@@ -37,9 +37,6 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
     /// What each account may change per minute.
     pub writes: &'a crate::budget::WriteBudget,
-    /// The conference service, when rooms are enabled: direct invitations (XEP-0249) to its
-    /// rooms grant membership.
-    pub rooms: Option<&'a crate::muc::Rooms>,
 }
 
 /// A stanza the gate let through, as the gate let it through. Only `admit` makes one, and the

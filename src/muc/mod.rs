@@ -297,7 +297,7 @@ impl Rooms {
     }
 
     /// A session ended, or its user went unavailable: it leaves every room.
-    pub async fn session_ended(&self, router: &Router, jid: &FullJid) {
+    async fn leave_all(&self, router: &Router, jid: &FullJid) {
         let bare = jid.to_bare();
         let names = match self.joined.get(&bare) {
             Some(rooms) => rooms.clone(),
@@ -350,7 +350,7 @@ impl Rooms {
     /// A direct invitation (XEP-0249) from `from` to `invitee`, about `room`: refused with an
     /// error when the inviter may not invite there; a members-only room makes the invitee a
     /// member. Rooms of other services are not ours to judge.
-    pub async fn direct_invitation(
+    async fn invited(
         &self,
         router: &Router,
         from: &FullJid,
@@ -664,6 +664,20 @@ impl Rooms {
 impl Component for Rooms {
     fn name(&self) -> &str {
         texts::SERVICE_NAME
+    }
+
+    async fn session_ended(&self, router: &Router, jid: &FullJid) {
+        self.leave_all(router, jid).await
+    }
+
+    async fn direct_invitation(
+        &self,
+        router: &Router,
+        from: &FullJid,
+        invitee: &BareJid,
+        about: &BareJid,
+    ) -> Result<(), Box<StanzaError>> {
+        self.invited(router, from, invitee, about).await
     }
 
     async fn handle(&self, router: &Router, stanza: Stanza) {
