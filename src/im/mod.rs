@@ -326,8 +326,9 @@ enum Gate {
 ///   the sender could write to the other anyway; between users the rules allow but who have
 ///   not accepted each other, they pass reduced to their condition; otherwise they are
 ///   dropped.
-/// - Ending a relationship (`unsubscribe`, `unsubscribed`) and probes always pass: the server
-///   writes what the other side gets, so nothing of the sender's goes through.
+/// - Ending a relationship (`unsubscribe`, `unsubscribed`: `Action::EndContact`) and probes
+///   (`Action::Probe`) follow the policy, which always allows them: the server writes what the
+///   other side gets, so nothing of the sender's goes through.
 /// - IQ requests follow the policy's `Action::Request` (in the ENT mode, the recipient must
 ///   share its presence with the asker); one refused to an asker who does not see the
 ///   recipient's presence gets the same answer as for an absent account or resource, so that
@@ -393,7 +394,15 @@ async fn gate(
                 }
             }
             PresenceType::Unsubscribe | PresenceType::Unsubscribed | PresenceType::Probe => {
-                Gate::Pass
+                let action = if p.type_ == PresenceType::Probe {
+                    Action::Probe
+                } else {
+                    Action::EndContact
+                };
+                match decide(action, Relation::default()) {
+                    Decision::Allow => Gate::Pass,
+                    Decision::Deny(reason) => Gate::Refuse(Failure::Denied(reason)),
+                }
             }
             PresenceType::Error => answering().await,
             PresenceType::None | PresenceType::Unavailable => writing().await,

@@ -140,14 +140,13 @@ pub fn as_allowed(cx: &Context<'_>, to: &BareJid, mut presence: Presence) -> Pre
     if from == *to {
         return presence;
     }
-    // Contacts, by construction: whether they accepted each other is not the question.
+    // Contacts, by construction.
     let decision = cx.policy.decide(
         crate::im::roster::local(&from),
         crate::im::roster::local(to),
-        Action::Message,
+        Action::SeeStatus,
         Relation {
             listed: true,
-            accepted: true,
             ..Relation::default()
         },
     );

@@ -56,7 +56,15 @@ pub async fn handle_iq(
         );
     }
     if item.subscription == XmppSubscription::Remove {
-        // Removing is always allowed, whatever the rules say now.
+        // The policy always allows it, whatever the rules say now.
+        if let crate::policy::Decision::Deny(reason) = cx.policy.decide(
+            local(&user),
+            local(&contact),
+            crate::policy::Action::EndContact,
+            crate::policy::Relation::default(),
+        ) {
+            return Err(reason.into());
+        }
         return match crate::im::subscription::remove_contact(cx, &user, &contact).await {
             Ok(true) => Ok(None),
             Ok(false) => refuse(

@@ -114,8 +114,14 @@ impl Denials {
 
 impl crate::policy::DenialObserver for Denials {
     fn denied(&self, action: Action, reason: Reason) {
-        let a = ACTIONS.iter().position(|(x, _)| *x == action).unwrap_or(0);
-        let r = REASONS.iter().position(|(x, _)| *x == reason).unwrap_or(0);
+        // The actions never refused (ending a contact, probes) or not observed (searching,
+        // a status shown without its text) have no counter.
+        let Some(a) = ACTIONS.iter().position(|(x, _)| *x == action) else {
+            return;
+        };
+        let Some(r) = REASONS.iter().position(|(x, _)| *x == reason) else {
+            return;
+        };
         if let Some(counter) = self.by_cause.get(a * REASONS.len() + r) {
             counter.inc();
         }

@@ -42,6 +42,20 @@ pub enum Action {
     Join,
     /// See the target in the directory search.
     Search,
+    /// End a relationship with the target: remove it from one's contacts, withdraw or cancel
+    /// a subscription (`unsubscribe`, `unsubscribed`). Always allowed, whatever the rules say
+    /// now: nobody may be kept in a contact list, and the server writes what the target gets,
+    /// so nothing of the actor's goes through.
+    EndContact,
+    /// Probe the target's presence (RFC 6121 §4.3): always allowed; the server answers from
+    /// the target's subscription state, and only a contact who shares its presence answers.
+    Probe,
+    /// See the status text and payloads of a listed contact's presence. A contact stays in
+    /// the list, and keeps seeing whether the other is online, away or busy, when the rules no
+    /// longer allow them to write to each other (a pupil moved to another class); the text is
+    /// writing, so it follows the rules of `Message`, without the accepted request (they are
+    /// contacts).
+    SeeStatus,
 }
 
 /// Why an action is refused; each reason has an English and a French text.
@@ -352,8 +366,9 @@ impl Policy {
             }
             other => other,
         };
+        // Searching and presence shown without its text are not refusals a user meets.
         if let (Decision::Deny(reason), Some(observer)) = (decision, &self.observer)
-            && action != Action::Search
+            && !matches!(action, Action::Search | Action::SeeStatus)
         {
             observer.denied(action, reason);
         }
@@ -410,7 +425,10 @@ pub fn decide(
     action: Action,
     relation: Relation,
 ) -> Decision {
-    if actor == target || (action == Action::EditContact && relation.listed) {
+    if actor == target
+        || matches!(action, Action::EndContact | Action::Probe)
+        || (action == Action::EditContact && relation.listed)
+    {
         return Decision::Allow;
     }
     let (Some(a), Some(t)) = (state.users.get(actor), state.users.get(target)) else {

@@ -418,3 +418,67 @@ fn refusals_are_reported_but_searches_are_not() {
         ]
     );
 }
+
+/// Ending a contact and probing are always allowed: across the rules, with chat access
+/// closed, in the ENT mode; the policy says so itself rather than the callers.
+#[test]
+fn ending_a_contact_and_probing_are_always_allowed() {
+    let mut state = school();
+    state
+        .apply(&SetProfileAccess {
+            structure: "0750001A".into(),
+            profile: Student,
+            enabled: false,
+        })
+        .unwrap();
+    let strict = policy(state, true);
+    for (actor, target) in [
+        ("eleve1", "eleve3"),
+        ("eleve1", "eleve4"),
+        ("prof3", "eleve1"),
+    ] {
+        for action in [Action::EndContact, Action::Probe] {
+            assert_eq!(
+                strict.decide(actor, target, action, Relation::default()),
+                Decision::Allow,
+                "{action:?} {actor} -> {target}"
+            );
+        }
+    }
+    // What the rules refuse the same pairs otherwise.
+    assert_eq!(
+        strict.decide("eleve1", "eleve3", Action::Message, Relation::default()),
+        Decision::Deny(Reason::ActorProfileDisabled)
+    );
+}
+
+/// A contact's status text follows the communication rules, never the accepted request:
+/// they are contacts already.
+#[test]
+fn a_status_text_follows_the_rules_between_listed_contacts() {
+    let listed = Relation {
+        listed: true,
+        ..Relation::default()
+    };
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(Action, Reason)>>);
+    impl DenialObserver for Seen {
+        fn denied(&self, action: Action, reason: Reason) {
+            self.0.lock().unwrap().push((action, reason));
+        }
+    }
+    let seen = Arc::new(Seen::default());
+    let strict = policy(school(), true).observed_by(seen.clone());
+    // Classmates who have not accepted each other: the text shows (acceptance is not asked).
+    assert_eq!(
+        strict.decide("eleve1", "eleve2", Action::SeeStatus, listed),
+        Decision::Allow
+    );
+    // A pupil of another class still listed: no text.
+    assert_eq!(
+        strict.decide("eleve1", "eleve3", Action::SeeStatus, listed),
+        Decision::Deny(Reason::Rules)
+    );
+    // Not a refusal a user meets: not reported.
+    assert!(seen.0.lock().unwrap().is_empty());
+}
