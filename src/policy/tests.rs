@@ -395,15 +395,18 @@ fn a_first_login_is_noted_once_without_touching_old_snapshots() {
 
 /// Every refusal reaches the observer (the metrics), with its action and reason; a search's
 /// filtering is not a refusal.
+/// The refusals a policy reports, in order.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<(Action, Reason)>>);
+
+impl DenialObserver for Seen {
+    fn denied(&self, action: Action, reason: Reason) {
+        self.0.lock().unwrap().push((action, reason));
+    }
+}
+
 #[test]
 fn refusals_are_reported_but_searches_are_not() {
-    #[derive(Default)]
-    struct Seen(std::sync::Mutex<Vec<(Action, Reason)>>);
-    impl DenialObserver for Seen {
-        fn denied(&self, action: Action, reason: Reason) {
-            self.0.lock().unwrap().push((action, reason));
-        }
-    }
     let seen = Arc::new(Seen::default());
     let policy = policy(school(), true).observed_by(seen.clone());
     policy.decide("eleve1", "eleve3", Action::Message, Relation::default());
@@ -460,13 +463,6 @@ fn a_status_text_follows_the_rules_between_listed_contacts() {
         listed: true,
         ..Relation::default()
     };
-    #[derive(Default)]
-    struct Seen(std::sync::Mutex<Vec<(Action, Reason)>>);
-    impl DenialObserver for Seen {
-        fn denied(&self, action: Action, reason: Reason) {
-            self.0.lock().unwrap().push((action, reason));
-        }
-    }
     let seen = Arc::new(Seen::default());
     let strict = policy(school(), true).observed_by(seen.clone());
     // Classmates who have not accepted each other: the text shows (acceptance is not asked).

@@ -26,8 +26,7 @@ use super::negotiation::{Deadlines, Negotiator, Security};
 use super::{Fatal, Incoming, Link};
 use crate::Shared;
 use crate::auth::Transport;
-use crate::link::ClientElement;
-use crate::link::{SharedStanza, encode_standalone};
+use crate::link::{ClientElement, SharedStanza, encode_standalone};
 use crate::transport::XmlLimits;
 use crate::transport::admission::LoggingIn;
 
